@@ -1,0 +1,70 @@
+"""Random augmentation of a batch on the device, inside the jitted training step.
+
+Each image gets its own key split from the step's key, so a batch's augmentation is a pure
+function of (images, key). Image maths comes from dm-pix; Cutout is written here because
+dm-pix has none.
+"""
+
+import math
+
+import dm_pix as pix
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+
+def _random_affine(key: jax.Array, config: ml_collections.ConfigDict) -> jax.Array:
+  """A random 2x2 map from output to input (row, col) offsets from the image centre."""
+  k_rot, k_zoom, k_shear = jax.random.split(key, 3)
+  angle = math.radians(config.rotation_degrees) * jax.random.uniform(k_rot, minval=-1, maxval=1)
+  zoom = 1 + config.zoom * jax.random.uniform(k_zoom, minval=-1, maxval=1)
+  shear = math.radians(config.shear_degrees) * jax.random.uniform(k_shear, minval=-1, maxval=1)
+  cos, sin = jnp.cos(angle), jnp.sin(angle)
+  rotation = jnp.array([[cos, -sin], [sin, cos]])
+  shearing = jnp.array([[1.0, 0.0], [jnp.tan(shear), 1.0]])
+  # Output coordinates are mapped back to input ones, so zooming in divides by the zoom.
+  return rotation @ shearing / zoom
+
+
+def _affine(image: jax.Array, key: jax.Array, config: ml_collections.ConfigDict) -> jax.Array:
+  spatial = _random_affine(key, config)
+  centre = (jnp.array(image.shape[:2], jnp.float32) - 1) / 2
+  matrix = jnp.eye(3).at[:2, :2].set(spatial)
+  offset = jnp.zeros(3).at[:2].set(centre - spatial @ centre)
+  return pix.affine_transform(image, matrix, offset=offset, order=1, mode='constant', cval=0.0)
+
+
+def _augment_one(image: jax.Array, key: jax.Array, config: ml_collections.ConfigDict) -> jax.Array:
+  k_crop, k_flip, k_affine = jax.random.split(key, 3)
+  if config.crop_padding:
+    p = config.crop_padding
+    padded = jnp.pad(image, ((p, p), (p, p), (0, 0)))
+    image = pix.random_crop(k_crop, padded, image.shape)
+  if config.flip:
+    image = pix.random_flip_left_right(k_flip, image)
+  if config.rotation_degrees or config.zoom or config.shear_degrees:
+    image = _affine(image, k_affine, config)
+  return image
+
+
+def cutout(images: jax.Array, key: jax.Array, size: int) -> jax.Array:
+  """Zeroes one size x size square per image, centred uniformly (DeVries & Taylor, 2017).
+
+  As in the paper, the square may stick out of the image. Apply after normalisation so that
+  zero is the mean colour.
+  """
+  batch, height, width = images.shape[:3]
+  k_row, k_col = jax.random.split(key)
+  rows = jax.random.randint(k_row, (batch, 1, 1), 0, height)
+  cols = jax.random.randint(k_col, (batch, 1, 1), 0, width)
+  def within(index, centre):
+    return (index - centre >= -(size // 2)) & (index - centre < size - size // 2)
+  inside = within(jnp.arange(height)[None, :, None], rows) & within(
+      jnp.arange(width)[None, None, :], cols)
+  return jnp.where(inside[..., None], 0, images).astype(images.dtype)
+
+
+def augment(images: jax.Array, key: jax.Array, config: ml_collections.ConfigDict) -> jax.Array:
+  """Crop/shift, flip and affine (rotation, zoom, shear) on float images [B, H, W, C]."""
+  keys = jax.random.split(key, images.shape[0])
+  return jax.vmap(_augment_one, in_axes=(0, 0, None))(images, keys, config)

@@ -1,0 +1,48 @@
+"""Checks a config before anything is compiled, so that a bad value fails in a second, clearly."""
+
+import jax
+import ml_collections
+
+from cifar100_flax import input_pipeline, models, optim
+from cifar100_flax.errors import ConfigError
+
+EARLY_STOPPING_METRICS = {'val_accuracy': 'max', 'val_top5_accuracy': 'max', 'val_loss': 'min'}
+
+
+def _require(ok: bool, message: str) -> None:
+  if not ok:
+    raise ConfigError(message)
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError naming the first key whose value cannot work."""
+  models.create_model(config.model, 100, config.dtype, **config.model_kwargs)
+  _require(config.optimizer in optim.OPTIMIZERS,
+           f'config.optimizer={config.optimizer!r} is unknown; choose one of {list(optim.OPTIMIZERS)}')
+  _require(config.schedule in optim.SCHEDULES,
+           f'config.schedule={config.schedule!r} is unknown; choose one of {sorted(optim.SCHEDULES)}')
+  _require(config.early_stopping_metric in EARLY_STOPPING_METRICS,
+           f'config.early_stopping_metric={config.early_stopping_metric!r} is unknown; choose one '
+           f'of {sorted(EARLY_STOPPING_METRICS)}')
+  _require(config.learning_rate > 0, f'config.learning_rate must be > 0, got {config.learning_rate}')
+  _require(config.num_epochs > 0, f'config.num_epochs must be > 0, got {config.num_epochs}')
+  devices = jax.device_count()
+  for key in ('batch_size', 'eval_batch_size'):
+    value = config[key]
+    _require(value > 0, f'config.{key} must be > 0, got {value}')
+    _require(value % devices == 0,
+             f'config.{key}={value} must be divisible by the number of devices ({devices})')
+  _require(0 < config.validation_size < input_pipeline.NUM_TRAIN_EXAMPLES - config.batch_size,
+           f'config.validation_size must be in (0, {input_pipeline.NUM_TRAIN_EXAMPLES - config.batch_size}), '
+           f'got {config.validation_size}')
+  for key in ('weight_decay', 'grad_clip_norm', 'warmup_epochs', 'early_stopping_patience',
+              'early_stopping_min_delta', 'eval_every_steps', 'momentum'):
+    _require(config[key] >= 0, f'config.{key} must be >= 0, got {config[key]}')
+  _require(0 <= config.label_smoothing < 1,
+           f'config.label_smoothing must be in [0, 1), got {config.label_smoothing}')
+  _require(config.log_every_steps > 0, f'config.log_every_steps must be > 0, got {config.log_every_steps}')
+  _require(config.checkpoint_keep > 0, f'config.checkpoint_keep must be > 0, got {config.checkpoint_keep}')
+  _require(0 < config.plateau_factor < 1,
+           f'config.plateau_factor must be in (0, 1), got {config.plateau_factor}')
+  for key, value in config.augment.items():
+    _require(value >= 0, f'config.augment.{key} must be >= 0, got {value}')

@@ -1,0 +1,21 @@
+"""Errors caused by the user's input, which main.py reports as one line, without a traceback."""
+
+
+class UserError(Exception):
+  """Base class: the message alone tells the user what to fix."""
+
+
+class ConfigError(UserError, ValueError):
+  """An unknown or impossible configuration value."""
+
+
+class DataError(UserError):
+  """The dataset cannot be found or downloaded."""
+
+
+class CheckpointError(UserError):
+  """A checkpoint is missing, corrupt or does not fit the configured model."""
+
+
+class TrainingDivergedError(UserError):
+  """The loss became NaN or infinite."""

@@ -1,0 +1,51 @@
+"""Test-set evaluation of a trained workdir: eval_test.json, predictions_test.npz and a table."""
+
+import json
+import pathlib
+
+import jax
+import ml_collections
+import numpy as np
+
+from cifar100_flax import checkpointing, configuration, input_pipeline, metrics, sharding, train
+
+
+def _print_summary(report: dict, names: list[str]) -> None:
+  rows = [('examples', f"{report['num_examples']}"),
+          ('top-1 accuracy', f"{report['top1_accuracy']:.4f}"),
+          ('top-5 accuracy', f"{report['top5_accuracy']:.4f}"),
+          ('macro precision', f"{report['macro_precision']:.4f}"),
+          ('macro recall', f"{report['macro_recall']:.4f}"),
+          ('macro F1', f"{report['macro_f1']:.4f}"),
+          ('superclass top-1', f"{report['coarse_top1_accuracy']:.4f}")]
+  f1 = np.array(report['per_class']['f1'])
+  order = np.argsort(f1, kind='stable')
+  rows.append(('worst F1', ', '.join(f'{names[i]} {f1[i]:.2f}' for i in order[:5])))
+  rows.append(('best F1', ', '.join(f'{names[i]} {f1[i]:.2f}' for i in order[::-1][:5])))
+  width = max(len(name) for name, _ in rows)
+  print('\n'.join(f'{name:<{width}}  {value}' for name, value in rows))
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Restores the best checkpoint of `workdir` and evaluates all 10,000 test images."""
+  configuration.validate(config)
+  # The optimiser state's structure does not depend on the schedule's length.
+  template, _ = train.create_train_state(config, steps_per_epoch=1)
+  checkpointer = checkpointing.Checkpointer(workdir, read_only=True)
+  state, progress = checkpointer.restore_for_eval(template)
+  mesh = sharding.create_mesh()
+  state = sharding.replicate(state, mesh)
+  test = input_pipeline.load_splits(config, with_train=False)['test']
+  _, probs = train.evaluate_split(state, test, config, mesh)
+  report = metrics.classification_report(probs, test.labels, test.coarse_labels)
+  names = input_pipeline.class_names(config)
+  report.update(checkpoint_step=int(jax.device_get(state.step)), model=config.model,
+                class_names=names, train_seconds=progress.get('train_seconds'))
+  if jax.process_index() == 0:
+    out = pathlib.Path(workdir)
+    (out / 'eval_test.json').write_text(json.dumps(report, indent=1))
+    np.savez_compressed(out / 'predictions_test.npz', labels=test.labels,
+                        coarse_labels=test.coarse_labels, probs=probs.astype(np.float32),
+                        ids=test.ids)
+    _print_summary(report, names)
+  return report

@@ -1,0 +1,73 @@
+"""Metrics: clu collections accumulated on the device, and the numpy classification report of eval."""
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+from clu import metrics
+
+# CIFAR-100 superclass of each fine label, in tfds label order; read off the training split.
+FINE_TO_COARSE = np.array([
+    4, 1, 14, 8, 0, 6, 7, 7, 18, 3, 3, 14, 9, 18, 7, 11, 3, 9, 7, 11, 6, 11, 5, 10, 7, 6, 13, 15,
+    3, 15, 0, 11, 1, 10, 12, 14, 16, 9, 11, 5, 5, 19, 8, 8, 15, 13, 14, 17, 18, 10, 16, 4, 17, 4,
+    2, 0, 17, 4, 18, 17, 10, 3, 2, 12, 12, 16, 12, 1, 9, 19, 2, 10, 0, 1, 16, 12, 9, 13, 15, 13,
+    16, 19, 2, 4, 6, 19, 5, 5, 8, 19, 18, 1, 2, 15, 6, 0, 17, 8, 14, 13], dtype=np.int32)
+
+
+def _top5_correct(logits: jax.Array, labels: jax.Array, **_) -> jax.Array:
+  top5 = jax.lax.top_k(logits, 5)[1]
+  return jnp.any(top5 == labels[:, None], axis=-1).astype(jnp.float32)
+
+
+@flax.struct.dataclass
+class TrainMetrics(metrics.Collection):
+  loss: metrics.Average.from_output('loss')
+  accuracy: metrics.Accuracy
+
+
+@flax.struct.dataclass
+class EvalMetrics(metrics.Collection):
+  loss: metrics.Average.from_output('loss')
+  accuracy: metrics.Accuracy
+  top5_accuracy: metrics.Average.from_fun(_top5_correct)
+
+
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
+  """[true, predicted] counts."""
+  matrix = np.zeros((num_classes, num_classes), np.int64)
+  np.add.at(matrix, (labels, predictions), 1)
+  return matrix
+
+
+def _safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+  """0 where the denominator is 0 (a class never predicted has precision 0, as in scikit-learn)."""
+  return np.divide(numerator, denominator, out=np.zeros(numerator.shape), where=denominator > 0)
+
+
+def classification_report(probs: np.ndarray, labels: np.ndarray,
+                          coarse_labels: np.ndarray) -> dict:
+  """Top-1/top-5, macro and per-class precision/recall/F1, confusion matrices, superclass top-1."""
+  num_classes = probs.shape[1]
+  predictions = probs.argmax(axis=1)
+  top5 = np.argsort(-probs, axis=1, kind='stable')[:, :5]
+  matrix = confusion_matrix(labels, predictions, num_classes)
+  true_positives = np.diag(matrix).astype(np.float64)
+  precision = _safe_divide(true_positives, matrix.sum(axis=0))
+  recall = _safe_divide(true_positives, matrix.sum(axis=1))
+  f1 = _safe_divide(2 * precision * recall, precision + recall)
+  coarse_predictions = FINE_TO_COARSE[predictions]
+  coarse_classes = len(np.unique(FINE_TO_COARSE))
+  return {
+      'num_examples': int(len(labels)),
+      'top1_accuracy': float((predictions == labels).mean()),
+      'top5_accuracy': float((top5 == labels[:, None]).any(axis=1).mean()),
+      'macro_precision': float(precision.mean()),
+      'macro_recall': float(recall.mean()),
+      'macro_f1': float(f1.mean()),
+      'coarse_top1_accuracy': float((coarse_predictions == coarse_labels).mean()),
+      'per_class': {'precision': precision.tolist(), 'recall': recall.tolist(), 'f1': f1.tolist(),
+                    'support': matrix.sum(axis=1).tolist()},
+      'confusion_matrix': matrix.tolist(),
+      'coarse_confusion_matrix': confusion_matrix(coarse_labels, coarse_predictions,
+                                                  coarse_classes).tolist(),
+  }

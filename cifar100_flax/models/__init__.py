@@ -1,0 +1,26 @@
+"""Model registry: a config's `model` name -> a Flax module taking (images, train)."""
+
+import dataclasses
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from cifar100_flax.errors import ConfigError
+from cifar100_flax.models.cnn import CNN
+
+MODELS = {'cnn': CNN}
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+
+def create_model(name: str, num_classes: int, dtype: str = 'float32', **kwargs) -> nn.Module:
+  if name not in MODELS:
+    raise ConfigError(f'config.model={name!r} is not a known model; choose one of {sorted(MODELS)}')
+  if dtype not in DTYPES:
+    raise ConfigError(f'config.dtype={dtype!r} is not supported; choose one of {sorted(DTYPES)}')
+  module = MODELS[name]
+  fields = {f.name for f in dataclasses.fields(module)} - {'parent', 'name', 'num_classes', 'dtype'}
+  unknown = sorted(set(kwargs) - fields)
+  if unknown:
+    raise ConfigError(f'config.model_kwargs has {unknown}, which model {name!r} does not take; '
+                      f'it takes {sorted(fields)}')
+  return module(num_classes=num_classes, dtype=DTYPES[dtype], **kwargs)

@@ -1,0 +1,74 @@
+"""Optax optimisers and learning-rate schedules named by the config."""
+
+from typing import Callable
+
+import jax
+import ml_collections
+import optax
+
+Schedule = Callable[[int], float]
+
+
+def _warmup_cosine(config: ml_collections.ConfigDict, total_steps: int, steps_per_epoch: int) -> Schedule:
+  warmup = min(int(config.warmup_epochs * steps_per_epoch), total_steps - 1)
+  return optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, warmup, total_steps)
+
+
+def _one_cycle(config: ml_collections.ConfigDict, total_steps: int, steps_per_epoch: int) -> Schedule:
+  return optax.cosine_onecycle_schedule(total_steps, config.learning_rate)
+
+
+def _piecewise_constant(config: ml_collections.ConfigDict, total_steps: int,
+                        steps_per_epoch: int) -> Schedule:
+  boundaries = {int(f * total_steps): config.piecewise_scale for f in config.piecewise_boundaries}
+  return optax.piecewise_constant_schedule(config.learning_rate, boundaries)
+
+
+def _constant(config: ml_collections.ConfigDict, total_steps: int, steps_per_epoch: int) -> Schedule:
+  return optax.constant_schedule(config.learning_rate)
+
+
+SCHEDULES = {
+    'constant': _constant,
+    'warmup_cosine': _warmup_cosine,
+    'one_cycle': _one_cycle,
+    'piecewise_constant': _piecewise_constant,
+    # The base rate is constant; optax.contrib.reduce_on_plateau scales the updates.
+    'reduce_on_plateau': _constant,
+}
+OPTIMIZERS = ('sgd', 'adam', 'adamw')
+
+
+def _decay_mask(params):
+  """Weight decay on kernels only, not on biases or BatchNorm scales and offsets."""
+  return jax.tree_util.tree_map(lambda p: p.ndim > 1, params)
+
+
+def create_optimizer(config: ml_collections.ConfigDict, total_steps: int,
+                     steps_per_epoch: int) -> tuple[optax.GradientTransformationExtraArgs, Schedule]:
+  """The optimiser (its update takes `value=loss` for reduce_on_plateau) and its base schedule."""
+  schedule = SCHEDULES[config.schedule](config, total_steps, steps_per_epoch)
+  parts = []
+  if config.grad_clip_norm:
+    parts.append(optax.clip_by_global_norm(config.grad_clip_norm))
+  if config.optimizer == 'adamw':
+    parts.append(optax.adamw(schedule, weight_decay=config.weight_decay, mask=_decay_mask))
+  else:
+    if config.weight_decay:
+      parts.append(optax.add_decayed_weights(config.weight_decay, mask=_decay_mask))
+    if config.optimizer == 'sgd':
+      parts.append(optax.sgd(schedule, momentum=config.momentum or None, nesterov=config.nesterov))
+    else:
+      parts.append(optax.adam(schedule))
+  if config.schedule == 'reduce_on_plateau':
+    parts.append(optax.contrib.reduce_on_plateau(
+        factor=config.plateau_factor, patience=config.plateau_patience,
+        accumulation_size=steps_per_epoch))
+  return optax.chain(*parts), schedule
+
+
+def plateau_scale(opt_state) -> float:
+  """The factor reduce_on_plateau applies now (1 without it)."""
+  is_plateau = lambda x: isinstance(x, optax.contrib.ReduceLROnPlateauState)
+  states = [x for x in jax.tree_util.tree_leaves(opt_state, is_leaf=is_plateau) if is_plateau(x)]
+  return states[0].scale if states else 1.0

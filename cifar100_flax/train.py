@@ -1,0 +1,190 @@
+"""The training loop: a jitted, data-parallel train step, periodic validation, early stopping."""
+
+import dataclasses
+import functools
+import time
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from clu import periodic_actions
+from flax.training import early_stopping, train_state
+from jax.sharding import Mesh
+
+from cifar100_flax import (augment, checkpointing, configuration, input_pipeline, metrics,
+                           models, optim, sharding, writers)
+from cifar100_flax.errors import TrainingDivergedError
+
+
+class TrainState(train_state.TrainState):
+  batch_stats: Any
+  rng: jax.Array  # the run's key; step k uses fold_in(rng, k), so resuming needs nothing else
+
+
+def create_model(config: ml_collections.ConfigDict) -> nn.Module:
+  return models.create_model(config.model, input_pipeline.NUM_CLASSES, config.dtype,
+                             **config.model_kwargs)
+
+
+def create_train_state(config: ml_collections.ConfigDict,
+                       steps_per_epoch: int) -> tuple[TrainState, optim.Schedule]:
+  """A freshly initialised state, and the learning-rate schedule its optimiser follows."""
+  tx, schedule = optim.create_optimizer(config, config.num_epochs * steps_per_epoch, steps_per_epoch)
+  model = create_model(config)
+  init_rng, run_rng = jax.random.split(jax.random.PRNGKey(config.seed))
+  dummy = jnp.zeros((1, *input_pipeline.IMAGE_SHAPE), jnp.float32)
+  variables = jax.jit(functools.partial(model.init, train=False))(init_rng, dummy)
+  state = TrainState.create(apply_fn=model.apply, params=variables['params'], tx=tx,
+                            batch_stats=variables.get('batch_stats', {}), rng=run_rng)
+  return state, schedule
+
+
+def preprocess(images: jax.Array, config: ml_collections.ConfigDict,
+               key: Optional[jax.Array] = None) -> jax.Array:
+  """uint8 images -> normalised float images; augmented when a key is given (training)."""
+  images = images.astype(jnp.float32)
+  if key is not None:
+    augment_key, cutout_key = jax.random.split(key)
+    images = augment.augment(images, augment_key, config.augment)
+  images = (images - jnp.array(input_pipeline.MEAN_RGB)) / jnp.array(input_pipeline.STDDEV_RGB)
+  if key is not None and config.augment.cutout_size:
+    images = augment.cutout(images, cutout_key, config.augment.cutout_size)
+  return images
+
+
+def train_step(state: TrainState, batch: dict,
+               config: ml_collections.ConfigDict) -> tuple[TrainState, metrics.TrainMetrics]:
+  augment_key, dropout_key = jax.random.split(jax.random.fold_in(state.rng, state.step))
+  images = preprocess(batch['image'], config, augment_key)
+  targets = optax.smooth_labels(jax.nn.one_hot(batch['label'], input_pipeline.NUM_CLASSES),
+                                config.label_smoothing)
+
+  def loss_fn(params):
+    logits, updates = state.apply_fn(
+        {'params': params, 'batch_stats': state.batch_stats}, images, train=True,
+        rngs={'dropout': dropout_key}, mutable=['batch_stats'])
+    return optax.softmax_cross_entropy(logits, targets).mean(), (logits, updates['batch_stats'])
+
+  (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  updates, opt_state = state.tx.update(grads, state.opt_state, state.params, value=loss)
+  state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                        opt_state=opt_state, batch_stats=batch_stats)
+  return state, metrics.TrainMetrics.single_from_model_output(
+      loss=loss, logits=logits, labels=batch['label'])
+
+
+def eval_step(state: TrainState, batch: dict,
+              config: ml_collections.ConfigDict) -> tuple[metrics.EvalMetrics, jax.Array]:
+  logits = state.apply_fn({'params': state.params, 'batch_stats': state.batch_stats},
+                          preprocess(batch['image'], config), train=False)
+  loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label'])
+  step_metrics = metrics.EvalMetrics.single_from_model_output(
+      loss=loss, logits=logits, labels=batch['label'], mask=batch['mask'])
+  return step_metrics, jax.nn.softmax(logits)
+
+
+def evaluate_split(state: TrainState, split: input_pipeline.Split, config: ml_collections.ConfigDict,
+                   mesh: Mesh) -> tuple[dict, np.ndarray]:
+  """Metrics over every example of `split`, and its [N, classes] probabilities in split order."""
+  jitted = jax.jit(functools.partial(eval_step, config=config))
+  totals, probs = None, []
+  for batch in input_pipeline.eval_batches(split, config.eval_batch_size, jax.process_index(),
+                                           jax.process_count()):
+    step_metrics, batch_probs = jitted(state, sharding.shard_batch(batch, mesh))
+    totals = step_metrics if totals is None else totals.merge(step_metrics)
+    probs.append(jax.experimental.multihost_utils.process_allgather(batch_probs, tiled=True))
+  computed = {k: float(v) for k, v in totals.compute().items()}
+  return computed, np.concatenate(probs)[:len(split)]
+
+
+def _check_finite(values: dict, step: int) -> None:
+  bad = {k: v for k, v in values.items() if not np.isfinite(v)}
+  if bad:
+    raise TrainingDivergedError(
+        f'training diverged at step {step}: {bad}. The last good checkpoint is kept; lower '
+        f'config.learning_rate or set config.grad_clip_norm, then resume or start a new workdir.')
+
+
+def _early_stopper(config: ml_collections.ConfigDict, saved: Optional[dict]) -> early_stopping.EarlyStopping:
+  # flax's EarlyStopping minimises; metrics to maximise are negated on the way in.
+  stopper = early_stopping.EarlyStopping(min_delta=config.early_stopping_min_delta,
+                                         patience=config.early_stopping_patience or 2**31)
+  return stopper.replace(**saved) if saved else stopper
+
+
+def _signed(config: ml_collections.ConfigDict, value: float) -> float:
+  mode = configuration.EARLY_STOPPING_METRICS[config.early_stopping_metric]
+  return -value if mode == 'max' else value
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains (or resumes) in `workdir`; returns the final progress record."""
+  configuration.validate(config)
+  mesh = sharding.create_mesh()
+  splits = input_pipeline.load_splits(config)
+  steps_per_epoch = input_pipeline.steps_per_epoch(len(splits['train']), config.batch_size)
+  total_steps = config.num_epochs * steps_per_epoch
+  eval_every = config.eval_every_steps or steps_per_epoch
+  state, schedule = create_train_state(config, steps_per_epoch)
+  checkpointer = checkpointing.Checkpointer(workdir, config.checkpoint_keep)
+  restored = checkpointer.restore_latest(state)
+  state, progress = restored or (state, {'train_seconds': 0.0})
+  stopper = _early_stopper(config, progress.get('early_stopping'))
+  state = sharding.replicate(state, mesh)
+  start_step = int(state.step)
+  if restored:
+    logging.info('Resuming from step %d of %d.', start_step, total_steps)
+
+  writer = writers.create_writer(workdir, jax.process_index() == 0)
+  report_progress = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)
+  batches = input_pipeline.train_batches(splits['train'], config.batch_size, config.shuffle_seed,
+                                         start_step, jax.process_index(), jax.process_count())
+  jitted_step = jax.jit(functools.partial(train_step, config=config), donate_argnums=0,
+                        out_shardings=(sharding.replicated(mesh), sharding.replicated(mesh)))
+  train_metrics, started = None, time.time()
+
+  def save(is_best: bool) -> None:
+    progress.update(train_seconds=progress['train_seconds'] + time.time() - started,
+                    early_stopping=dataclasses.asdict(stopper), total_steps=total_steps)
+    checkpointer.save(state, progress, is_best)
+
+  step = start_step
+  try:
+    while step < total_steps and not stopper.should_stop:
+      state, step_metrics = jitted_step(state, sharding.shard_batch(next(batches), mesh))
+      step += 1
+      train_metrics = step_metrics if train_metrics is None else train_metrics.merge(step_metrics)
+      report_progress(step)
+      if step % config.log_every_steps == 0 or step == total_steps:
+        scalars = {f'train_{k}': float(v) for k, v in train_metrics.compute().items()}
+        _check_finite(scalars, step)
+        scalars['learning_rate'] = float(schedule(step - 1)) * float(optim.plateau_scale(state.opt_state))
+        writer.write_scalars(step, scalars)
+        train_metrics = None
+      if step % eval_every == 0 or step == total_steps:
+        val, _ = evaluate_split(state, splits['validation'], config, mesh)
+        val = {f'val_{k}': v for k, v in val.items()}
+        _check_finite(val, step)
+        stopper = stopper.update(_signed(config, val[config.early_stopping_metric]))
+        if stopper.has_improved:
+          progress.update(best_step=step, best_metric=val[config.early_stopping_metric],
+                          best_metric_name=config.early_stopping_metric)
+        writer.write_scalars(step, {**val, 'epoch': step / steps_per_epoch})
+        save(is_best=stopper.has_improved)
+        started = time.time()
+    if stopper.should_stop:
+      logging.info('Early stopping at step %d: no %s improvement in %d evaluations.', step,
+                   config.early_stopping_metric, config.early_stopping_patience)
+  except KeyboardInterrupt:
+    logging.warning('Interrupted at step %d; saving a checkpoint to resume from.', step)
+    save(is_best=False)
+    raise
+  finally:
+    writer.flush()
+    checkpointer.close()
+  return progress

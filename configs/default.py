@@ -1,0 +1,68 @@
+"""Every configuration key, with its default and what it means.
+
+Other configs derive from this one and change only what differs. Any key can be
+overridden on the command line, e.g. `--config.learning_rate=0.05`.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+
+  # Model: a name from cifar100_flax.models.MODELS and that model's arguments.
+  config.model = 'cnn'
+  config.model_kwargs = ml_collections.ConfigDict(dict(
+      widths=(32, 64, 128),  # channels of each stage; each stage ends in 2x2 max-pooling
+      convs_per_stage=2,
+      hidden=256,  # width of the dense layer before the classifier (0: none)
+      dropout=0.3,
+  ))
+  # 'float32', or 'bfloat16' for mixed precision (bfloat16 compute, float32 params).
+  config.dtype = 'float32'
+
+  # Data.
+  config.dataset = 'cifar100'
+  config.data_dir = ml_collections.config_dict.placeholder(str)  # default: $TFDS_DATA_DIR or ~/tensorflow_datasets
+  config.validation_size = 5000  # images carved from the training split
+  config.split_seed = 0  # seeds which training images form the validation split
+  config.batch_size = 256  # global, split across all devices
+  config.eval_batch_size = 500
+  config.shuffle_seed = 0
+
+  # On-device augmentation (inside the jitted step), each switchable.
+  config.augment = ml_collections.ConfigDict(dict(
+      crop_padding=4,  # random crop of the zero-padded image (0: off)
+      flip=True,  # random horizontal flip
+      rotation_degrees=0.0,  # uniform in [-x, x] (0: off)
+      zoom=0.0,  # scale uniform in [1 - x, 1 + x] (0: off)
+      shear_degrees=0.0,  # uniform in [-x, x] (0: off)
+      cutout_size=0,  # side of a square zeroed at a random place (0: off)
+  ))
+
+  # Optimisation.
+  config.num_epochs = 30
+  config.optimizer = 'sgd'  # sgd | adam | adamw
+  config.learning_rate = 0.1  # peak learning rate
+  config.momentum = 0.9  # sgd only
+  config.nesterov = True  # sgd only
+  config.weight_decay = 5e-4  # decoupled for adamw, L2 otherwise; not applied to biases and norms
+  config.grad_clip_norm = 0.0  # clip the global gradient norm (0: off)
+  config.label_smoothing = 0.1
+  # Schedule: constant | warmup_cosine | one_cycle | piecewise_constant | reduce_on_plateau
+  config.schedule = 'warmup_cosine'
+  config.warmup_epochs = 1.0  # warmup_cosine
+  config.piecewise_boundaries = (0.5, 0.75)  # piecewise_constant: fractions of training
+  config.piecewise_scale = 0.1  # piecewise_constant: lr multiplied by this at each boundary
+  config.plateau_factor = 0.5  # reduce_on_plateau: lr multiplied by this on a plateau
+  config.plateau_patience = 3  # reduce_on_plateau: epochs without improvement of the train loss
+
+  # Loop, early stopping and checkpoints.
+  config.seed = 0
+  config.log_every_steps = 50
+  config.eval_every_steps = 0  # 0: once per epoch
+  config.checkpoint_keep = 2  # latest checkpoints kept for resuming; the best one is kept apart
+  config.early_stopping_metric = 'val_accuracy'  # val_accuracy | val_loss | val_top5_accuracy
+  config.early_stopping_patience = 10  # evaluations without improvement (0: off)
+  config.early_stopping_min_delta = 0.0
+  return config

@@ -1,0 +1,22 @@
+"""A first run: a narrow CNN for one epoch (351 steps), which checks the whole loop in a minute or two.
+
+  python main.py --config configs/smoke.py --workdir runs/smoke
+  python main.py --config configs/smoke.py --workdir runs/smoke --mode eval
+"""
+
+from configs import default
+
+
+def get_config():
+  config = default.get_config()
+  config.model_kwargs.widths = (16, 32)
+  config.model_kwargs.convs_per_stage = 1
+  config.model_kwargs.hidden = 0
+  config.model_kwargs.dropout = 0.0
+  config.batch_size = 128
+  config.num_epochs = 1
+  config.learning_rate = 0.2
+  config.warmup_epochs = 0.2
+  config.log_every_steps = 25
+  config.eval_every_steps = 100
+  return config

@@ -1,0 +1,50 @@
+"""Train or evaluate a CIFAR-100 classifier.
+
+  python main.py --config configs/cnn.py --workdir runs/cnn               # train (or resume)
+  python main.py --config configs/cnn.py --workdir runs/cnn --mode eval   # test-set metrics
+"""
+
+import logging as logging_lib
+import signal
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a configs/*.py file.',
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints, logs and results go.')
+_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval'], 'What to do.')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+class _QuietOrbax(logging_lib.Filter):
+  """Orbax logs every step of every save at INFO; keep its warnings only."""
+
+  def filter(self, record: logging_lib.LogRecord) -> bool:
+    return record.levelno >= logging_lib.WARNING or '/orbax/' not in record.pathname
+
+
+def main(argv):
+  del argv
+  logging.get_absl_handler().addFilter(_QuietOrbax())
+  # TensorFlow only feeds data; keep it off any GPU so that JAX has the memory.
+  import tensorflow as tf
+  tf.config.set_visible_devices([], 'GPU')
+  from cifar100_flax import evaluate, train
+  from cifar100_flax.errors import UserError
+
+  # A cluster's SIGTERM (preemption) is handled as Ctrl-C: save a checkpoint, then stop.
+  signal.signal(signal.SIGTERM, signal.default_int_handler)
+  try:
+    if _MODE.value == 'train':
+      train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    else:
+      evaluate.evaluate(_CONFIG.value, _WORKDIR.value)
+  except UserError as e:
+    logging.flush()
+    sys.exit(f'error: {e}')
+
+
+if __name__ == '__main__':
+  app.run(main)
