@@ -25,6 +25,18 @@ class _QuietOrbax(logging_lib.Filter):
     return record.levelno >= logging_lib.WARNING or '/orbax/' not in record.pathname
 
 
+def _parse_flags(argv: list[str]) -> list[str]:
+  # config_flags raises a bare AttributeError/KeyError/ValueError with a traceback for an unknown
+  # key or a value of the wrong type; say it in one line instead.
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    sys.exit(f'error: {e}')
+  except Exception as e:  # pylint: disable=broad-except
+    sys.exit(f'error: cannot apply the command-line flags: {type(e).__name__}: {e}. Every config '
+             f'key, with its type, is listed in configs/default.py.')
+
+
 def main(argv):
   del argv
   logging.get_absl_handler().addFilter(_QuietOrbax())
@@ -47,4 +59,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

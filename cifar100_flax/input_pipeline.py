@@ -9,9 +9,10 @@ import dataclasses
 import os
 import socket
 import sys
-from typing import Iterator
+from typing import Iterator, Optional
 
 import ml_collections
+from absl import logging
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -44,22 +45,30 @@ class Split:
     return Split(self.images[index], self.labels[index], self.coarse_labels[index], self.ids[index])
 
 
+def _why_offline() -> Optional[str]:
+  """None if the download host answers, else the reason it does not."""
+  try:
+    socket.create_connection(_DOWNLOAD_HOST, timeout=5).close()
+    return None
+  except OSError as e:
+    return str(e)
+
+
 def _builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
   data_dir = config.data_dir or os.environ.get('TFDS_DATA_DIR')
   builder = tfds.builder(config.dataset, data_dir=data_dir)
   if builder.is_prepared():
     return builder
   where = builder.data_dir
-  try:
-    socket.create_connection(_DOWNLOAD_HOST, timeout=5).close()
-  except OSError as e:
+  offline = _why_offline()
+  if offline:
     raise DataError(
-        f'{config.dataset} is not prepared in {where} and cannot be downloaded ({e}). '
+        f'{config.dataset} is not prepared in {where} and cannot be downloaded ({offline}). '
         f'Prepare it once on a machine with internet (`python -c "import tensorflow_datasets as '
         f"tfds; tfds.builder('{config.dataset}').download_and_prepare()\"`), copy the "
         f'tensorflow_datasets folder here, and point to it with --config.data_dir=DIR or '
-        f'TFDS_DATA_DIR=DIR.') from None
-  print(f'Downloading {config.dataset} into {where} ...', file=sys.stderr)
+        f'TFDS_DATA_DIR=DIR.')
+  logging.info('Downloading %s into %s', config.dataset, where)
   builder.download_and_prepare()
   return builder
 
@@ -69,7 +78,9 @@ def class_names(config: ml_collections.ConfigDict) -> list[str]:
 
 
 def _load_split(builder: tfds.core.DatasetBuilder, split: str) -> Split:
-  data = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
+  # Chunks rather than batch_size=-1, which needs a known cardinality (mock data has none).
+  chunks = list(tfds.as_numpy(builder.as_dataset(split=split).batch(10_000)))
+  data = {key: np.concatenate([chunk[key] for chunk in chunks]) for key in chunks[0]}
   return Split(images=data['image'], labels=data['label'].astype(np.int32),
                coarse_labels=data['coarse_label'].astype(np.int32),
                ids=data['id'].astype(str))

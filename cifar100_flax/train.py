@@ -111,9 +111,10 @@ def _check_finite(values: dict, step: int) -> None:
 
 
 def _early_stopper(config: ml_collections.ConfigDict, saved: Optional[dict]) -> early_stopping.EarlyStopping:
-  # flax's EarlyStopping minimises; metrics to maximise are negated on the way in.
-  stopper = early_stopping.EarlyStopping(min_delta=config.early_stopping_min_delta,
-                                         patience=config.early_stopping_patience or 2**31)
+  # flax's EarlyStopping minimises, so metrics to maximise are negated on the way in; and it stops
+  # at the (patience + 1)-th evaluation without improvement, so it gets patience - 1.
+  patience = config.early_stopping_patience - 1 if config.early_stopping_patience else 2**31
+  stopper = early_stopping.EarlyStopping(min_delta=config.early_stopping_min_delta, patience=patience)
   return stopper.replace(**saved) if saved else stopper
 
 

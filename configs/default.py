@@ -63,6 +63,6 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_every_steps = 0  # 0: once per epoch
   config.checkpoint_keep = 2  # latest checkpoints kept for resuming; the best one is kept apart
   config.early_stopping_metric = 'val_accuracy'  # val_accuracy | val_loss | val_top5_accuracy
-  config.early_stopping_patience = 10  # evaluations without improvement (0: off)
+  config.early_stopping_patience = 10  # stop after this many evaluations without improvement (0: off)
   config.early_stopping_min_delta = 0.0
   return config

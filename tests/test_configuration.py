@@ -1,0 +1,61 @@
+import os
+import subprocess
+import sys
+
+import pytest
+
+from cifar100_flax import configuration
+from cifar100_flax.errors import ConfigError
+from configs import cnn, default, smoke
+from tests.conftest import tiny_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.parametrize('module', [default, smoke, cnn])
+def test_shipped_configs_are_valid(module):
+  configuration.validate(module.get_config())
+
+
+@pytest.mark.parametrize('key, value, message', [
+    ('learning_rate', -1.0, 'config.learning_rate must be > 0'),
+    ('batch_size', 0, 'config.batch_size must be > 0'),
+    ('eval_batch_size', -8, 'config.eval_batch_size must be > 0'),
+    ('num_epochs', 0, 'config.num_epochs must be > 0'),
+    ('model', 'vgg77', "config.model='vgg77' is not a known model"),
+    ('optimizer', 'lion', "config.optimizer='lion' is unknown"),
+    ('schedule', 'linear', "config.schedule='linear' is unknown"),
+    ('dtype', 'float8', "config.dtype='float8' is not supported"),
+    ('early_stopping_metric', 'val_f1', "config.early_stopping_metric='val_f1' is unknown"),
+    ('validation_size', 0, 'config.validation_size must be in'),
+    ('label_smoothing', 1.0, 'config.label_smoothing must be in'),
+    ('weight_decay', -0.1, 'config.weight_decay must be >= 0'),
+])
+def test_impossible_values_are_named(key, value, message):
+  with pytest.raises(ConfigError, match=message):
+    configuration.validate(tiny_config(**{key: value}))
+
+
+def test_negative_augmentation_strength_is_named():
+  config = tiny_config()
+  config.augment.cutout_size = -4
+  with pytest.raises(ConfigError, match='config.augment.cutout_size must be >= 0'):
+    configuration.validate(config)
+
+
+def _main(*flags):
+  env = {**os.environ, 'TFDS_DATA_DIR': '/nonexistent'}
+  return subprocess.run([sys.executable, 'main.py', '--config', 'configs/smoke.py',
+                         '--workdir', '/nonexistent/run', *flags],
+                        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize('flag, message', [
+    ('--config.learning_rate=-1', 'config.learning_rate must be > 0'),
+    ('--config.no_such_key=1', 'no_such_key'),
+    ('--config.batch_size=abc', 'flag --config.batch_size=abc'),
+])
+def test_main_reports_bad_flags_in_one_line_without_traceback(flag, message):
+  result = _main(flag)
+  assert result.returncode != 0
+  assert message in result.stderr and 'Traceback' not in result.stderr

@@ -1,0 +1,70 @@
+import itertools
+
+import numpy as np
+import pytest
+
+from cifar100_flax import input_pipeline
+from cifar100_flax.errors import DataError
+from tests.conftest import MOCK_EXAMPLES, tiny_config
+
+
+def test_split_sizes_and_dtypes(mock_cifar):
+  splits = input_pipeline.load_splits(tiny_config(validation_size=40))
+  assert {k: len(v) for k, v in splits.items()} == {
+      'train': MOCK_EXAMPLES - 40, 'validation': 40, 'test': MOCK_EXAMPLES}
+  for split in splits.values():
+    assert split.images.shape[1:] == (32, 32, 3) and split.images.dtype == np.uint8
+    assert split.labels.dtype == np.int32 and split.labels.max() < 100
+  assert not set(splits['train'].ids) & set(splits['validation'].ids)
+
+
+def test_validation_split_follows_its_seed(mock_cifar):
+  ids = lambda seed: set(input_pipeline.load_splits(tiny_config(split_seed=seed))['validation'].ids)
+  assert ids(0) == ids(0)
+  assert ids(0) != ids(1)
+
+
+def _take(iterator, n):
+  return list(itertools.islice(iterator, n))
+
+
+def test_train_batches_resume_at_any_step(mock_cifar):
+  split = input_pipeline.load_splits(tiny_config())['train']  # 160 images: 10 batches of 16
+  full = _take(input_pipeline.train_batches(split, 16, seed=3), 25)
+  resumed = _take(input_pipeline.train_batches(split, 16, seed=3, start_step=13), 12)
+  for a, b in zip(full[13:], resumed):
+    np.testing.assert_array_equal(a['image'], b['image'])
+    np.testing.assert_array_equal(a['label'], b['label'])
+  assert full[0]['image'].shape == (16, 32, 32, 3) and full[0]['image'].dtype == np.uint8
+  # Each epoch is a permutation of the split, and epochs differ in order.
+  epoch = lambda k: np.concatenate([b['image'] for b in full[10 * k:10 * k + 10]])
+  as_rows = lambda x: sorted(map(bytes, x.reshape(len(x), -1)))
+  assert as_rows(epoch(0)) == as_rows(split.images) == as_rows(epoch(1))
+  assert not np.array_equal(epoch(0), epoch(1))
+
+
+def test_each_process_gets_its_part_of_the_batch(mock_cifar):
+  split = input_pipeline.load_splits(tiny_config())['train']
+  whole = next(input_pipeline.train_batches(split, 16, seed=0))
+  parts = [next(input_pipeline.train_batches(split, 16, 0, 0, p, 2)) for p in range(2)]
+  np.testing.assert_array_equal(np.concatenate([p['label'] for p in parts]), whole['label'])
+
+
+def test_eval_batches_cover_every_example_once():
+  split = input_pipeline.Split(
+      images=np.arange(10, dtype=np.uint8)[:, None, None, None] * np.ones((1, 32, 32, 3), np.uint8),
+      labels=np.arange(10, dtype=np.int32), coarse_labels=np.zeros(10, np.int32),
+      ids=np.array([str(i) for i in range(10)]))
+  batches = list(input_pipeline.eval_batches(split, 4))
+  assert [len(b['label']) for b in batches] == [4, 4, 4]
+  mask = np.concatenate([b['mask'] for b in batches])
+  labels = np.concatenate([b['label'] for b in batches])
+  assert mask.sum() == 10
+  np.testing.assert_array_equal(labels[mask], np.arange(10))
+  assert (batches[-1]['image'][2:] == 0).all()
+
+
+def test_missing_data_offline_fails_fast_and_says_how_to_fix(tmp_path, monkeypatch):
+  monkeypatch.setattr(input_pipeline, '_why_offline', lambda: 'no network')
+  with pytest.raises(DataError, match='cifar100 is not prepared.*TFDS_DATA_DIR'):
+    input_pipeline.load_splits(tiny_config(data_dir=str(tmp_path)))

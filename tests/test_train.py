@@ -1,0 +1,83 @@
+import jax
+import numpy as np
+import pytest
+
+from cifar100_flax import checkpointing, input_pipeline, train, writers
+from cifar100_flax.errors import TrainingDivergedError
+from tests.conftest import tiny_config
+
+# Dropout and every augmentation on, so that resuming must restore the RNG exactly.
+RESUME_CONFIG = dict(num_epochs=2, eval_every_steps=5, model_kwargs=dict(
+    widths=(8,), convs_per_stage=1, hidden=16, dropout=0.2))
+
+
+def _config(**overrides):
+  config = tiny_config(**overrides)
+  config.augment.update(rotation_degrees=10.0, zoom=0.1, shear_degrees=5.0, cutout_size=8)
+  return config
+
+
+def _final_params(config, workdir):
+  template, _ = train.create_train_state(config, steps_per_epoch=1)
+  state, progress = checkpointing.Checkpointer(workdir).restore_latest(template)
+  return state, progress
+
+
+def _stop_after(monkeypatch, steps, exception):
+  real = input_pipeline.train_batches
+
+  def batches(*args, **kwargs):
+    for i, batch in enumerate(real(*args, **kwargs)):
+      if i == steps:
+        raise exception
+      yield batch
+  monkeypatch.setattr(input_pipeline, 'train_batches', batches)
+
+
+def test_training_lowers_the_loss(mock_cifar, tmp_path):
+  train.train_and_evaluate(tiny_config(num_epochs=4, learning_rate=0.1), str(tmp_path))
+  losses = [r['train_loss'] for r in writers.read_history(str(tmp_path)) if 'train_loss' in r]
+  assert len(losses) == 8 and losses[-1] < losses[0] - 0.3
+  assert (tmp_path / 'checkpoints' / 'latest' / '40').is_dir()
+
+
+@pytest.mark.parametrize('stop', ['crash', 'ctrl-c'])
+def test_resuming_reproduces_the_uninterrupted_run(mock_cifar, tmp_path, monkeypatch, stop):
+  config = _config(**RESUME_CONFIG)
+  train.train_and_evaluate(config, str(tmp_path / 'whole'))
+
+  # A crash loses the steps since the last checkpoint (step 10); Ctrl-C saves at step 12.
+  exception = RuntimeError('simulated crash') if stop == 'crash' else KeyboardInterrupt()
+  with monkeypatch.context() as patch:
+    _stop_after(patch, 12, exception)
+    with pytest.raises(type(exception)):
+      train.train_and_evaluate(config, str(tmp_path / 'cut'))
+  saved = sorted(int(p.name) for p in (tmp_path / 'cut' / 'checkpoints' / 'latest').iterdir())
+  assert saved[-1] == (10 if stop == 'crash' else 12)
+  train.train_and_evaluate(config, str(tmp_path / 'cut'))
+
+  whole, whole_progress = _final_params(config, str(tmp_path / 'whole'))
+  cut, cut_progress = _final_params(config, str(tmp_path / 'cut'))
+  assert int(cut.step) == int(whole.step) == 20
+  for a, b in zip(jax.tree_util.tree_leaves(whole), jax.tree_util.tree_leaves(cut)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  assert cut_progress['early_stopping'] == whole_progress['early_stopping']
+  assert cut_progress['best_step'] == whole_progress['best_step']
+
+
+def test_early_stopping_stops_and_stays_stopped(mock_cifar, tmp_path):
+  # No evaluation can improve by 10: the first sets the best, the next two fail, and it stops.
+  config = tiny_config(num_epochs=4, eval_every_steps=2, early_stopping_patience=2,
+                       early_stopping_min_delta=10.0)
+  progress = train.train_and_evaluate(config, str(tmp_path))
+  assert progress['early_stopping']['should_stop'] and progress['best_step'] == 2
+  val_steps = [r['step'] for r in writers.read_history(str(tmp_path)) if 'val_accuracy' in r]
+  assert val_steps == [2, 4, 6]
+  train.train_and_evaluate(config, str(tmp_path))  # resuming a stopped run trains no further
+  assert _final_params(config, str(tmp_path))[0].step == 6
+
+
+def test_diverging_loss_stops_with_a_clear_error(mock_cifar, tmp_path):
+  config = tiny_config(learning_rate=1e30, warmup_epochs=0.0, weight_decay=0.0)
+  with pytest.raises(TrainingDivergedError, match='diverged at step'):
+    train.train_and_evaluate(config, str(tmp_path))
