@@ -5,7 +5,6 @@
 """
 
 import logging as logging_lib
-import signal
 import sys
 
 from absl import app, flags, logging
@@ -46,16 +45,15 @@ def main(argv):
   from cifar100_flax import evaluate, train
   from cifar100_flax.errors import UserError
 
-  # A cluster's SIGTERM (preemption) is handled as Ctrl-C: save a checkpoint, then stop.
-  signal.signal(signal.SIGTERM, signal.default_int_handler)
   try:
     if _MODE.value == 'train':
       train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     else:
       evaluate.evaluate(_CONFIG.value, _WORKDIR.value)
   except UserError as e:
-    logging.flush()
     sys.exit(f'error: {e}')
+  except KeyboardInterrupt as e:
+    sys.exit(f'interrupted: {e}')
 
 
 if __name__ == '__main__':

@@ -1,5 +1,6 @@
 """Test-set evaluation of a trained workdir: eval_test.json, predictions_test.npz and a table."""
 
+import functools
 import json
 import pathlib
 
@@ -36,7 +37,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   mesh = sharding.create_mesh()
   state = sharding.replicate(state, mesh)
   test = input_pipeline.load_splits(config, with_train=False)['test']
-  _, probs = train.evaluate_split(state, test, config, mesh)
+  jitted_eval_step = jax.jit(functools.partial(train.eval_step, config=config))
+  _, probs = train.evaluate_split(jitted_eval_step, state, test, config.eval_batch_size, mesh)
   report = metrics.classification_report(probs, test.labels, test.coarse_labels)
   names = input_pipeline.class_names(config)
   report.update(checkpoint_step=int(jax.device_get(state.step)), model=config.model,

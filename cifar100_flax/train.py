@@ -2,8 +2,10 @@
 
 import dataclasses
 import functools
+import signal
+import threading
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import flax.linen as nn
 import jax
@@ -14,6 +16,7 @@ import optax
 from absl import logging
 from clu import periodic_actions
 from flax.training import early_stopping, train_state
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from cifar100_flax import (augment, checkpointing, configuration, input_pipeline, metrics,
@@ -88,16 +91,15 @@ def eval_step(state: TrainState, batch: dict,
   return step_metrics, jax.nn.softmax(logits)
 
 
-def evaluate_split(state: TrainState, split: input_pipeline.Split, config: ml_collections.ConfigDict,
-                   mesh: Mesh) -> tuple[dict, np.ndarray]:
+def evaluate_split(jitted_eval_step: Callable, state: TrainState, split: input_pipeline.Split,
+                   batch_size: int, mesh: Mesh) -> tuple[dict, np.ndarray]:
   """Metrics over every example of `split`, and its [N, classes] probabilities in split order."""
-  jitted = jax.jit(functools.partial(eval_step, config=config))
   totals, probs = None, []
-  for batch in input_pipeline.eval_batches(split, config.eval_batch_size, jax.process_index(),
+  for batch in input_pipeline.eval_batches(split, batch_size, jax.process_index(),
                                            jax.process_count()):
-    step_metrics, batch_probs = jitted(state, sharding.shard_batch(batch, mesh))
+    step_metrics, batch_probs = jitted_eval_step(state, sharding.shard_batch(batch, mesh))
     totals = step_metrics if totals is None else totals.merge(step_metrics)
-    probs.append(jax.experimental.multihost_utils.process_allgather(batch_probs, tiled=True))
+    probs.append(multihost_utils.process_allgather(batch_probs, tiled=True))
   computed = {k: float(v) for k, v in totals.compute().items()}
   return computed, np.concatenate(probs)[:len(split)]
 
@@ -123,8 +125,39 @@ def _signed(config: ml_collections.ConfigDict, value: float) -> float:
   return -value if mode == 'max' else value
 
 
+class _StopRequests:
+  """Turns Ctrl-C and SIGTERM (a cluster's preemption) into a flag read between steps.
+
+  A KeyboardInterrupt raised inside a step could leave the state's buffers donated and unsaveable;
+  with the flag, the loop finishes the step, saves a checkpoint and then stops.
+  """
+
+  def __init__(self):
+    self.requested = False
+    self._previous = {}
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      for sig in (signal.SIGINT, signal.SIGTERM):
+        self._previous[sig] = signal.signal(sig, self._request)
+    return self
+
+  def _request(self, signum, frame):
+    if self.requested:  # A second Ctrl-C means: stop now, without saving.
+      raise KeyboardInterrupt
+    logging.warning('Signal %d: stopping after this step (again to stop at once).', signum)
+    self.requested = True
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Trains (or resumes) in `workdir`; returns the final progress record."""
+  """Trains (or resumes) in `workdir`; returns the final progress record.
+
+  Raises KeyboardInterrupt after saving a checkpoint if stopped by Ctrl-C or SIGTERM.
+  """
   configuration.validate(config)
   mesh = sharding.create_mesh()
   splits = input_pipeline.load_splits(config)
@@ -137,55 +170,57 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   state, progress = restored or (state, {'train_seconds': 0.0})
   stopper = _early_stopper(config, progress.get('early_stopping'))
   state = sharding.replicate(state, mesh)
-  start_step = int(state.step)
+  step = int(state.step)
   if restored:
-    logging.info('Resuming from step %d of %d.', start_step, total_steps)
+    logging.info('Resuming from step %d of %d.', step, total_steps)
 
   writer = writers.create_writer(workdir, jax.process_index() == 0)
   report_progress = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)
   batches = input_pipeline.train_batches(splits['train'], config.batch_size, config.shuffle_seed,
-                                         start_step, jax.process_index(), jax.process_count())
-  jitted_step = jax.jit(functools.partial(train_step, config=config), donate_argnums=0,
-                        out_shardings=(sharding.replicated(mesh), sharding.replicated(mesh)))
+                                         step, jax.process_index(), jax.process_count())
+  jitted_train_step = jax.jit(functools.partial(train_step, config=config), donate_argnums=0,
+                              out_shardings=sharding.replicated(mesh))
+  jitted_eval_step = jax.jit(functools.partial(eval_step, config=config))
   train_metrics, started = None, time.time()
 
   def save(is_best: bool) -> None:
+    nonlocal started
     progress.update(train_seconds=progress['train_seconds'] + time.time() - started,
                     early_stopping=dataclasses.asdict(stopper), total_steps=total_steps)
+    started = time.time()
     checkpointer.save(state, progress, is_best)
 
-  step = start_step
-  try:
-    while step < total_steps and not stopper.should_stop:
-      state, step_metrics = jitted_step(state, sharding.shard_batch(next(batches), mesh))
-      step += 1
-      train_metrics = step_metrics if train_metrics is None else train_metrics.merge(step_metrics)
-      report_progress(step)
-      if step % config.log_every_steps == 0 or step == total_steps:
-        scalars = {f'train_{k}': float(v) for k, v in train_metrics.compute().items()}
-        _check_finite(scalars, step)
-        scalars['learning_rate'] = float(schedule(step - 1)) * float(optim.plateau_scale(state.opt_state))
-        writer.write_scalars(step, scalars)
-        train_metrics = None
-      if step % eval_every == 0 or step == total_steps:
-        val, _ = evaluate_split(state, splits['validation'], config, mesh)
-        val = {f'val_{k}': v for k, v in val.items()}
-        _check_finite(val, step)
-        stopper = stopper.update(_signed(config, val[config.early_stopping_metric]))
-        if stopper.has_improved:
-          progress.update(best_step=step, best_metric=val[config.early_stopping_metric],
-                          best_metric_name=config.early_stopping_metric)
-        writer.write_scalars(step, {**val, 'epoch': step / steps_per_epoch})
-        save(is_best=stopper.has_improved)
-        started = time.time()
-    if stopper.should_stop:
-      logging.info('Early stopping at step %d: no %s improvement in %d evaluations.', step,
-                   config.early_stopping_metric, config.early_stopping_patience)
-  except KeyboardInterrupt:
-    logging.warning('Interrupted at step %d; saving a checkpoint to resume from.', step)
-    save(is_best=False)
-    raise
-  finally:
-    writer.flush()
-    checkpointer.close()
+  with _StopRequests() as stop:
+    try:
+      while step < total_steps and not stopper.should_stop and not stop.requested:
+        state, step_metrics = jitted_train_step(state, sharding.shard_batch(next(batches), mesh))
+        step += 1
+        train_metrics = step_metrics if train_metrics is None else train_metrics.merge(step_metrics)
+        report_progress(step)
+        if step % config.log_every_steps == 0 or step == total_steps:
+          scalars = {f'train_{k}': float(v) for k, v in train_metrics.compute().items()}
+          _check_finite(scalars, step)
+          scalars['learning_rate'] = float(schedule(step - 1) * optim.plateau_scale(state.opt_state))
+          writer.write_scalars(step, scalars)
+          train_metrics = None
+        if step % eval_every == 0 or step == total_steps:
+          val, _ = evaluate_split(jitted_eval_step, state, splits['validation'],
+                                  config.eval_batch_size, mesh)
+          val = {f'val_{k}': v for k, v in val.items()}
+          _check_finite(val, step)
+          stopper = stopper.update(_signed(config, val[config.early_stopping_metric]))
+          if stopper.has_improved:
+            progress.update(best_step=step, best_metric=val[config.early_stopping_metric],
+                            best_metric_name=config.early_stopping_metric)
+          writer.write_scalars(step, {**val, 'epoch': step / steps_per_epoch})
+          save(is_best=stopper.has_improved)
+      if stop.requested:
+        save(is_best=False)
+        raise KeyboardInterrupt(f'stopped at step {step}; run the same command to resume')
+      if stopper.should_stop:
+        logging.info('Early stopping at step %d: no %s improvement in %d evaluations.', step,
+                     config.early_stopping_metric, config.early_stopping_patience)
+    finally:
+      writer.flush()
+      checkpointer.close()
   return progress

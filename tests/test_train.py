@@ -1,3 +1,6 @@
+import os
+import signal
+
 import jax
 import numpy as np
 import pytest
@@ -23,13 +26,16 @@ def _final_params(config, workdir):
   return state, progress
 
 
-def _stop_after(monkeypatch, steps, exception):
+def _stop_after(monkeypatch, steps, stop):
+  """Crashes, or sends this process SIGINT (Ctrl-C), while fetching batch `steps`."""
   real = input_pipeline.train_batches
 
   def batches(*args, **kwargs):
     for i, batch in enumerate(real(*args, **kwargs)):
       if i == steps:
-        raise exception
+        if stop == 'crash':
+          raise RuntimeError('simulated crash')
+        os.kill(os.getpid(), signal.SIGINT)
       yield batch
   monkeypatch.setattr(input_pipeline, 'train_batches', batches)
 
@@ -46,14 +52,14 @@ def test_resuming_reproduces_the_uninterrupted_run(mock_cifar, tmp_path, monkeyp
   config = _config(**RESUME_CONFIG)
   train.train_and_evaluate(config, str(tmp_path / 'whole'))
 
-  # A crash loses the steps since the last checkpoint (step 10); Ctrl-C saves at step 12.
-  exception = RuntimeError('simulated crash') if stop == 'crash' else KeyboardInterrupt()
+  # A crash loses the steps since the last checkpoint (step 10); Ctrl-C while batch 12 is fetched
+  # lets that step finish and saves at step 13.
   with monkeypatch.context() as patch:
-    _stop_after(patch, 12, exception)
-    with pytest.raises(type(exception)):
+    _stop_after(patch, 12, stop)
+    with pytest.raises(RuntimeError if stop == 'crash' else KeyboardInterrupt):
       train.train_and_evaluate(config, str(tmp_path / 'cut'))
   saved = sorted(int(p.name) for p in (tmp_path / 'cut' / 'checkpoints' / 'latest').iterdir())
-  assert saved[-1] == (10 if stop == 'crash' else 12)
+  assert saved[-1] == (10 if stop == 'crash' else 13)
   train.train_and_evaluate(config, str(tmp_path / 'cut'))
 
   whole, whole_progress = _final_params(config, str(tmp_path / 'whole'))

@@ -1,0 +1,52 @@
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from cifar100_flax import optim
+from tests.conftest import tiny_config
+
+
+def _schedule(**overrides):
+  return optim.create_optimizer(tiny_config(**overrides), total_steps=100, steps_per_epoch=10)[1]
+
+
+def test_warmup_cosine_rises_to_the_peak_then_decays():
+  schedule = _schedule(schedule='warmup_cosine', learning_rate=0.4, warmup_epochs=1.0)
+  assert schedule(0) == 0 and schedule(10) == pytest.approx(0.4) and schedule(100) < 1e-6
+
+
+def test_one_cycle_peaks_in_the_middle_of_training():
+  schedule = _schedule(schedule='one_cycle', learning_rate=0.4)
+  values = np.array([schedule(s) for s in range(100)])
+  assert values.max() == pytest.approx(0.4, rel=1e-3) and 20 <= values.argmax() <= 40
+  assert values[0] < 0.05 and values[-1] < 1e-3
+
+
+def test_piecewise_constant_steps_down_at_the_boundaries():
+  schedule = _schedule(schedule='piecewise_constant', learning_rate=1.0,
+                       piecewise_boundaries=(0.5, 0.75), piecewise_scale=0.1)
+  assert [float(schedule(s)) for s in (0, 49, 50, 74, 75, 99)] == pytest.approx(
+      [1.0, 1.0, 0.1, 0.1, 0.01, 0.01])
+
+
+def test_reduce_on_plateau_lowers_the_rate_when_the_loss_stalls():
+  config = tiny_config(schedule='reduce_on_plateau', plateau_factor=0.5, plateau_patience=1,
+                       weight_decay=0.0)
+  tx, _ = optim.create_optimizer(config, total_steps=100, steps_per_epoch=2)
+  params = {'w': jnp.ones(3)}
+  state = tx.init(params)
+  for _ in range(10):  # five "epochs" of a flat loss
+    _, state = tx.update({'w': jnp.ones(3)}, state, params, value=jnp.array(1.0))
+  assert float(optim.plateau_scale(state)) < 1.0
+
+
+@pytest.mark.parametrize('name', optim.OPTIMIZERS)
+def test_every_optimizer_decays_kernels_but_not_biases(name):
+  tx, _ = optim.create_optimizer(tiny_config(optimizer=name, weight_decay=0.1, schedule='constant'),
+                                 total_steps=10, steps_per_epoch=1)
+  params = {'kernel': jnp.ones((2, 2)), 'bias': jnp.ones(2)}
+  zero_grads = {'kernel': jnp.zeros((2, 2)), 'bias': jnp.zeros(2)}
+  updates, _ = tx.update(zero_grads, tx.init(params), params, value=jnp.array(0.0))
+  assert float(jnp.abs(updates['kernel']).sum()) > 0
+  np.testing.assert_array_equal(updates['bias'], 0)
