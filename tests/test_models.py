@@ -48,3 +48,24 @@ def test_bfloat16_compute_keeps_float32_params():
 def test_bad_model_configs(name, kwargs, message):
   with pytest.raises(ConfigError, match=message):
     models.create_model(name, 100, **kwargs)
+
+
+# torchvision's parameter counts for 1000 classes: the same layout, so its checkpoints fit.
+@pytest.mark.parametrize('name, torchvision_params', [('resnet18', 11_689_512),
+                                                      ('resnet50', 25_557_032)])
+def test_resnet_has_torchvisions_parameter_count(name, torchvision_params):
+  model = models.create_model(name, 1000)
+  shapes = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x, train=False),
+                          jnp.ones((1, 224, 224, 3)))
+  assert sum(p.size for p in jax.tree_util.tree_leaves(shapes['params'])) == torchvision_params
+  assert set(shapes['params']['layer2_0']) >= {'conv1', 'bn1', 'downsample_conv', 'downsample_bn'}
+
+
+@pytest.mark.parametrize('stem, spatial', [('cifar', 32), ('imagenet', 64)])
+def test_resnet_forward_and_training_mode(stem, spatial):
+  model = models.create_model('resnet18', 100, stem=stem, width=8)
+  x = jnp.ones((2, spatial, spatial, 3))
+  variables = model.init(jax.random.PRNGKey(0), x, train=False)
+  logits, updates = model.apply(variables, x, train=True, mutable=['batch_stats'])
+  assert logits.shape == (2, 100) and np.isfinite(logits).all()
+  assert jax.tree.structure(updates['batch_stats']) == jax.tree.structure(variables['batch_stats'])

@@ -6,9 +6,13 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from cifar100_flax.errors import ConfigError
+from cifar100_flax.models import resnet
 from cifar100_flax.models.cnn import CNN
 
-MODELS = {'cnn': CNN}
+# name -> (module, the arguments that name fixes)
+MODELS = {'cnn': (CNN, {})}
+MODELS.update({f'resnet{depth}': (resnet.ResNet, dict(block=block, stage_sizes=stage_sizes))
+               for depth, (block, stage_sizes) in resnet.DEPTHS.items()})
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 
@@ -17,10 +21,11 @@ def create_model(name: str, num_classes: int, dtype: str = 'float32', **kwargs) 
     raise ConfigError(f'config.model={name!r} is not a known model; choose one of {sorted(MODELS)}')
   if dtype not in DTYPES:
     raise ConfigError(f'config.dtype={dtype!r} is not supported; choose one of {sorted(DTYPES)}')
-  module = MODELS[name]
-  fields = {f.name for f in dataclasses.fields(module)} - {'parent', 'name', 'num_classes', 'dtype'}
+  module, fixed = MODELS[name]
+  fields = ({f.name for f in dataclasses.fields(module)}
+            - {'parent', 'name', 'num_classes', 'dtype'} - set(fixed))
   unknown = sorted(set(kwargs) - fields)
   if unknown:
     raise ConfigError(f'config.model_kwargs has {unknown}, which model {name!r} does not take; '
                       f'it takes {sorted(fields)}')
-  return module(num_classes=num_classes, dtype=DTYPES[dtype], **kwargs)
+  return module(num_classes=num_classes, dtype=DTYPES[dtype], **fixed, **kwargs)

@@ -6,6 +6,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from cifar100_flax.models import cpu_ops
+
 
 class CNN(nn.Module):
   num_classes: int
@@ -19,11 +21,12 @@ class CNN(nn.Module):
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     for width in self.widths:
       for _ in range(self.convs_per_stage):
-        x = nn.Conv(width, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, dtype=self.dtype)(x)
+        x = nn.Conv(width, (3, 3), padding=1, use_bias=False, dtype=self.dtype,
+                    conv_general_dilated=cpu_ops.conv_general_dilated)(x)
         # PyTorch's default momentum (0.1 there is 0.9 here) suits runs of a few thousand steps.
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(x)
         x = nn.relu(x)
-      x = nn.max_pool(x, (2, 2), strides=(2, 2))
+      x = cpu_ops.max_pool(x, 2)
     x = jnp.mean(x, axis=(1, 2))
     if self.hidden:
       x = nn.Dropout(self.dropout, deterministic=not train)(x)

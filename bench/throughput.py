@@ -1,0 +1,186 @@
+"""Training and inference speed of the project's models in JAX, against the same networks in PyTorch.
+
+  pip install -r bench/requirements.txt
+  python bench/throughput.py [--models=cnn,resnet18] [--batch_size=256] [--rounds=3]
+
+JAX runs the project's own jitted training step (on-device augmentation, label smoothing, SGD with
+Nesterov momentum and weight decay); PyTorch runs the same network (bench/torch_peers.py, equal
+parameter counts) with the same loss and optimiser, channels_last, on already-augmented floats.
+The machine is shared and noisy, so each round times every (framework, precision) pair in turn and
+the fastest round counts. Ratios compare equal precisions; a ratio above 1 means JAX is faster:
+
+  RATIO model=<name> jax_over_torch_fp32=<x> jax_over_torch_bf16=<y>
+"""
+
+import functools
+import os
+import sys
+import time
+from typing import Callable
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+
+import jax  # pylint: disable=g-import-not-at-top
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import torch
+from absl import app, flags
+
+import torch_peers
+from cifar100_flax import input_pipeline, train
+from configs import cnn as cnn_config
+from configs import resnet18 as resnet18_config
+
+_MODELS = flags.DEFINE_list('models', ['cnn', 'resnet18'], 'Models to time.')
+_BATCH_SIZE = flags.DEFINE_integer('batch_size', 256, 'Images per training step.')
+_STEPS = flags.DEFINE_integer('steps', 3, 'Timed steps per round.')
+_ROUNDS = flags.DEFINE_integer('rounds', 3, 'Rounds; the fastest counts.')
+
+CONFIGS = {'cnn': cnn_config.get_config, 'resnet18': resnet18_config.get_config}
+PEERS = {'cnn': torch_peers.CNN,
+         'resnet18': functools.partial(torch_peers.ResNet, block='basic', stage_sizes=(2, 2, 2, 2))}
+PRECISIONS = {'fp32': 'float32', 'bf16': 'bfloat16'}
+
+
+def _synthetic_batch(batch_size: int, seed: int = 0) -> dict:
+  rng = np.random.default_rng(seed)
+  return {'image': rng.integers(0, 256, (batch_size, *input_pipeline.IMAGE_SHAPE), np.uint8),
+          'label': rng.integers(0, input_pipeline.NUM_CLASSES, batch_size).astype(np.int32)}
+
+
+def _seconds(run: Callable[[], None], steps: int) -> float:
+  """The fastest of `steps` calls."""
+  times = []
+  for _ in range(steps):
+    start = time.perf_counter()
+    run()
+    times.append(time.perf_counter() - start)
+  return min(times)
+
+
+class JaxRunner:
+  """The project's jitted training and evaluation steps for one config."""
+
+  def __init__(self, config: ml_collections.ConfigDict, batch: dict):
+    self.state, _ = train.create_train_state(config, steps_per_epoch=100)
+    self.params = sum(x.size for x in jax.tree.leaves(self.state.params))
+    self.batch = jax.device_put(batch)
+    self.batch_eval = {**self.batch, 'mask': jnp.ones(len(batch['label']), bool)}
+    self._train = jax.jit(functools.partial(train.train_step, config=config), donate_argnums=0)
+    self._eval = jax.jit(functools.partial(train.eval_step, config=config))
+    start = time.perf_counter()
+    self.train()
+    self.infer()
+    self.compile_seconds = time.perf_counter() - start
+
+  def train(self) -> None:
+    self.state, step_metrics = self._train(self.state, self.batch)
+    jax.block_until_ready((self.state, step_metrics))
+
+  def infer(self) -> None:
+    jax.block_until_ready(self._eval(self.state, self.batch_eval))
+
+
+class TorchRunner:
+  """The PyTorch peer: same network, loss and optimiser; bfloat16 by autocast."""
+
+  def __init__(self, name: str, config: ml_collections.ConfigDict, batch: dict, precision: str):
+    self.model = PEERS[name](input_pipeline.NUM_CLASSES, **config.model_kwargs).to(memory_format=torch.channels_last)
+    self.params = sum(p.numel() for p in self.model.parameters())
+    self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=config.momentum,
+                                     nesterov=config.nesterov, weight_decay=config.weight_decay)
+    self.loss = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    images = (batch['image'] - np.array(input_pipeline.MEAN_RGB)) / np.array(input_pipeline.STDDEV_RGB)
+    self.images = torch.tensor(images.transpose(0, 3, 1, 2), dtype=torch.float32).contiguous(
+        memory_format=torch.channels_last)
+    self.labels = torch.tensor(batch['label'], dtype=torch.long)
+    self.autocast = functools.partial(torch.autocast, 'cpu', dtype=torch.bfloat16,
+                                      enabled=precision == 'bf16')
+    self.compile_seconds = 0.0
+
+  def train(self) -> None:
+    self.model.train()
+    self.optimizer.zero_grad(set_to_none=True)
+    with self.autocast():
+      loss = self.loss(self.model(self.images), self.labels)
+    loss.backward()
+    self.optimizer.step()
+
+  def infer(self) -> None:
+    self.model.eval()
+    with torch.inference_mode(), self.autocast():
+      self.model(self.images)
+
+
+def time_model(name: str, batch_size: int, steps: int, rounds: int) -> dict:
+  """{(framework, precision): {'train': img/s, 'infer': img/s, 'compile': s, 'params': n}}."""
+  batch = _synthetic_batch(batch_size)
+  runners = {}
+  for precision, dtype in PRECISIONS.items():
+    config = CONFIGS[name]()
+    config.dtype = dtype
+    config.batch_size = batch_size
+    runners['jax', precision] = JaxRunner(config, batch)
+    runners['torch', precision] = TorchRunner(name, config, batch, precision)
+  best = {key: {'train': np.inf, 'infer': np.inf} for key in runners}
+  for _ in range(rounds):
+    for key, runner in runners.items():
+      runner.train()  # Warm-up: caches, allocator, thread pools.
+      best[key]['train'] = min(best[key]['train'], _seconds(runner.train, steps))
+      best[key]['infer'] = min(best[key]['infer'], _seconds(runner.infer, steps))
+  return {key: {'train': batch_size / best[key]['train'], 'infer': batch_size / best[key]['infer'],
+                'compile': runner.compile_seconds, 'params': runner.params}
+          for key, runner in runners.items()}
+
+
+def time_input(batch_size: int, num_batches: int = 40) -> dict:
+  """img/s of the host pipeline (tf.data gather + transfer) and of the on-device augmentation."""
+  n = input_pipeline.NUM_TRAIN_EXAMPLES
+  rng = np.random.default_rng(0)
+  split = input_pipeline.Split(
+      images=rng.integers(0, 256, (n, *input_pipeline.IMAGE_SHAPE), np.uint8),
+      labels=rng.integers(0, 100, n).astype(np.int32), coarse_labels=np.zeros(n, np.int32),
+      ids=np.arange(n).astype(str))
+  batches = input_pipeline.train_batches(split, batch_size, seed=0)
+  jax.device_put(next(batches))
+  start = time.perf_counter()
+  for _ in range(num_batches):
+    jax.block_until_ready(jax.device_put(next(batches)))
+  host = num_batches * batch_size / (time.perf_counter() - start)
+
+  config = cnn_config.get_config()
+  images = jax.device_put(_synthetic_batch(batch_size)['image'])
+  augment = jax.jit(functools.partial(train.preprocess, config=config))
+  key = jax.random.key(0)
+  jax.block_until_ready(augment(images, key=key))
+  seconds = _seconds(lambda: jax.block_until_ready(augment(images, key=key)), 5)
+  return {'host pipeline': host, 'on-device augmentation': batch_size / seconds}
+
+
+def main(argv):
+  del argv
+  torch.set_num_threads(os.cpu_count())
+  print(f'jax {jax.__version__} ({jax.default_backend()}, {jax.device_count()} devices), '
+        f'torch {torch.__version__}, {os.cpu_count()} CPUs, batch {_BATCH_SIZE.value}, '
+        f'XLA_FLAGS={os.environ.get("XLA_FLAGS", "")!r}', flush=True)
+  for source, speed in time_input(_BATCH_SIZE.value).items():
+    print(f'INPUT {source}: {speed:.0f} img/s', flush=True)
+  ratios = []
+  for name in _MODELS.value:
+    if name not in CONFIGS:
+      sys.exit(f'error: --models has {name!r}; choose from {sorted(CONFIGS)}')
+    results = time_model(name, _BATCH_SIZE.value, _STEPS.value, _ROUNDS.value)
+    for (framework, precision), r in results.items():
+      print(f'{name:10s} {framework:6s} {precision}  train {r["train"]:7.1f} img/s  '
+            f'infer {r["infer"]:7.1f} img/s  compile {r["compile"]:5.1f} s  '
+            f'params {r["params"]:,}', flush=True)
+    ratio = {p: results['jax', p]['train'] / results['torch', p]['train'] for p in PRECISIONS}
+    ratios.append(f'RATIO model={name} jax_over_torch_fp32={ratio["fp32"]:.2f} '
+                  f'jax_over_torch_bf16={ratio["bf16"]:.2f}')
+  print('\n'.join(ratios))
+
+
+if __name__ == '__main__':
+  app.run(main)

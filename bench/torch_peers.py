@@ -1,0 +1,89 @@
+"""The project's networks written in PyTorch, layer for layer, as the peers of bench/throughput.py."""
+
+import torch
+from torch import nn
+
+
+class CNN(nn.Module):
+  """cifar100_flax.models.cnn.CNN."""
+
+  def __init__(self, num_classes: int, widths=(32, 64, 128), convs_per_stage: int = 2,
+               hidden: int = 256, dropout: float = 0.3):
+    super().__init__()
+    layers, channels = [], 3
+    for width in widths:
+      for _ in range(convs_per_stage):
+        layers += [nn.Conv2d(channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
+                   nn.ReLU(inplace=True)]
+        channels = width
+      layers.append(nn.MaxPool2d(2))
+    self.features = nn.Sequential(*layers)
+    head = [nn.Dropout(dropout)]
+    if hidden:
+      head += [nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout)]
+      channels = hidden
+    self.head = nn.Sequential(*head, nn.Linear(channels, num_classes))
+
+  def forward(self, x):
+    return self.head(self.features(x).mean(dim=(2, 3)))
+
+
+class BasicBlock(nn.Module):
+  expansion = 1
+
+  def __init__(self, channels: int, width: int, stride: int):
+    super().__init__()
+    self.body = nn.Sequential(
+        nn.Conv2d(channels, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width),
+        nn.ReLU(inplace=True), nn.Conv2d(width, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width))
+    self.shortcut = _shortcut(channels, width, stride)
+
+  def forward(self, x):
+    return torch.relu(self.body(x) + self.shortcut(x))
+
+
+class Bottleneck(nn.Module):
+  expansion = 4
+
+  def __init__(self, channels: int, width: int, stride: int):
+    super().__init__()
+    self.body = nn.Sequential(
+        nn.Conv2d(channels, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+        nn.Conv2d(width, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width),
+        nn.ReLU(inplace=True), nn.Conv2d(width, width * 4, 1, bias=False),
+        nn.BatchNorm2d(width * 4))
+    self.shortcut = _shortcut(channels, width * 4, stride)
+
+  def forward(self, x):
+    return torch.relu(self.body(x) + self.shortcut(x))
+
+
+def _shortcut(channels: int, width: int, stride: int) -> nn.Module:
+  if stride == 1 and channels == width:
+    return nn.Identity()
+  return nn.Sequential(nn.Conv2d(channels, width, 1, stride, bias=False), nn.BatchNorm2d(width))
+
+
+class ResNet(nn.Module):
+  """cifar100_flax.models.resnet.ResNet."""
+
+  def __init__(self, num_classes: int, block: str = 'basic', stage_sizes=(2, 2, 2, 2),
+               stem: str = 'imagenet', width: int = 64, dropout: float = 0.0):
+    super().__init__()
+    block = {'basic': BasicBlock, 'bottleneck': Bottleneck}[block]
+    if stem == 'imagenet':
+      layers = [nn.Conv2d(3, width, 7, 2, 3, bias=False), nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1)]
+    else:
+      layers = [nn.Conv2d(3, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True)]
+    channels = width
+    for stage, size in enumerate(stage_sizes):
+      for index in range(size):
+        layers.append(block(channels, width * 2**stage, 2 if stage and not index else 1))
+        channels = width * 2**stage * block.expansion
+    self.features = nn.Sequential(*layers)
+    self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(channels, num_classes))
+
+  def forward(self, x):
+    return self.head(self.features(x).mean(dim=(2, 3)))

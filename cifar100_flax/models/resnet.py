@@ -1,0 +1,101 @@
+"""ResNet 18/34/50/101/152 in torchvision's layout (v1.5: a bottleneck's stride is on its 3x3 conv).
+
+Module and parameter names follow torchvision's state-dict keys (`layer2_0.downsample_conv` is
+`layer2.0.downsample.0`), so that its ImageNet checkpoints convert one to one. `stem='cifar'` swaps
+the 7x7/2 convolution and max-pooling for one 3x3/1 convolution, the usual choice for 32x32 images.
+"""
+
+import functools
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from cifar100_flax.models import cpu_ops
+
+Conv = functools.partial(nn.Conv, use_bias=False,
+                         conv_general_dilated=cpu_ops.conv_general_dilated)
+# PyTorch's BatchNorm: momentum 0.1 there is 0.9 here; eps 1e-5.
+BatchNorm = functools.partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5)
+
+
+class BasicBlock(nn.Module):
+  width: int
+  stride: int
+  dtype: Any
+
+  expansion = 1
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    norm = functools.partial(BatchNorm, use_running_average=not train, dtype=self.dtype)
+    y = Conv(self.width, (3, 3), self.stride, padding=1, dtype=self.dtype, name='conv1')(x)
+    y = nn.relu(norm(name='bn1')(y))
+    y = Conv(self.width, (3, 3), padding=1, dtype=self.dtype, name='conv2')(y)
+    # Zero-initialised last scale: each block starts as the identity (Goyal et al., 2017).
+    y = norm(name='bn2', scale_init=nn.initializers.zeros)(y)
+    return nn.relu(y + _shortcut(x, self.width, self.stride, norm, self.dtype))
+
+
+class Bottleneck(nn.Module):
+  width: int
+  stride: int
+  dtype: Any
+
+  expansion = 4
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    norm = functools.partial(BatchNorm, use_running_average=not train, dtype=self.dtype)
+    y = Conv(self.width, (1, 1), dtype=self.dtype, name='conv1')(x)
+    y = nn.relu(norm(name='bn1')(y))
+    y = Conv(self.width, (3, 3), self.stride, padding=1, dtype=self.dtype, name='conv2')(y)
+    y = nn.relu(norm(name='bn2')(y))
+    y = Conv(self.width * 4, (1, 1), dtype=self.dtype, name='conv3')(y)
+    y = norm(name='bn3', scale_init=nn.initializers.zeros)(y)
+    return nn.relu(y + _shortcut(x, self.width * 4, self.stride, norm, self.dtype))
+
+
+def _shortcut(x: jax.Array, width: int, stride: int, norm: Any, dtype: Any) -> jax.Array:
+  if x.shape[-1] == width and stride == 1:
+    return x
+  x = Conv(width, (1, 1), stride, dtype=dtype, name='downsample_conv')(x)
+  return norm(name='downsample_bn')(x)
+
+
+class ResNet(nn.Module):
+  num_classes: int
+  block: str = 'basic'  # basic | bottleneck
+  stage_sizes: Sequence[int] = (2, 2, 2, 2)
+  stem: str = 'imagenet'  # imagenet | cifar
+  width: int = 64
+  dropout: float = 0.0
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    block = {'basic': BasicBlock, 'bottleneck': Bottleneck}[self.block]
+    norm = functools.partial(BatchNorm, use_running_average=not train, dtype=self.dtype)
+    if self.stem == 'imagenet':
+      x = Conv(self.width, (7, 7), 2, padding=3, dtype=self.dtype, name='conv1')(x)
+      x = nn.relu(norm(name='bn1')(x))
+      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    else:
+      x = Conv(self.width, (3, 3), padding=1, dtype=self.dtype, name='conv1')(x)
+      x = nn.relu(norm(name='bn1')(x))
+    for stage, size in enumerate(self.stage_sizes):
+      for index in range(size):
+        stride = 2 if stage > 0 and index == 0 else 1
+        x = block(self.width * 2**stage, stride, self.dtype,
+                  name=f'layer{stage + 1}_{index}')(x, train)
+    x = jnp.mean(x, axis=(1, 2))
+    x = nn.Dropout(self.dropout, deterministic=not train)(x)
+    return nn.Dense(self.num_classes, dtype=self.dtype, name='fc')(x).astype(jnp.float32)
+
+
+
+# Each depth's block and blocks per stage, as in torchvision.
+DEPTHS = {18: ('basic', (2, 2, 2, 2)), 34: ('basic', (3, 4, 6, 3)),
+          50: ('bottleneck', (3, 4, 6, 3)), 101: ('bottleneck', (3, 4, 23, 3)),
+          152: ('bottleneck', (3, 8, 36, 3))}
