@@ -39,6 +39,8 @@ def _parse_flags(argv: list[str]) -> list[str]:
 def main(argv):
   del argv
   logging.get_absl_handler().addFilter(_QuietOrbax())
+  from cifar100_flax import cpu_tuning
+  cpu_tuning.configure()  # Before JAX initialises its backend.
   # TensorFlow only feeds data; keep it off any GPU so that JAX has the memory.
   import tensorflow as tf
   tf.config.set_visible_devices([], 'GPU')

@@ -29,7 +29,7 @@ import torch
 from absl import app, flags
 
 import torch_peers
-from cifar100_flax import input_pipeline, train
+from cifar100_flax import cpu_tuning, input_pipeline, train
 from configs import cnn as cnn_config
 from configs import resnet18 as resnet18_config
 
@@ -37,6 +37,7 @@ _MODELS = flags.DEFINE_list('models', ['cnn', 'resnet18'], 'Models to time.')
 _BATCH_SIZE = flags.DEFINE_integer('batch_size', 256, 'Images per training step.')
 _STEPS = flags.DEFINE_integer('steps', 3, 'Timed steps per round.')
 _ROUNDS = flags.DEFINE_integer('rounds', 3, 'Rounds; the fastest counts.')
+_CPU_TUNING = flags.DEFINE_bool('cpu_tuning', True, 'Apply cifar100_flax.cpu_tuning, as main.py does.')
 
 CONFIGS = {'cnn': cnn_config.get_config, 'resnet18': resnet18_config.get_config}
 PEERS = {'cnn': torch_peers.CNN,
@@ -161,6 +162,8 @@ def time_input(batch_size: int, num_batches: int = 40) -> dict:
 
 def main(argv):
   del argv
+  if _CPU_TUNING.value:
+    cpu_tuning.configure()  # Before JAX initialises its backend (the imports above do not).
   torch.set_num_threads(os.cpu_count())
   print(f'jax {jax.__version__} ({jax.default_backend()}, {jax.device_count()} devices), '
         f'torch {torch.__version__}, {os.cpu_count()} CPUs, batch {_BATCH_SIZE.value}, '

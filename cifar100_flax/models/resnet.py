@@ -20,13 +20,13 @@ Conv = functools.partial(nn.Conv, use_bias=False,
 BatchNorm = functools.partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5)
 
 
-class BasicBlock(nn.Module):
-  width: int
-  stride: int
+class _Block(nn.Module):
+  width: int  # of the 3x3 convolutions; a bottleneck outputs 4x as many channels
+  stride: int  # of the first 3x3 convolution and the shortcut
   dtype: Any
 
-  expansion = 1
 
+class BasicBlock(_Block):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     norm = functools.partial(BatchNorm, use_running_average=not train, dtype=self.dtype)
@@ -38,13 +38,7 @@ class BasicBlock(nn.Module):
     return nn.relu(y + _shortcut(x, self.width, self.stride, norm, self.dtype))
 
 
-class Bottleneck(nn.Module):
-  width: int
-  stride: int
-  dtype: Any
-
-  expansion = 4
-
+class Bottleneck(_Block):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     norm = functools.partial(BatchNorm, use_running_average=not train, dtype=self.dtype)
