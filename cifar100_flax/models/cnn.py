@@ -6,7 +6,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cifar100_flax.models import cpu_ops
+from cifar100_flax.models import layers
 
 
 class CNN(nn.Module):
@@ -21,12 +21,11 @@ class CNN(nn.Module):
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     for width in self.widths:
       for _ in range(self.convs_per_stage):
-        x = nn.Conv(width, (3, 3), padding=1, use_bias=False, dtype=self.dtype,
-                    conv_general_dilated=cpu_ops.conv_general_dilated)(x)
+        x = nn.Conv(width, (3, 3), padding=1, use_bias=False, dtype=self.dtype)(x)
         # PyTorch's default momentum (0.1 there is 0.9 here) suits runs of a few thousand steps.
-        x = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(x)
+        x = layers.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(x)
         x = nn.relu(x)
-      x = cpu_ops.max_pool(x, 2)
+      x = layers.max_pool(x, 2)
     x = jnp.mean(x, axis=(1, 2))
     if self.hidden:
       x = nn.Dropout(self.dropout, deterministic=not train)(x)

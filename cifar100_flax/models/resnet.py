@@ -12,12 +12,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cifar100_flax.models import cpu_ops
+from cifar100_flax.models import layers
 
-Conv = functools.partial(nn.Conv, use_bias=False,
-                         conv_general_dilated=cpu_ops.conv_general_dilated)
+Conv = functools.partial(nn.Conv, use_bias=False)
 # PyTorch's BatchNorm: momentum 0.1 there is 0.9 here; eps 1e-5.
-BatchNorm = functools.partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5)
+BatchNorm = functools.partial(layers.BatchNorm, momentum=0.9, epsilon=1e-5)
 
 
 class _Block(nn.Module):

@@ -1,0 +1,67 @@
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cifar100_flax.models import layers
+
+
+@pytest.mark.parametrize('shape', [(2, 8, 8, 3), (1, 7, 9, 2)])
+def test_max_pool_and_its_gradient_equal_flaxs(shape):
+  x = jax.random.normal(jax.random.key(0), shape)
+  expected, expected_grad = jax.value_and_grad(
+      lambda x: jnp.sum(nn.max_pool(x, (2, 2), strides=(2, 2)) ** 2))(x)
+  actual, actual_grad = jax.value_and_grad(lambda x: jnp.sum(layers.max_pool(x, 2) ** 2))(x)
+  np.testing.assert_allclose(actual, expected, rtol=1e-6)
+  np.testing.assert_allclose(actual_grad, expected_grad, rtol=1e-6)
+
+
+def _variables(features):
+  scale = jnp.linspace(0.5, 1.5, features)
+  return {'params': {'scale': scale, 'bias': jnp.linspace(-1.0, 1.0, features)},
+          'batch_stats': {'mean': jnp.full(features, 0.3), 'var': jnp.full(features, 2.0)}}
+
+
+def _apply(module, variables, x, train):
+  """Output, gradients with respect to x and the parameters, and the new batch statistics."""
+  cotangent = jax.random.normal(jax.random.key(2), x.shape)
+
+  def loss(params, x):
+    y, updates = module.apply({**variables, 'params': params}, x, mutable=['batch_stats'])
+    return jnp.sum(nn.relu(y).astype(jnp.float32) * cotangent), (y, updates['batch_stats'])
+
+  (_, (y, stats)), grads = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(
+      variables['params'], x)
+  return y, grads, stats
+
+
+@pytest.mark.parametrize('train', [True, False])
+def test_batch_norm_equals_flaxs_values_gradients_and_statistics(train):
+  x = 3.0 * jax.random.normal(jax.random.key(0), (4, 5, 5, 6)) + 1.0
+  variables = _variables(6)
+  kwargs = dict(use_running_average=not train, momentum=0.9, epsilon=1e-5)
+  actual = _apply(layers.BatchNorm(**kwargs), variables, x, train)
+  expected = _apply(nn.BatchNorm(**kwargs), variables, x, train)
+  for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
+    np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-5)
+  if train:  # the running statistics moved toward the batch's
+    assert not np.allclose(actual[2]['mean'], variables['batch_stats']['mean'])
+
+
+def test_batch_norm_in_bfloat16_keeps_float32_variables():
+  x = jax.random.normal(jax.random.key(0), (4, 5, 5, 6)).astype(jnp.bfloat16)
+  module = layers.BatchNorm(use_running_average=False, dtype=jnp.bfloat16)
+  variables = module.init(jax.random.key(1), x)
+  y, grads, stats = _apply(module, variables, x, True)
+  assert y.dtype == jnp.bfloat16 and grads[1].dtype == jnp.bfloat16
+  assert all(v.dtype == jnp.float32 for v in jax.tree.leaves((variables, grads[0], stats)))
+  expected = _apply(nn.BatchNorm(use_running_average=False, dtype=jnp.bfloat16), variables, x, True)
+  np.testing.assert_allclose(y.astype(jnp.float32), expected[0].astype(jnp.float32), atol=0.05)
+
+
+def test_initialising_does_not_move_the_running_statistics():
+  variables = layers.BatchNorm(use_running_average=False).init(
+      jax.random.key(0), jnp.full((2, 3, 3, 4), 5.0))
+  np.testing.assert_array_equal(variables['batch_stats']['mean'], 0.0)
+  np.testing.assert_array_equal(variables['batch_stats']['var'], 1.0)
