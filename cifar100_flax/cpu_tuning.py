@@ -2,8 +2,8 @@
 
 Both were measured with bench/throughput.py on the project's 2-core CPU (see README, Speed):
 - XLA hands convolutions to YNNPACK by default, and YNNPACK computes the kernel gradient of a 3x3
-  convolution several times slower than XLA's own Eigen kernels; dots, elementwise ops and
-  reductions stay with YNNPACK.
+  convolution 2-5x slower than XLA's own Eigen kernels; dots, elementwise ops and reductions stay
+  with YNNPACK.
 - glibc serves blocks above 32 MB with mmap and unmaps them on free, so every training step pays
   page faults for its large activations anew; raising the mmap threshold keeps them in the heap.
 """
