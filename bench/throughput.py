@@ -33,15 +33,28 @@ from cifar100_flax import cpu_tuning, input_pipeline, train
 from configs import cnn as cnn_config
 from configs import resnet18 as resnet18_config
 
-_MODELS = flags.DEFINE_list('models', ['cnn', 'resnet18'], 'Models to time.')
+_MODELS = flags.DEFINE_list('models', ['cnn', 'resnet18', 'resnet50'], 'Models to time.')
 _BATCH_SIZE = flags.DEFINE_integer('batch_size', 256, 'Images per training step.')
 _STEPS = flags.DEFINE_integer('steps', 3, 'Timed steps per round.')
 _ROUNDS = flags.DEFINE_integer('rounds', 3, 'Rounds; the fastest counts.')
 _CPU_TUNING = flags.DEFINE_bool('cpu_tuning', True, 'Apply cifar100_flax.cpu_tuning, as main.py does.')
 
-CONFIGS = {'cnn': cnn_config.get_config, 'resnet18': resnet18_config.get_config}
+
+
+def _resnet50_config() -> ml_collections.ConfigDict:
+  """ResNet-50 with its ImageNet stem, on 32x32 inputs (the transfer recipe's cheapest size)."""
+  config = resnet18_config.get_config()
+  config.model = 'resnet50'
+  config.model_kwargs.stem = 'imagenet'
+  return config
+
+
+CONFIGS = {'cnn': cnn_config.get_config, 'resnet18': resnet18_config.get_config,
+           'resnet50': _resnet50_config}
 PEERS = {'cnn': torch_peers.CNN,
-         'resnet18': functools.partial(torch_peers.ResNet, block='basic', stage_sizes=(2, 2, 2, 2))}
+         'resnet18': functools.partial(torch_peers.ResNet, block='basic', stage_sizes=(2, 2, 2, 2)),
+         'resnet50': functools.partial(torch_peers.ResNet, block='bottleneck',
+                                       stage_sizes=(3, 4, 6, 3))}
 PRECISIONS = {'fp32': 'float32', 'bf16': 'bfloat16'}
 
 
