@@ -69,3 +69,9 @@ def test_resnet_forward_and_training_mode(stem, spatial):
   logits, updates = model.apply(variables, x, train=True, mutable=['batch_stats'])
   assert logits.shape == (2, 100) and np.isfinite(logits).all()
   assert jax.tree.structure(updates['batch_stats']) == jax.tree.structure(variables['batch_stats'])
+
+
+def test_unknown_resnet_stem_is_a_config_error():
+  model = models.create_model('resnet18', 100, stem='tiny', width=8)
+  with pytest.raises(ConfigError, match=r"config.model_kwargs.stem='tiny'"):
+    model.init(jax.random.PRNGKey(0), jnp.ones((1, 32, 32, 3)), train=False)

@@ -30,6 +30,10 @@ def _moments(x: jax.Array) -> tuple[jax.Array, jax.Array]:
   return mean, jnp.maximum(jnp.mean(jnp.square(x), axes) - jnp.square(mean), 0.0)
 
 
+def _normalise(x32, mean, inv_std, scale, bias):
+  return (x32 - mean) * (inv_std * scale) + bias
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
 def batch_norm_train(x: jax.Array, scale: jax.Array, bias: jax.Array,
                      epsilon: float) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -45,7 +49,7 @@ def _batch_norm_train_fwd(x, scale, bias, epsilon):
   x32 = x.astype(jnp.float32)
   mean, var = _moments(x32)
   inv_std = jax.lax.rsqrt(var + epsilon)
-  y = ((x32 - mean) * (inv_std * scale) + bias).astype(x.dtype)
+  y = _normalise(x32, mean, inv_std, scale, bias).astype(x.dtype)
   return (y, mean, var), (x, mean, inv_std, scale)
 
 
@@ -83,9 +87,8 @@ class BatchNorm(nn.Module):
     bias = self.param('bias', self.bias_init, features, jnp.float32)
     dtype = self.dtype or x.dtype
     if self.use_running_average:
-      y = (x.astype(jnp.float32) - ra_mean.value) * (jax.lax.rsqrt(ra_var.value + self.epsilon)
-                                                     * scale) + bias
-      return y.astype(dtype)
+      inv_std = jax.lax.rsqrt(ra_var.value + self.epsilon)
+      return _normalise(x.astype(jnp.float32), ra_mean.value, inv_std, scale, bias).astype(dtype)
     y, mean, var = batch_norm_train(x.astype(dtype), scale, bias, self.epsilon)
     if not self.is_initializing():
       ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean

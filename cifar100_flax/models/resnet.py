@@ -12,6 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from cifar100_flax.errors import ConfigError
 from cifar100_flax.models import layers
 
 Conv = functools.partial(nn.Conv, use_bias=False)
@@ -68,6 +69,8 @@ class ResNet(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    if self.stem not in ('imagenet', 'cifar'):
+      raise ConfigError(f"config.model_kwargs.stem={self.stem!r}; choose 'imagenet' or 'cifar'")
     block = {'basic': BasicBlock, 'bottleneck': Bottleneck}[self.block]
     norm = functools.partial(BatchNorm, use_running_average=not train, dtype=self.dtype)
     if self.stem == 'imagenet':
