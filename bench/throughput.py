@@ -31,9 +31,10 @@ from absl import app, flags
 import torch_peers
 from cifar100_flax import cpu_tuning, input_pipeline, train
 from configs import cnn as cnn_config
+from configs import cnn_fast as cnn_fast_config
 from configs import resnet18 as resnet18_config
 
-_MODELS = flags.DEFINE_list('models', ['cnn', 'resnet18', 'resnet50'], 'Models to time.')
+_MODELS = flags.DEFINE_list('models', ['cnn', 'airbench', 'resnet18', 'resnet50'], 'Models to time.')
 _BATCH_SIZE = flags.DEFINE_integer('batch_size', 256, 'Images per training step.')
 _STEPS = flags.DEFINE_integer('steps', 3, 'Timed steps per round.')
 _ROUNDS = flags.DEFINE_integer('rounds', 3, 'Rounds; the fastest counts.')
@@ -49,9 +50,10 @@ def _resnet50_config() -> ml_collections.ConfigDict:
   return config
 
 
-CONFIGS = {'cnn': cnn_config.get_config, 'resnet18': resnet18_config.get_config,
+CONFIGS = {'cnn': cnn_config.get_config, 'airbench': cnn_fast_config.get_config,
+           'resnet18': resnet18_config.get_config,
            'resnet50': _resnet50_config}
-PEERS = {'cnn': torch_peers.CNN,
+PEERS = {'cnn': torch_peers.CNN, 'airbench': torch_peers.Airbench,
          'resnet18': functools.partial(torch_peers.ResNet, block='basic', stage_sizes=(2, 2, 2, 2)),
          'resnet50': functools.partial(torch_peers.ResNet, block='bottleneck',
                                        stage_sizes=(3, 4, 6, 3))}

@@ -87,3 +87,29 @@ class ResNet(nn.Module):
 
   def forward(self, x):
     return self.head(self.features(x).mean(dim=(2, 3)))
+
+
+class Airbench(nn.Module):
+  """cifar100_flax.models.airbench.Airbench: frozen whitening, BatchNorm with a bias and no scale."""
+
+  def __init__(self, num_classes: int, widths=(64, 256, 256), convs_per_stage: int = 2,
+               logit_scale: float = 1 / 9, batch_norm_momentum: float = 0.6):
+    super().__init__()
+    whitening = nn.Conv2d(3, 24, 2)
+    whitening.weight.requires_grad_(False)
+    layers, channels = [whitening, nn.GELU(approximate='tanh')], 24
+    for width in widths:
+      for index in range(convs_per_stage):
+        layers.append(nn.Conv2d(channels, width, 3, padding=1, bias=False))
+        if index == 0:
+          layers.append(nn.MaxPool2d(2))
+        norm = nn.BatchNorm2d(width, momentum=1 - batch_norm_momentum, eps=1e-12)
+        norm.weight = None  # F.batch_norm then applies the bias alone
+        layers += [norm, nn.GELU(approximate='tanh')]
+        channels = width
+    self.features = nn.Sequential(*layers)
+    self.head = nn.Linear(channels, num_classes, bias=False)
+    self.logit_scale = logit_scale
+
+  def forward(self, x):
+    return self.head(self.features(x).amax(dim=(2, 3))) * self.logit_scale

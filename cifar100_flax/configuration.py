@@ -1,5 +1,7 @@
 """Checks a config before anything is compiled, so that a bad value fails in a second, clearly."""
 
+import re
+
 import jax
 import ml_collections
 
@@ -44,5 +46,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _require(config.checkpoint_keep > 0, f'config.checkpoint_keep must be > 0, got {config.checkpoint_keep}')
   _require(0 < config.plateau_factor < 1,
            f'config.plateau_factor must be in (0, 1), got {config.plateau_factor}')
+  try:
+    re.compile(config.frozen_params)
+  except re.error as e:
+    raise ConfigError(f'config.frozen_params={config.frozen_params!r} is not a regex: {e}') from e
+  _require(config.init_sample_size > 0,
+           f'config.init_sample_size must be > 0, got {config.init_sample_size}')
   for key, value in config.augment.items():
     _require(value >= 0, f'config.augment.{key} must be >= 0, got {value}')

@@ -1,10 +1,13 @@
 """Optax optimisers and learning-rate schedules named by the config."""
 
+import re
 from typing import Callable
 
 import jax
 import ml_collections
 import optax
+
+from cifar100_flax.errors import ConfigError
 
 Schedule = Callable[[int], float]
 
@@ -44,6 +47,20 @@ def _decay_mask(params):
   return jax.tree_util.tree_map(lambda p: p.ndim > 1, params)
 
 
+def _frozen_labels(pattern: str) -> Callable:
+  """params -> 'frozen' or 'trained' per leaf, by whether `pattern` matches its '/'-joined path."""
+  regex = re.compile(pattern)
+
+  def labels(params):
+    tree = jax.tree_util.tree_map_with_path(
+        lambda path, _: 'frozen' if regex.search(jax.tree_util.keystr(path, simple=True, separator='/'))
+        else 'trained', params)
+    if 'frozen' not in jax.tree_util.tree_leaves(tree):
+      raise ConfigError(f'config.frozen_params={pattern!r} matches no parameter')
+    return tree
+  return labels
+
+
 def create_optimizer(config: ml_collections.ConfigDict, total_steps: int,
                      steps_per_epoch: int) -> tuple[optax.GradientTransformationExtraArgs, Schedule]:
   """The optimiser (its update takes `value=loss` for reduce_on_plateau) and its base schedule."""
@@ -64,7 +81,12 @@ def create_optimizer(config: ml_collections.ConfigDict, total_steps: int,
     parts.append(optax.contrib.reduce_on_plateau(
         factor=config.plateau_factor, patience=config.plateau_patience,
         accumulation_size=steps_per_epoch))
-  return optax.chain(*parts), schedule
+  tx = optax.chain(*parts)
+  if config.frozen_params:
+    # Frozen parameters get no update at all (and so no weight decay); XLA then drops their gradients.
+    tx = optax.multi_transform({'trained': tx, 'frozen': optax.set_to_zero()},
+                               _frozen_labels(config.frozen_params))
+  return tx, schedule
 
 
 def plateau_scale(opt_state) -> float:

@@ -34,14 +34,20 @@ def create_model(config: ml_collections.ConfigDict) -> nn.Module:
                              **config.model_kwargs)
 
 
-def create_train_state(config: ml_collections.ConfigDict,
-                       steps_per_epoch: int) -> tuple[TrainState, optim.Schedule]:
-  """A freshly initialised state, and the learning-rate schedule its optimiser follows."""
+def create_train_state(config: ml_collections.ConfigDict, steps_per_epoch: int,
+                       sample_images: Optional[np.ndarray] = None) -> tuple[TrainState, optim.Schedule]:
+  """A freshly initialised state, and the learning-rate schedule its optimiser follows.
+
+  `sample_images` (uint8 training images) are what the model is initialised on; models that fit
+  some weights to the data (airbench's whitening) need them, others only use their shape.
+  """
   tx, schedule = optim.create_optimizer(config, config.num_epochs * steps_per_epoch, steps_per_epoch)
   model = create_model(config)
   init_rng, run_rng = jax.random.split(jax.random.PRNGKey(config.seed))
-  dummy = jnp.zeros((1, *input_pipeline.IMAGE_SHAPE), jnp.float32)
-  variables = jax.jit(functools.partial(model.init, train=False))(init_rng, dummy)
+  if sample_images is None:
+    sample_images = np.zeros((1, *input_pipeline.IMAGE_SHAPE), np.uint8)
+  variables = jax.jit(lambda rng, images: model.init(rng, preprocess(images, config), train=False))(
+      init_rng, sample_images)
   state = TrainState.create(apply_fn=model.apply, params=variables['params'], tx=tx,
                             batch_stats=variables.get('batch_stats', {}), rng=run_rng)
   return state, schedule
@@ -83,8 +89,12 @@ def train_step(state: TrainState, batch: dict,
 
 def eval_step(state: TrainState, batch: dict,
               config: ml_collections.ConfigDict) -> tuple[metrics.EvalMetrics, jax.Array]:
-  logits = state.apply_fn({'params': state.params, 'batch_stats': state.batch_stats},
-                          preprocess(batch['image'], config), train=False)
+  images = preprocess(batch['image'], config)
+  predict = functools.partial(state.apply_fn, {'params': state.params, 'batch_stats': state.batch_stats},
+                              train=False)
+  logits = predict(images)
+  if config.eval_flip_tta:  # Test-time augmentation: the mean of the image's and its mirror's logits.
+    logits = (logits + predict(images[:, :, ::-1])) / 2
   loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label'])
   step_metrics = metrics.EvalMetrics.single_from_model_output(
       loss=loss, logits=logits, labels=batch['label'], mask=batch['mask'])
@@ -164,7 +174,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   steps_per_epoch = input_pipeline.steps_per_epoch(len(splits['train']), config.batch_size)
   total_steps = config.num_epochs * steps_per_epoch
   eval_every = config.eval_every_steps or steps_per_epoch
-  state, schedule = create_train_state(config, steps_per_epoch)
+  state, schedule = create_train_state(config, steps_per_epoch,
+                                       splits['train'].images[:config.init_sample_size])
   checkpointer = checkpointing.Checkpointer(workdir, config.checkpoint_keep)
   restored = checkpointer.restore_latest(state)
   state, progress = restored or (state, {'train_seconds': 0.0})

@@ -20,6 +20,7 @@ def get_config() -> ml_collections.ConfigDict:
   ))
   # 'float32', or 'bfloat16' for mixed precision (bfloat16 compute, float32 params).
   config.dtype = 'float32'
+  config.init_sample_size = 5000  # training images the model is initialised on (see create_train_state)
 
   # Data.
   config.dataset = 'cifar100'
@@ -28,6 +29,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.split_seed = 0  # seeds which training images form the validation split
   config.batch_size = 256  # global, split across all devices
   config.eval_batch_size = 500
+  config.eval_flip_tta = False  # evaluate on the mean logits of each image and its mirror image
   config.shuffle_seed = 0
 
   # On-device augmentation (inside the jitted step), each switchable.
@@ -49,6 +51,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.weight_decay = 5e-4  # decoupled for adamw, L2 otherwise; not applied to biases and norms
   config.grad_clip_norm = 0.0  # clip the global gradient norm (0: off)
   config.label_smoothing = 0.1
+  config.frozen_params = ''  # regex: parameters whose '/'-joined path it matches are not trained
   # Schedule: constant | warmup_cosine | one_cycle | piecewise_constant | reduce_on_plateau
   config.schedule = 'warmup_cosine'
   config.warmup_epochs = 1.0  # warmup_cosine

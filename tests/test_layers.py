@@ -65,3 +65,19 @@ def test_initialising_does_not_move_the_running_statistics():
       jax.random.key(0), jnp.full((2, 3, 3, 4), 5.0))
   np.testing.assert_array_equal(variables['batch_stats']['mean'], 0.0)
   np.testing.assert_array_equal(variables['batch_stats']['var'], 1.0)
+
+
+@pytest.mark.parametrize('size, kernel, stride, padding', [
+    (2, 3, 1, 1), (2, 3, 2, 1), (1, 3, 1, 1), (4, 3, 2, 1), (3, 3, 2, 'SAME'), (8, 3, 1, 1)])
+def test_conv_and_its_gradients_equal_flaxs(size, kernel, stride, padding):
+  x = jax.random.normal(jax.random.key(0), (3, size, size, 5))
+  kwargs = dict(features=7, kernel_size=(kernel, kernel), strides=stride, padding=padding)
+  variables = nn.Conv(**kwargs).init(jax.random.key(1), x)
+
+  def loss_and_grads(module):
+    loss = lambda variables, x: jnp.sum(jnp.sin(module.apply(variables, x)))
+    return loss(variables, x), jax.grad(loss, argnums=(0, 1))(variables, x)
+
+  expected = loss_and_grads(nn.Conv(**kwargs))
+  actual = loss_and_grads(layers.Conv(**kwargs))
+  jax.tree.map(lambda a, e: np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-5), actual, expected)

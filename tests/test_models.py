@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from cifar100_flax import models
+from cifar100_flax.models import airbench
 from cifar100_flax.errors import ConfigError
 
 
@@ -75,3 +76,28 @@ def test_unknown_resnet_stem_is_a_config_error():
   model = models.create_model('resnet18', 100, stem='tiny', width=8)
   with pytest.raises(ConfigError, match=r"config.model_kwargs.stem='tiny'"):
     model.init(jax.random.PRNGKey(0), jnp.ones((1, 32, 32, 3)), train=False)
+
+
+def test_airbench_whitening_decorrelates_the_patches_it_was_fitted_on():
+  # Correlated channels and neighbouring pixels, like natural images.
+  base = jax.random.normal(jax.random.PRNGKey(0), (64, 9, 9, 1))
+  images = jnp.concatenate([base, 0.8 * base + 0.2 * jnp.roll(base, 1, axis=2), -base], axis=-1)
+  images = images + 0.05 * jax.random.normal(jax.random.PRNGKey(1), images.shape)
+  kernel = airbench.whitening_kernel(images)
+  assert kernel.shape == (2, 2, 3, 24)
+  out = jax.lax.conv_general_dilated(images, kernel[..., :12], (1, 1), 'VALID',
+                                     dimension_numbers=('NHWC', 'HWIO', 'NHWC')).reshape(-1, 12)
+  covariance = np.cov(np.asarray(out), rowvar=False)
+  # Unit variance where the data has variance well above the regulariser; no correlations.
+  np.testing.assert_allclose(covariance - np.diag(np.diag(covariance)), 0, atol=0.02)
+  assert np.diag(covariance).max() == pytest.approx(1.0, abs=0.02)
+  np.testing.assert_array_equal(kernel[..., 12:], -kernel[..., :12])
+
+
+def test_airbench_logits_and_a_whitening_fitted_at_init():
+  model = models.create_model('airbench', 100, widths=(8, 16, 16), convs_per_stage=2)
+  x = jax.random.normal(jax.random.PRNGKey(0), (4, 32, 32, 3))
+  variables = model.init(jax.random.PRNGKey(1), x, train=False)
+  np.testing.assert_allclose(variables['params']['whitening'], airbench.whitening_kernel(x), atol=1e-5)
+  logits, _ = model.apply(variables, x, train=True, mutable=['batch_stats'])
+  assert logits.shape == (4, 100) and np.isfinite(logits).all()

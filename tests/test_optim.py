@@ -4,6 +4,7 @@ import optax
 import pytest
 
 from cifar100_flax import optim
+from cifar100_flax.errors import ConfigError
 from tests.conftest import tiny_config
 
 
@@ -50,3 +51,21 @@ def test_every_optimizer_decays_kernels_but_not_biases(name):
   updates, _ = tx.update(zero_grads, tx.init(params), params, value=jnp.array(0.0))
   assert float(jnp.abs(updates['kernel']).sum()) > 0
   np.testing.assert_array_equal(updates['bias'], 0)
+
+
+def test_frozen_params_get_no_update_and_no_weight_decay():
+  tx, _ = optim.create_optimizer(tiny_config(weight_decay=0.1, schedule='constant',
+                                             frozen_params='^stem/'),
+                                 total_steps=10, steps_per_epoch=1)
+  params = {'stem': {'kernel': jnp.ones((2, 2))}, 'head': {'kernel': jnp.ones((2, 2))}}
+  grads = {'stem': {'kernel': jnp.ones((2, 2))}, 'head': {'kernel': jnp.ones((2, 2))}}
+  updates, _ = tx.update(grads, tx.init(params), params, value=jnp.array(0.0))
+  np.testing.assert_array_equal(updates['stem']['kernel'], 0)
+  assert float(jnp.abs(updates['head']['kernel']).min()) > 0
+
+
+def test_a_frozen_params_pattern_that_matches_nothing_is_an_error():
+  tx, _ = optim.create_optimizer(tiny_config(frozen_params='^no_such_layer'),
+                                 total_steps=10, steps_per_epoch=1)
+  with pytest.raises(ConfigError, match='frozen_params'):
+    tx.init({'kernel': jnp.ones((2, 2))})

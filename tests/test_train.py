@@ -87,3 +87,14 @@ def test_diverging_loss_stops_with_a_clear_error(mock_cifar, tmp_path):
   config = tiny_config(learning_rate=1e30, warmup_epochs=0.0, weight_decay=0.0)
   with pytest.raises(TrainingDivergedError, match='diverged at step'):
     train.train_and_evaluate(config, str(tmp_path))
+
+
+@pytest.mark.parametrize('tta', [False, True])
+def test_flip_tta_predicts_an_image_and_its_mirror_alike(tta):
+  config = tiny_config(eval_flip_tta=tta)
+  state, _ = train.create_train_state(config, steps_per_epoch=1)
+  images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), np.uint8)
+  predict = lambda images: train.eval_step(
+      state, {'image': images, 'label': np.zeros(4, np.int32), 'mask': np.ones(4, bool)}, config)[1]
+  same = np.allclose(predict(images), predict(images[:, :, ::-1]), atol=1e-6)
+  assert same == tta

@@ -7,10 +7,11 @@ import jax.numpy as jnp
 
 from cifar100_flax.errors import ConfigError
 from cifar100_flax.models import resnet
+from cifar100_flax.models.airbench import Airbench
 from cifar100_flax.models.cnn import CNN
 
 # name -> (module, the arguments that name fixes)
-MODELS = {'cnn': (CNN, {})}
+MODELS = {'cnn': (CNN, {}), 'airbench': (Airbench, {})}
 MODELS.update({f'resnet{depth}': (resnet.ResNet, dict(block=block, stage_sizes=stage_sizes))
                for depth, (block, stage_sizes) in resnet.DEPTHS.items()})
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}

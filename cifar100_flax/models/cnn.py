@@ -21,7 +21,7 @@ class CNN(nn.Module):
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     for width in self.widths:
       for _ in range(self.convs_per_stage):
-        x = nn.Conv(width, (3, 3), padding=1, use_bias=False, dtype=self.dtype)(x)
+        x = layers.Conv(width, (3, 3), padding=1, use_bias=False, dtype=self.dtype)(x)
         # PyTorch's default momentum (0.1 there is 0.9 here) suits runs of a few thousand steps.
         x = layers.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(x)
         x = nn.relu(x)

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from cifar100_flax.errors import ConfigError
 from cifar100_flax.models import layers
 
-Conv = functools.partial(nn.Conv, use_bias=False)
+Conv = functools.partial(layers.Conv, use_bias=False)
 # PyTorch's BatchNorm: momentum 0.1 there is 0.9 here; eps 1e-5.
 BatchNorm = functools.partial(layers.BatchNorm, momentum=0.9, epsilon=1e-5)
 

@@ -1,0 +1,73 @@
+"""A CIFAR speedrun network after Keller Jordan's airbench (2024): few, wide layers that learn fast.
+
+A frozen 2x2 "whitening" convolution (filters: the eigenvectors of the training images' 2x2
+patches, scaled to unit variance) feeds stages of (conv, 2x2 max-pool, BatchNorm, GELU,
+(conv, BatchNorm, GELU) x n). Convolutions start near the identity, BatchNorm has no scale (only a
+bias), and the classifier's logits are scaled down. The whitening filters are fitted when the model
+is initialised: initialise it on a batch of (preprocessed) training images.
+"""
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from cifar100_flax.models import layers
+
+_WHITENING_EPSILON = 5e-4  # added to the patch covariance's eigenvalues, as airbench does
+
+
+def whitening_kernel(images: jax.Array, size: int = 2) -> jax.Array:
+  """[size, size, C, 2 * size * size * C] filters that whiten `images`' patches (then their negatives)."""
+  patches = jax.lax.conv_general_dilated_patches(
+      images.astype(jnp.float32), (size, size), (1, 1), 'VALID',
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  channels = images.shape[-1]
+  # conv_general_dilated_patches orders a patch's features (channel, row, col).
+  patches = patches.reshape(-1, channels, size, size).transpose(0, 2, 3, 1).reshape(
+      -1, size * size * channels)
+  patches = patches - patches.mean(axis=0)
+  covariance = patches.T @ patches / patches.shape[0]
+  eigenvalues, eigenvectors = jnp.linalg.eigh(covariance)
+  filters = eigenvectors / jnp.sqrt(eigenvalues + _WHITENING_EPSILON)
+  kernel = filters.reshape(size, size, channels, -1)
+  return jnp.concatenate([kernel, -kernel], axis=-1)
+
+
+def _identity_init(key, shape, dtype=jnp.float32):
+  """lecun_normal filters whose first input-many outputs also pass their input channel through."""
+  kernel = nn.initializers.lecun_normal()(key, shape, dtype)
+  kh, kw, cin, cout = shape
+  n = min(cin, cout)
+  return kernel.at[kh // 2, kw // 2, jnp.arange(n), jnp.arange(n)].add(1.0)
+
+
+class Airbench(nn.Module):
+  num_classes: int
+  widths: Sequence[int] = (64, 256, 256)
+  convs_per_stage: int = 2
+  logit_scale: float = 1 / 9
+  batch_norm_momentum: float = 0.6  # PyTorch's 0.4: short runs need fast running statistics
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    kernel = self.param('whitening', lambda _: whitening_kernel(x))
+    # Frozen: the filters are fitted to the data, never trained (their bias is).
+    x = jax.lax.conv_general_dilated(x.astype(self.dtype), jax.lax.stop_gradient(kernel).astype(self.dtype),
+                                     (1, 1), 'VALID', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    x = nn.gelu(x + self.param('whitening_bias', nn.initializers.zeros, (kernel.shape[-1],)),
+                approximate=True)
+    for width in self.widths:
+      for index in range(self.convs_per_stage):
+        x = layers.Conv(width, (3, 3), padding=1, use_bias=False, dtype=self.dtype,
+                        kernel_init=_identity_init)(x)
+        if index == 0:
+          x = layers.max_pool(x, 2)
+        x = layers.BatchNorm(use_running_average=not train, momentum=self.batch_norm_momentum,
+                             epsilon=1e-12, use_scale=False, dtype=self.dtype)(x)
+        x = nn.gelu(x, approximate=True)
+    x = jnp.max(x, axis=(1, 2))
+    logits = nn.Dense(self.num_classes, use_bias=False, dtype=self.dtype)(x)
+    return logits.astype(jnp.float32) * self.logit_scale
