@@ -84,8 +84,8 @@ class JaxRunner:
     self.params = sum(x.size for x in jax.tree.leaves(self.state.params))
     self.batch = jax.device_put(batch)
     self.batch_eval = {**self.batch, 'mask': jnp.ones(len(batch['label']), bool)}
-    self._train = jax.jit(functools.partial(train.train_step, config=config), donate_argnums=0)
-    self._eval = jax.jit(functools.partial(train.eval_step, config=config))
+    self._train = train.jit_train_step(config)
+    self._eval = train.jit_eval_step(config)
     start = time.perf_counter()
     self.train()
     self.infer()

@@ -33,13 +33,16 @@ class BasicBlock(nn.Module):
 
   def __init__(self, channels: int, width: int, stride: int):
     super().__init__()
-    self.body = nn.Sequential(
-        nn.Conv2d(channels, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width),
-        nn.ReLU(inplace=True), nn.Conv2d(width, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width))
-    self.shortcut = _shortcut(channels, width, stride)
+    self.conv1 = nn.Conv2d(channels, width, 3, stride, 1, bias=False)
+    self.bn1 = nn.BatchNorm2d(width)
+    self.conv2 = nn.Conv2d(width, width, 3, 1, 1, bias=False)
+    self.bn2 = nn.BatchNorm2d(width)
+    self.downsample = _downsample(channels, width, stride)
 
   def forward(self, x):
-    return torch.relu(self.body(x) + self.shortcut(x))
+    y = torch.relu(self.bn1(self.conv1(x)))
+    y = self.bn2(self.conv2(y))
+    return torch.relu(y + (x if self.downsample is None else self.downsample(x)))
 
 
 class Bottleneck(nn.Module):
@@ -47,46 +50,55 @@ class Bottleneck(nn.Module):
 
   def __init__(self, channels: int, width: int, stride: int):
     super().__init__()
-    self.body = nn.Sequential(
-        nn.Conv2d(channels, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
-        nn.Conv2d(width, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width),
-        nn.ReLU(inplace=True), nn.Conv2d(width, width * 4, 1, bias=False),
-        nn.BatchNorm2d(width * 4))
-    self.shortcut = _shortcut(channels, width * 4, stride)
+    self.conv1 = nn.Conv2d(channels, width, 1, bias=False)
+    self.bn1 = nn.BatchNorm2d(width)
+    self.conv2 = nn.Conv2d(width, width, 3, stride, 1, bias=False)
+    self.bn2 = nn.BatchNorm2d(width)
+    self.conv3 = nn.Conv2d(width, width * 4, 1, bias=False)
+    self.bn3 = nn.BatchNorm2d(width * 4)
+    self.downsample = _downsample(channels, width * 4, stride)
 
   def forward(self, x):
-    return torch.relu(self.body(x) + self.shortcut(x))
+    y = torch.relu(self.bn1(self.conv1(x)))
+    y = torch.relu(self.bn2(self.conv2(y)))
+    y = self.bn3(self.conv3(y))
+    return torch.relu(y + (x if self.downsample is None else self.downsample(x)))
 
 
-def _shortcut(channels: int, width: int, stride: int) -> nn.Module:
+def _downsample(channels: int, width: int, stride: int):
   if stride == 1 and channels == width:
-    return nn.Identity()
+    return None
   return nn.Sequential(nn.Conv2d(channels, width, 1, stride, bias=False), nn.BatchNorm2d(width))
 
 
 class ResNet(nn.Module):
-  """cifar100_flax.models.resnet.ResNet."""
+  """cifar100_flax.models.resnet.ResNet, with torchvision's module names (its state-dict keys)."""
 
   def __init__(self, num_classes: int, block: str = 'basic', stage_sizes=(2, 2, 2, 2),
                stem: str = 'imagenet', width: int = 64, dropout: float = 0.0):
     super().__init__()
     block = {'basic': BasicBlock, 'bottleneck': Bottleneck}[block]
-    if stem == 'imagenet':
-      layers = [nn.Conv2d(3, width, 7, 2, 3, bias=False), nn.BatchNorm2d(width),
-                nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1)]
-    else:
-      layers = [nn.Conv2d(3, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width),
-                nn.ReLU(inplace=True)]
+    imagenet = stem == 'imagenet'
+    self.conv1 = nn.Conv2d(3, width, 7 if imagenet else 3, 2 if imagenet else 1,
+                           3 if imagenet else 1, bias=False)
+    self.bn1 = nn.BatchNorm2d(width)
+    self.maxpool = nn.MaxPool2d(3, 2, 1) if imagenet else nn.Identity()
     channels = width
     for stage, size in enumerate(stage_sizes):
+      blocks = []
       for index in range(size):
-        layers.append(block(channels, width * 2**stage, 2 if stage and not index else 1))
+        blocks.append(block(channels, width * 2**stage, 2 if stage and not index else 1))
         channels = width * 2**stage * block.expansion
-    self.features = nn.Sequential(*layers)
-    self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(channels, num_classes))
+      setattr(self, f'layer{stage + 1}', nn.Sequential(*blocks))
+    self.num_stages = len(stage_sizes)
+    self.dropout = nn.Dropout(dropout)
+    self.fc = nn.Linear(channels, num_classes)
 
   def forward(self, x):
-    return self.head(self.features(x).mean(dim=(2, 3)))
+    x = self.maxpool(torch.relu(self.bn1(self.conv1(x))))
+    for stage in range(self.num_stages):
+      x = getattr(self, f'layer{stage + 1}')(x)
+    return self.fc(self.dropout(x.mean(dim=(2, 3))))
 
 
 class Airbench(nn.Module):

@@ -16,6 +16,13 @@ def _require(ok: bool, message: str) -> None:
     raise ConfigError(message)
 
 
+def _require_regex(key: str, pattern: str) -> None:
+  try:
+    re.compile(pattern)
+  except (re.error, TypeError) as e:
+    raise ConfigError(f'config.{key}: {pattern!r} is not a regex: {e}') from e
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError naming the first key whose value cannot work."""
   models.create_model(config.model, 100, config.dtype, **config.model_kwargs)
@@ -46,10 +53,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _require(config.checkpoint_keep > 0, f'config.checkpoint_keep must be > 0, got {config.checkpoint_keep}')
   _require(0 < config.plateau_factor < 1,
            f'config.plateau_factor must be in (0, 1), got {config.plateau_factor}')
-  try:
-    re.compile(config.frozen_params)
-  except re.error as e:
-    raise ConfigError(f'config.frozen_params={config.frozen_params!r} is not a regex: {e}') from e
+  _require_regex('frozen_params', config.frozen_params)
+  for pair in config.learning_rate_multipliers:
+    _require(len(pair) == 2 and isinstance(pair[1], (int, float)) and pair[1] > 0,
+             f'config.learning_rate_multipliers must hold (regex, multiplier > 0) pairs, got {pair!r}')
+    _require_regex('learning_rate_multipliers', pair[0])
   _require(config.init_sample_size > 0,
            f'config.init_sample_size must be > 0, got {config.init_sample_size}')
   for key, value in config.augment.items():

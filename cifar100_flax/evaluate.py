@@ -1,6 +1,5 @@
 """Test-set evaluation of a trained workdir: eval_test.json, predictions_test.npz and a table."""
 
-import functools
 import json
 import pathlib
 
@@ -37,12 +36,13 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   mesh = sharding.create_mesh()
   state = sharding.replicate(state, mesh)
   test = input_pipeline.load_splits(config, with_train=False)['test']
-  jitted_eval_step = jax.jit(functools.partial(train.eval_step, config=config))
+  jitted_eval_step = train.jit_eval_step(config)
   _, probs = train.evaluate_split(jitted_eval_step, state, test, config.eval_batch_size, mesh)
   report = metrics.classification_report(probs, test.labels, test.coarse_labels)
   names = input_pipeline.class_names(config)
   report.update(checkpoint_step=int(jax.device_get(state.step)), model=config.model,
-                class_names=names, train_seconds=progress.get('train_seconds'))
+                class_names=names, train_seconds=progress.get('train_seconds'),
+                train_flops=progress.get('train_flops'))
   if jax.process_index() == 0:
     out = pathlib.Path(workdir)
     (out / 'eval_test.json').write_text(json.dumps(report, indent=1))

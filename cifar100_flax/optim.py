@@ -27,6 +27,16 @@ def _piecewise_constant(config: ml_collections.ConfigDict, total_steps: int,
   return optax.piecewise_constant_schedule(config.learning_rate, boundaries)
 
 
+def _triangular(config: ml_collections.ConfigDict, total_steps: int,
+                steps_per_epoch: int) -> Schedule:
+  """Linear from start x peak up to the peak at warmup_epochs, then linear to end x peak."""
+  warmup = min(max(int(config.warmup_epochs * steps_per_epoch), 1), total_steps - 1)
+  peak = config.learning_rate
+  return optax.join_schedules([
+      optax.linear_schedule(config.triangular_start * peak, peak, warmup),
+      optax.linear_schedule(peak, config.triangular_end * peak, total_steps - warmup)], [warmup])
+
+
 def _constant(config: ml_collections.ConfigDict, total_steps: int, steps_per_epoch: int) -> Schedule:
   return optax.constant_schedule(config.learning_rate)
 
@@ -35,6 +45,7 @@ SCHEDULES = {
     'constant': _constant,
     'warmup_cosine': _warmup_cosine,
     'one_cycle': _one_cycle,
+    'triangular': _triangular,
     'piecewise_constant': _piecewise_constant,
     # The base rate is constant; optax.contrib.reduce_on_plateau scales the updates.
     'reduce_on_plateau': _constant,
@@ -47,18 +58,18 @@ def _decay_mask(params):
   return jax.tree_util.tree_map(lambda p: p.ndim > 1, params)
 
 
-def _frozen_labels(pattern: str) -> Callable:
-  """params -> 'frozen' or 'trained' per leaf, by whether `pattern` matches its '/'-joined path."""
+def _matching(pattern: str, key: str) -> Callable:
+  """params -> a tree of bools: does `pattern` match the leaf's '/'-joined path (e.g. 'Conv_0/kernel')?"""
   regex = re.compile(pattern)
 
-  def labels(params):
+  def mask(params):
     tree = jax.tree_util.tree_map_with_path(
-        lambda path, _: 'frozen' if regex.search(jax.tree_util.keystr(path, simple=True, separator='/'))
-        else 'trained', params)
-    if 'frozen' not in jax.tree_util.tree_leaves(tree):
-      raise ConfigError(f'config.frozen_params={pattern!r} matches no parameter')
+        lambda path, _: bool(regex.search(jax.tree_util.keystr(path, simple=True, separator='/'))),
+        params)
+    if not any(jax.tree_util.tree_leaves(tree)):
+      raise ConfigError(f'config.{key}: {pattern!r} matches no parameter')
     return tree
-  return labels
+  return mask
 
 
 def create_optimizer(config: ml_collections.ConfigDict, total_steps: int,
@@ -81,11 +92,14 @@ def create_optimizer(config: ml_collections.ConfigDict, total_steps: int,
     parts.append(optax.contrib.reduce_on_plateau(
         factor=config.plateau_factor, patience=config.plateau_patience,
         accumulation_size=steps_per_epoch))
+  for pattern, multiplier in config.learning_rate_multipliers:
+    parts.append(optax.masked(optax.scale(multiplier),
+                              _matching(pattern, 'learning_rate_multipliers')))
   tx = optax.chain(*parts)
   if config.frozen_params:
     # Frozen parameters get no update at all (and so no weight decay); XLA then drops their gradients.
-    tx = optax.multi_transform({'trained': tx, 'frozen': optax.set_to_zero()},
-                               _frozen_labels(config.frozen_params))
+    frozen = _matching(config.frozen_params, 'frozen_params')
+    tx = optax.multi_transform({False: tx, True: optax.set_to_zero()}, frozen)
   return tx, schedule
 
 

@@ -53,6 +53,24 @@ def create_train_state(config: ml_collections.ConfigDict, steps_per_epoch: int,
   return state, schedule
 
 
+def compiler_options(config: ml_collections.ConfigDict) -> Optional[dict]:
+  """config.xla_cpu_options for `jax.jit`, when running on CPU (other backends reject them)."""
+  if jax.default_backend() != 'cpu' or not config.xla_cpu_options:
+    return None
+  return dict(config.xla_cpu_options)
+
+
+def jit_train_step(config: ml_collections.ConfigDict, mesh: Optional[Mesh] = None) -> Callable:
+  """train_step for `config`, jitted; its input state is donated."""
+  return jax.jit(functools.partial(train_step, config=config), donate_argnums=0,
+                 out_shardings=sharding.replicated(mesh) if mesh else None,
+                 compiler_options=compiler_options(config))
+
+
+def jit_eval_step(config: ml_collections.ConfigDict) -> Callable:
+  return jax.jit(functools.partial(eval_step, config=config), compiler_options=compiler_options(config))
+
+
 def preprocess(images: jax.Array, config: ml_collections.ConfigDict,
                key: Optional[jax.Array] = None) -> jax.Array:
   """uint8 images -> normalised float images; augmented when a key is given (training)."""
@@ -112,6 +130,13 @@ def evaluate_split(jitted_eval_step: Callable, state: TrainState, split: input_p
     probs.append(multihost_utils.process_allgather(batch_probs, tiled=True))
   computed = {k: float(v) for k, v in totals.compute().items()}
   return computed, np.concatenate(probs)[:len(split)]
+
+
+def flops_per_step(jitted_train_step: Callable, state: TrainState, batch_size: int) -> float:
+  """XLA's count of one training step's floating-point operations (all devices together)."""
+  batch = {'image': jax.ShapeDtypeStruct((batch_size, *input_pipeline.IMAGE_SHAPE), jnp.uint8),
+           'label': jax.ShapeDtypeStruct((batch_size,), jnp.int32)}
+  return float(jitted_train_step.lower(state, batch).cost_analysis().get('flops', 0.0))
 
 
 def _check_finite(values: dict, step: int) -> None:
@@ -189,15 +214,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   report_progress = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)
   batches = input_pipeline.train_batches(splits['train'], config.batch_size, config.shuffle_seed,
                                          step, jax.process_index(), jax.process_count())
-  jitted_train_step = jax.jit(functools.partial(train_step, config=config), donate_argnums=0,
-                              out_shardings=sharding.replicated(mesh))
-  jitted_eval_step = jax.jit(functools.partial(eval_step, config=config))
+  jitted_train_step = jit_train_step(config, mesh)
+  jitted_eval_step = jit_eval_step(config)
+  step_flops = flops_per_step(jitted_train_step, state, config.batch_size)
+  logging.info('A training step is %.3g FLOPs (%.3g per image).', step_flops,
+               step_flops / config.batch_size)
   train_metrics, started = None, time.time()
 
   def save(is_best: bool) -> None:
     nonlocal started
     progress.update(train_seconds=progress['train_seconds'] + time.time() - started,
-                    early_stopping=dataclasses.asdict(stopper), total_steps=total_steps)
+                    early_stopping=dataclasses.asdict(stopper), total_steps=total_steps,
+                    train_flops=step * step_flops)
     started = time.time()
     checkpointer.save(state, progress, is_best)
 

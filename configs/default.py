@@ -29,6 +29,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.split_seed = 0  # seeds which training images form the validation split
   config.batch_size = 256  # global, split across all devices
   config.eval_batch_size = 500
+  # XLA:CPU options for the jitted steps, on top of cifar100_flax/cpu_tuning.py's (CPU only).
+  config.xla_cpu_options = ml_collections.ConfigDict()
   config.eval_flip_tta = False  # evaluate on the mean logits of each image and its mirror image
   config.shuffle_seed = 0
 
@@ -52,9 +54,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.grad_clip_norm = 0.0  # clip the global gradient norm (0: off)
   config.label_smoothing = 0.1
   config.frozen_params = ''  # regex: parameters whose '/'-joined path it matches are not trained
-  # Schedule: constant | warmup_cosine | one_cycle | piecewise_constant | reduce_on_plateau
+  # (regex, m) pairs: the parameters a regex matches learn at m x the learning rate (with momentum).
+  config.learning_rate_multipliers = ()
+  # Schedule: constant | warmup_cosine | one_cycle | triangular | piecewise_constant | reduce_on_plateau
   config.schedule = 'warmup_cosine'
-  config.warmup_epochs = 1.0  # warmup_cosine
+  config.warmup_epochs = 1.0  # warmup_cosine, triangular
+  config.triangular_start = 0.2  # triangular: the first and last rates, as fractions of the peak
+  config.triangular_end = 0.07
   config.piecewise_boundaries = (0.5, 0.75)  # piecewise_constant: fractions of training
   config.piecewise_scale = 0.1  # piecewise_constant: lr multiplied by this at each boundary
   config.plateau_factor = 0.5  # reduce_on_plateau: lr multiplied by this on a plateau

@@ -6,13 +6,13 @@ import pytest
 
 from cifar100_flax import configuration
 from cifar100_flax.errors import ConfigError
-from configs import cnn, default, smoke
+from configs import cnn, cnn_fast, default, resnet18, smoke
 from tests.conftest import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.mark.parametrize('module', [default, smoke, cnn])
+@pytest.mark.parametrize('module', [default, smoke, cnn, cnn_fast, resnet18])
 def test_shipped_configs_are_valid(module):
   configuration.validate(module.get_config())
 
@@ -30,6 +30,10 @@ def test_shipped_configs_are_valid(module):
     ('validation_size', 0, 'config.validation_size must be in'),
     ('label_smoothing', 1.0, 'config.label_smoothing must be in'),
     ('weight_decay', -0.1, 'config.weight_decay must be >= 0'),
+    ('frozen_params', '(unclosed', 'config.frozen_params: .* is not a regex'),
+    ('learning_rate_multipliers', (('bias$', -1.0),), 'must hold \\(regex, multiplier > 0\\) pairs'),
+    ('learning_rate_multipliers', (('[bias', 2.0),), 'config.learning_rate_multipliers: .* is not a regex'),
+    ('init_sample_size', 0, 'config.init_sample_size must be > 0'),
 ])
 def test_impossible_values_are_named(key, value, message):
   with pytest.raises(ConfigError, match=message):

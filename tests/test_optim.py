@@ -1,3 +1,4 @@
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -51,6 +52,25 @@ def test_every_optimizer_decays_kernels_but_not_biases(name):
   updates, _ = tx.update(zero_grads, tx.init(params), params, value=jnp.array(0.0))
   assert float(jnp.abs(updates['kernel']).sum()) > 0
   np.testing.assert_array_equal(updates['bias'], 0)
+
+
+def test_triangular_rises_linearly_then_falls_to_its_end_fraction():
+  schedule = _schedule(schedule='triangular', warmup_epochs=2, triangular_start=0.2,
+                       triangular_end=0.1, learning_rate=1.0)
+  np.testing.assert_allclose([schedule(s) for s in (0, 10, 20, 60, 100)],
+                             [0.2, 0.6, 1.0, 0.55, 0.1], atol=1e-6)
+
+
+def test_learning_rate_multipliers_scale_the_matching_updates():
+  tx, _ = optim.create_optimizer(
+      tiny_config(weight_decay=0.0, schedule='constant', learning_rate=0.1, momentum=0.0,
+                  learning_rate_multipliers=(('norm/bias$', 64.0),)),
+      total_steps=10, steps_per_epoch=1)
+  params = {'norm': {'bias': jnp.ones(2)}, 'conv': {'bias': jnp.ones(2)}}
+  updates, _ = tx.update(jax.tree.map(jnp.ones_like, params), tx.init(params), params,
+                         value=jnp.array(0.0))
+  np.testing.assert_allclose(updates['norm']['bias'], -6.4, rtol=1e-6)
+  np.testing.assert_allclose(updates['conv']['bias'], -0.1, rtol=1e-6)
 
 
 def test_frozen_params_get_no_update_and_no_weight_decay():

@@ -1,3 +1,4 @@
+import functools
 import os
 import signal
 
@@ -98,3 +99,24 @@ def test_flip_tta_predicts_an_image_and_its_mirror_alike(tta):
       state, {'image': images, 'label': np.zeros(4, np.int32), 'mask': np.ones(4, bool)}, config)[1]
   same = np.allclose(predict(images), predict(images[:, :, ::-1]), atol=1e-6)
   assert same == tta
+
+
+def test_flops_per_step_counts_the_convolutions_and_scales_with_the_batch():
+  config = tiny_config()  # one 3x3 convolution, 3 -> 8 channels, on 32x32 images
+  state, _ = train.create_train_state(config, steps_per_epoch=1)
+  step = jax.jit(functools.partial(train.train_step, config=config))
+  small, large = (train.flops_per_step(step, state, n) for n in (16, 32))
+  conv_forward = 2 * 32 * 32 * 9 * 3 * 8  # per image; its kernel gradient costs as much again
+  assert 2 * conv_forward * 16 < small < 4 * conv_forward * 16
+  assert large == pytest.approx(2 * small, rel=0.05)
+
+
+def test_xla_cpu_options_reach_the_compiled_step():
+  config = tiny_config()
+  assert train.compiler_options(config) is None
+  config.xla_cpu_options.xla_cpu_experimental_ynn_fusion_type = 'NOT_A_FUSION_TYPE'
+  assert train.compiler_options(config) == {'xla_cpu_experimental_ynn_fusion_type': 'NOT_A_FUSION_TYPE'}
+  state, _ = train.create_train_state(config, steps_per_epoch=1)
+  batch = {'image': np.zeros((4, 32, 32, 3), np.uint8), 'label': np.zeros(4, np.int32)}
+  with pytest.raises(Exception, match='xla_cpu_experimental_ynn_fusion_type'):
+    train.jit_train_step(config)(state, batch)

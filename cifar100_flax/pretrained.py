@@ -1,0 +1,170 @@
+"""ImageNet weights for the project's backbones: PyTorch state dicts converted to Flax variables.
+
+  python -m cifar100_flax.pretrained convert SOURCE OUT.msgpack --model=resnet50
+
+SOURCE is a `.safetensors` file (read without torch), a `.pth`/`.pt`/`.bin` file (read with torch),
+a `.msgpack` file this command wrote, or a Hugging Face hub id such as `timm/resnet50.tv_in1k`
+(downloaded with huggingface_hub). ResNets take torchvision's or timm's key names, which are the
+same (`layer2.0.downsample.0.weight` -> `layer2_0/downsample_conv/kernel`).
+"""
+
+import argparse
+import pathlib
+import re
+import sys
+from typing import Any, Callable
+
+import flax
+import jax
+import numpy as np
+
+from cifar100_flax.errors import UserError
+
+StateDict = dict[str, np.ndarray]
+Variables = dict[str, Any]  # {'params': ..., 'batch_stats': ...}, nested dicts of arrays
+_HUB_ID = re.compile(r'^[\w.-]+/[\w.-]+$')
+
+
+class PretrainedError(UserError):
+  """Weights that cannot be read, downloaded or fitted to the model."""
+
+
+def load_state_dict(source: str) -> StateDict:
+  """A PyTorch-style state dict (name -> numpy array) from a file or a Hugging Face hub id."""
+  path = pathlib.Path(source)
+  if not path.exists():
+    if not _HUB_ID.match(source):
+      raise PretrainedError(f'{source!r} is neither a file nor a Hugging Face hub id (org/name)')
+    path = _download_from_hub(source)
+  if path.suffix == '.safetensors':
+    from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+    return load_file(path)
+  if path.suffix in ('.pth', '.pt', '.bin'):
+    return _read_with_torch(path)
+  raise PretrainedError(f'{source}: unknown weights format {path.suffix!r}; use .safetensors, .pth, '
+                        f'.pt, .bin or a .msgpack written by `python -m cifar100_flax.pretrained convert`')
+
+
+def _download_from_hub(repo_id: str) -> pathlib.Path:
+  try:
+    import huggingface_hub  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise PretrainedError(f'{repo_id!r} looks like a hub id: `pip install huggingface_hub` to '
+                          f'download it, or pass a local file') from e
+  try:
+    return pathlib.Path(huggingface_hub.hf_hub_download(repo_id, 'model.safetensors'))
+  except Exception as e:  # pylint: disable=broad-except  (offline, unknown repo, no such file...)
+    raise PretrainedError(
+        f'cannot download {repo_id!r} from the Hugging Face hub ({type(e).__name__}: '
+        f'{str(e).splitlines()[0] if str(e) else ""}). Offline, fetch its model.safetensors on a '
+        f'machine with internet and pass the file path instead.') from e
+
+
+def _read_with_torch(path: pathlib.Path) -> StateDict:
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise PretrainedError(f'{path}: reading PyTorch files needs torch (`pip install torch`, a CPU '
+                          f'build is enough); or convert the file to .safetensors') from e
+  state = torch.load(path, map_location='cpu', weights_only=True)
+  state = state.get('state_dict', state)
+  return {k: v.float().numpy() if v.is_floating_point() else v.numpy()
+          for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+
+def _torch_to_flax(key: str, value: np.ndarray, module_name: Callable[[list[str]], str]
+                   ) -> tuple[str, tuple[str, ...], np.ndarray]:
+  """(collection, flax path, value) of one state-dict entry."""
+  *modules, leaf = key.split('.')
+  path = tuple(module_name(modules))
+  if leaf == 'weight' and value.ndim == 4:  # OIHW -> HWIO
+    return 'params', path + ('kernel',), value.transpose(2, 3, 1, 0)
+  if leaf == 'weight' and value.ndim == 2:  # Linear: (out, in) -> (in, out)
+    return 'params', path + ('kernel',), value.T
+  names = {'weight': ('params', 'scale'), 'bias': ('params', 'bias'),
+           'running_mean': ('batch_stats', 'mean'), 'running_var': ('batch_stats', 'var')}
+  if leaf not in names:
+    raise PretrainedError(f'unexpected tensor {key!r} {value.shape}')
+  collection, name = names[leaf]
+  return collection, path + (name,), value
+
+
+def _resnet_module(modules: list[str]) -> list[str]:
+  """['layer2', '0', 'downsample', '1'] -> ['layer2_0', 'downsample_bn']."""
+  if modules[0].startswith('layer'):
+    block = [f'{modules[0]}_{modules[1]}']
+    rest = modules[2:]
+    if rest[0] == 'downsample':
+      return block + [{'0': 'downsample_conv', '1': 'downsample_bn'}[rest[1]]]
+    return block + rest
+  return modules
+
+
+def convert_resnet(state: StateDict) -> Variables:
+  """torchvision/timm ResNet state dict -> Flax variables of models.resnet.ResNet."""
+  variables = {'params': {}, 'batch_stats': {}}
+  for key, value in state.items():
+    if key.endswith('num_batches_tracked'):
+      continue
+    collection, path, value = _torch_to_flax(key, np.asarray(value, np.float32), _resnet_module)
+    variables[collection]['/'.join(path)] = value
+  return {k: flax.traverse_util.unflatten_dict(v, sep='/') for k, v in variables.items()}
+
+
+def fit_to_model(converted: Variables, template: Variables, keep: tuple[str, ...] = ()) -> Variables:
+  """`template` (the model's initial variables) with every array replaced by the converted one.
+
+  Top-level modules named in `keep` (e.g. a new classifier head) keep the template's values.
+  Raises PretrainedError naming every missing, unexpected and mis-shaped tensor.
+  """
+  expected = flax.traverse_util.flatten_dict(template, sep='/')
+  given = flax.traverse_util.flatten_dict(converted, sep='/')
+  kept = lambda name: name.split('/')[1] in keep
+  missing = sorted(k for k in expected if k not in given and not kept(k))
+  unexpected = sorted(k for k in given if k not in expected and not kept(k))
+  misshaped = sorted(f'{k}: {given[k].shape}, model wants {tuple(expected[k].shape)}'
+                     for k in expected if k in given and not kept(k)
+                     and given[k].shape != tuple(expected[k].shape))
+  if missing or unexpected or misshaped:
+    lines = ([f'missing: {k}' for k in missing] + [f'unexpected: {k}' for k in unexpected]
+             + [f'mis-shaped: {k}' for k in misshaped])
+    raise PretrainedError('the weights do not fit the model:\n  ' + '\n  '.join(lines))
+  fitted = {k: (v if kept(k) else given[k].astype(v.dtype)) for k, v in expected.items()}
+  return flax.traverse_util.unflatten_dict(fitted, sep='/')
+
+
+CONVERTERS = {f'resnet{depth}': convert_resnet for depth in (18, 34, 50, 101, 152)}
+
+
+def load(source: str, model_name: str) -> Variables:
+  """Flax variables for `model_name` from a state dict, hub id or a converted .msgpack."""
+  if pathlib.Path(source).suffix == '.msgpack':
+    return flax.serialization.msgpack_restore(pathlib.Path(source).read_bytes())
+  if model_name not in CONVERTERS:
+    raise PretrainedError(f'no converter for model {model_name!r}; there are {sorted(CONVERTERS)}')
+  return CONVERTERS[model_name](load_state_dict(source))
+
+
+def _convert_command(source: str, out: str, model_name: str) -> None:
+  variables = jax.tree.map(np.asarray, load(source, model_name))
+  pathlib.Path(out).write_bytes(flax.serialization.msgpack_serialize(variables))
+  count = sum(v.size for v in jax.tree.leaves(variables))
+  print(f'{out}: {count:,} values for {model_name}')
+
+
+def main(argv: list[str]) -> None:
+  parser = argparse.ArgumentParser(prog='python -m cifar100_flax.pretrained')
+  commands = parser.add_subparsers(dest='command', required=True)
+  convert = commands.add_parser('convert', help='convert weights once; config.pretrained reads OUT')
+  convert.add_argument('source', help='.safetensors, .pth, .pt, .bin or a Hugging Face hub id')
+  convert.add_argument('out', help='where to write the Flax variables (.msgpack)')
+  convert.add_argument('--model', required=True, choices=sorted(CONVERTERS))
+  args = parser.parse_args(argv)
+  try:
+    _convert_command(args.source, args.out, args.model)
+  except UserError as e:
+    sys.exit(f'error: {e}')
+
+
+if __name__ == '__main__':
+  main(sys.argv[1:])

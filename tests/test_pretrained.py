@@ -1,0 +1,110 @@
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from cifar100_flax import pretrained
+from cifar100_flax.models import resnet
+
+FIXTURES = pathlib.Path(__file__).parent / 'fixtures'
+REPO = pathlib.Path(__file__).parent.parent
+
+
+def _model(block):
+  return resnet.ResNet(num_classes=10, block=block, stage_sizes=(2, 1, 1, 1), stem='imagenet',
+                       width=4)
+
+
+def _template(model, images):
+  return model.init(jax.random.PRNGKey(0), images, train=False)
+
+
+@pytest.mark.parametrize('block', ['basic', 'bottleneck'])
+def test_converted_torchvision_resnet_gives_the_reference_logits(block):
+  reference = np.load(FIXTURES / f'resnet_{block}_logits.npz')
+  model = _model(block)
+  converted = pretrained.convert_resnet(
+      pretrained.load_state_dict(str(FIXTURES / f'resnet_{block}.safetensors')))
+  variables = pretrained.fit_to_model(converted, _template(model, reference['images']))
+  logits = model.apply(variables, reference['images'], train=False)
+  np.testing.assert_allclose(logits, reference['logits'], atol=1e-4, rtol=0)
+
+
+def test_a_new_head_keeps_its_initialisation():
+  images = np.load(FIXTURES / 'resnet_basic_logits.npz')['images']
+  model = resnet.ResNet(num_classes=100, block='basic', stage_sizes=(2, 1, 1, 1), width=4)
+  template = _template(model, images)
+  converted = pretrained.convert_resnet(
+      pretrained.load_state_dict(str(FIXTURES / 'resnet_basic.safetensors')))
+  with pytest.raises(pretrained.PretrainedError, match=r'mis-shaped: params/fc/kernel: \(32, 10\)'):
+    pretrained.fit_to_model(converted, template)
+  fitted = pretrained.fit_to_model(converted, template, keep=('fc',))
+  np.testing.assert_array_equal(fitted['params']['fc']['kernel'], template['params']['fc']['kernel'])
+  np.testing.assert_array_equal(fitted['params']['conv1']['kernel'],
+                                converted['params']['conv1']['kernel'])
+
+
+def test_every_missing_unexpected_and_misshaped_tensor_is_named():
+  state = pretrained.load_state_dict(str(FIXTURES / 'resnet_basic.safetensors'))
+  del state['layer1.0.bn1.running_var']
+  state['layer1.0.conv2.weight'] = state['layer1.0.conv2.weight'][:, :2]
+  state['layer9.0.conv1.weight'] = np.zeros((4, 4, 3, 3), np.float32)
+  images = np.zeros((1, 32, 32, 3), np.float32)
+  with pytest.raises(pretrained.PretrainedError) as error:
+    pretrained.fit_to_model(pretrained.convert_resnet(state), _template(_model('basic'), images))
+  message = str(error.value)
+  assert 'missing: batch_stats/layer1_0/bn1/var' in message
+  assert 'unexpected: params/layer9_0/conv1/kernel' in message
+  assert 'mis-shaped: params/layer1_0/conv2/kernel: (3, 3, 2, 4), model wants (3, 3, 4, 4)' in message
+
+
+def test_an_unreachable_hub_id_fails_with_a_clear_message(monkeypatch):
+  huggingface_hub = pytest.importorskip('huggingface_hub')
+  def offline(*args, **kwargs):
+    raise OSError('We could not connect to huggingface.co')
+  monkeypatch.setattr(huggingface_hub, 'hf_hub_download', offline)
+  with pytest.raises(pretrained.PretrainedError, match='cannot download .timm/resnet50.tv_in1k.*Offline'):
+    pretrained.load_state_dict('timm/resnet50.tv_in1k')
+
+
+def test_a_hub_id_downloads_its_safetensors(monkeypatch):
+  huggingface_hub = pytest.importorskip('huggingface_hub')
+  calls = []
+  def download(repo_id, filename):
+    calls.append((repo_id, filename))
+    return str(FIXTURES / 'resnet_basic.safetensors')
+  monkeypatch.setattr(huggingface_hub, 'hf_hub_download', download)
+  state = pretrained.load_state_dict('timm/resnet18.tv_in1k')
+  assert calls == [('timm/resnet18.tv_in1k', 'model.safetensors')] and 'fc.weight' in state
+
+
+def test_neither_file_nor_hub_id_is_an_error():
+  with pytest.raises(pretrained.PretrainedError, match='neither a file nor a Hugging Face hub id'):
+    pretrained.load_state_dict('/no/such/weights.safetensors')
+
+
+def test_pth_files_read_like_safetensors(tmp_path):
+  torch = pytest.importorskip('torch')
+  state = pretrained.load_state_dict(str(FIXTURES / 'resnet_basic.safetensors'))
+  torch.save({k: torch.from_numpy(v) for k, v in state.items()}, tmp_path / 'w.pth')
+  again = pretrained.load_state_dict(str(tmp_path / 'w.pth'))
+  assert again.keys() == state.keys()
+  for key in state:
+    np.testing.assert_array_equal(again[key], state[key])
+
+
+def test_convert_command_writes_variables_that_load_back(tmp_path):
+  out = tmp_path / 'resnet.msgpack'
+  result = subprocess.run(
+      [sys.executable, '-m', 'cifar100_flax.pretrained', 'convert',
+       str(FIXTURES / 'resnet_bottleneck.safetensors'), str(out), '--model=resnet50'],
+      cwd=REPO, capture_output=True, text=True, env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
+  assert result.returncode == 0, result.stderr
+  loaded = pretrained.load(str(out), 'resnet50')
+  converted = pretrained.convert_resnet(
+      pretrained.load_state_dict(str(FIXTURES / 'resnet_bottleneck.safetensors')))
+  jax.tree.map(np.testing.assert_array_equal, loaded, converted)
