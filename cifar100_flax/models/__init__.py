@@ -6,7 +6,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from cifar100_flax.errors import ConfigError
-from cifar100_flax.models import resnet
+from cifar100_flax.models import efficientnet, resnet
 from cifar100_flax.models.airbench import Airbench
 from cifar100_flax.models.cnn import CNN
 
@@ -14,6 +14,8 @@ from cifar100_flax.models.cnn import CNN
 MODELS = {'cnn': (CNN, {}), 'airbench': (Airbench, {})}
 MODELS.update({f'resnet{depth}': (resnet.ResNet, dict(block=block, stage_sizes=stage_sizes))
                for depth, (block, stage_sizes) in resnet.DEPTHS.items()})
+MODELS.update({f'efficientnet_lite{i}': (efficientnet.EfficientNetLite, dict(variant=i))
+               for i in efficientnet.VARIANTS})
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 

@@ -1,0 +1,92 @@
+"""EfficientNet-Lite 0-4 (Tan & Le, 2019; the mobile variant: ReLU6, no squeeze-excitation).
+
+Names follow the `efficientnet_pytorch` state-dict layout of the published Lite weights
+(`_blocks.3._expand_conv` is `blocks_3/expand_conv`), so they convert one to one. Padding is
+TensorFlow's 'SAME' (asymmetric for strided convs) as in the original, BatchNorm has TF's
+momentum 0.99 and epsilon 1e-3, and the stem and head widths stay fixed across sizes (Lite rule).
+Inputs are expected scaled to mean 0.5, std 0.5 per channel, like the weights were trained on.
+"""
+
+import functools
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from cifar100_flax.models import layers
+
+# (repeats, kernel, stride, expansion, output channels) of each stage, for width/depth 1.0.
+STAGES = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),
+          (3, 5, 1, 6, 112), (4, 5, 2, 6, 192), (1, 3, 1, 6, 320))
+# name -> (width multiplier, depth multiplier, native resolution, dropout)
+VARIANTS = {0: (1.0, 1.0, 224, 0.2), 1: (1.0, 1.1, 240, 0.2), 2: (1.1, 1.2, 260, 0.3),
+            3: (1.2, 1.4, 280, 0.3), 4: (1.4, 1.8, 300, 0.3)}
+_STEM, _HEAD = 32, 1280
+
+Conv = functools.partial(layers.Conv, use_bias=False, padding='SAME')
+
+
+def round_channels(channels: int, multiplier: float, divisor: int = 8) -> int:
+  """The reference implementation's rounding: to a multiple of 8, never down by more than 10%."""
+  channels *= multiplier
+  rounded = max(divisor, int(channels + divisor / 2) // divisor * divisor)
+  return int(rounded + divisor if rounded < 0.9 * channels else rounded)
+
+
+class MBConv(nn.Module):
+  """Inverted residual: 1x1 expansion, depthwise kxk, 1x1 projection; identity shortcut if shapes allow."""
+  out_channels: int
+  kernel: int
+  stride: int
+  expansion: int
+  drop_path: float  # probability of dropping the residual branch of this block (stochastic depth)
+  dtype: Any
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    norm = functools.partial(layers.BatchNorm, use_running_average=not train, momentum=0.99,
+                             epsilon=1e-3, dtype=self.dtype)
+    y = x
+    channels = x.shape[-1] * self.expansion
+    if self.expansion != 1:
+      y = nn.relu6(norm(name='bn0')(Conv(channels, (1, 1), dtype=self.dtype, name='expand_conv')(y)))
+    y = Conv(channels, (self.kernel, self.kernel), self.stride, feature_group_count=channels,
+             dtype=self.dtype, name='depthwise_conv')(y)
+    y = nn.relu6(norm(name='bn1')(y))
+    y = norm(name='bn2')(Conv(self.out_channels, (1, 1), dtype=self.dtype, name='project_conv')(y))
+    if self.stride == 1 and x.shape[-1] == self.out_channels:
+      # Stochastic depth: a dropped branch leaves the identity (rescaled like dropout).
+      y = nn.Dropout(self.drop_path, broadcast_dims=(1, 2, 3), deterministic=not train)(y)
+      y = y + x
+    return y
+
+
+class EfficientNetLite(nn.Module):
+  num_classes: int
+  variant: int = 0
+  dropout: float = -1.0  # before the classifier; -1: the variant's own
+  drop_path: float = 0.2  # stochastic depth of the last block (linear in depth from 0)
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    width, depth, _, dropout = VARIANTS[self.variant]
+    norm = functools.partial(layers.BatchNorm, use_running_average=not train, momentum=0.99,
+                             epsilon=1e-3, dtype=self.dtype)
+    x = Conv(_STEM, (3, 3), 2, dtype=self.dtype, name='conv_stem')(x.astype(self.dtype))
+    x = nn.relu6(norm(name='bn0')(x))
+    blocks = []
+    for index, (repeats, kernel, stride, expansion, channels) in enumerate(STAGES):
+      # Lite keeps the first and last stages' depth fixed.
+      repeats = repeats if index in (0, len(STAGES) - 1) else math.ceil(depth * repeats)
+      blocks += [(round_channels(channels, width), kernel, stride if i == 0 else 1, expansion)
+                 for i in range(repeats)]
+    for index, (channels, kernel, stride, expansion) in enumerate(blocks):
+      x = MBConv(channels, kernel, stride, expansion, self.drop_path * index / len(blocks),
+                 self.dtype, name=f'blocks_{index}')(x, train)
+    x = nn.relu6(norm(name='bn1')(Conv(_HEAD, (1, 1), dtype=self.dtype, name='conv_head')(x)))
+    x = jnp.mean(x, axis=(1, 2))
+    x = nn.Dropout(dropout if self.dropout < 0 else self.dropout, deterministic=not train)(x)
+    return nn.Dense(self.num_classes, dtype=self.dtype, name='fc')(x).astype(jnp.float32)
