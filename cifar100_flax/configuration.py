@@ -5,7 +5,7 @@ import re
 import jax
 import ml_collections
 
-from cifar100_flax import input_pipeline, models, optim
+from cifar100_flax import input_pipeline, models, optim, pretrained
 from cifar100_flax.errors import ConfigError
 
 EARLY_STOPPING_METRICS = {'val_accuracy': 'max', 'val_top5_accuracy': 'max', 'val_loss': 'min'}
@@ -53,6 +53,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _require(config.checkpoint_keep > 0, f'config.checkpoint_keep must be > 0, got {config.checkpoint_keep}')
   _require(0 < config.plateau_factor < 1,
            f'config.plateau_factor must be in (0, 1), got {config.plateau_factor}')
+  _require(config.normalisation in input_pipeline.NORMALISATIONS,
+           f'config.normalisation={config.normalisation!r} is unknown; choose one of '
+           f'{sorted(input_pipeline.NORMALISATIONS)}')
+  for key in ('image_size', 'backbone_frozen_epochs', 'backbone_learning_rate_multiplier'):
+    _require(config[key] >= 0, f'config.{key} must be >= 0, got {config[key]}')
+  _require(not config.pretrained or config.model in pretrained.CONVERTERS
+           or config.pretrained.endswith('.msgpack'),
+           f'config.pretrained: no converter for model {config.model!r}; there are '
+           f'{sorted(pretrained.CONVERTERS)}')
   _require_regex('frozen_params', config.frozen_params)
   for pair in config.learning_rate_multipliers:
     _require(len(pair) == 2 and isinstance(pair[1], (int, float)) and pair[1] > 0,

@@ -26,6 +26,13 @@ NUM_TRAIN_EXAMPLES = 50_000  # tfds 'train', before the validation carve-out
 # Per-channel statistics of the 50,000 CIFAR-100 training images, in the uint8 scale.
 MEAN_RGB = (0.50707516 * 255, 0.48654887 * 255, 0.44091784 * 255)
 STDDEV_RGB = (0.26733429 * 255, 0.25643846 * 255, 0.27615047 * 255)
+# config.normalisation -> (mean, stddev): CIFAR-100's own, or what pretrained weights expect
+# (torchvision/timm ResNets: ImageNet's statistics; EfficientNet-Lite: [-1, 1]).
+NORMALISATIONS = {
+    'cifar100': (MEAN_RGB, STDDEV_RGB),
+    'imagenet': ((0.485 * 255, 0.456 * 255, 0.406 * 255), (0.229 * 255, 0.224 * 255, 0.225 * 255)),
+    'unit': ((127.5,) * 3, (127.5,) * 3),
+}
 # Where tfds downloads CIFAR-100 from; probed first because tfds retries for minutes when offline.
 _DOWNLOAD_HOST = ('www.cs.toronto.edu', 443)
 

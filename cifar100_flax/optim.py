@@ -4,6 +4,7 @@ import re
 from typing import Callable
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
@@ -72,6 +73,23 @@ def _matching(pattern: str, key: str) -> Callable:
   return mask
 
 
+def _backbone_scale(config: ml_collections.ConfigDict, steps_per_epoch: int) -> optax.GradientTransformation:
+  """Updates of all but the head ('fc') x 0 while frozen, then x the backbone multiplier.
+
+  Applied to the optimiser's updates, so that a frozen backbone does not move at all (not even by
+  weight decay) while its optimiser state warms up.
+  """
+  frozen_steps = int(config.backbone_frozen_epochs * steps_per_epoch)
+  multiplier = config.backbone_learning_rate_multiplier
+  gate = lambda step: jnp.where(step < frozen_steps, 0.0, multiplier)
+
+  def backbone(params):
+    if 'fc' not in params:
+      raise ConfigError('config.backbone_*: the model has no classifier head named fc')
+    return {name: jax.tree.map(lambda _: name != 'fc', tree) for name, tree in params.items()}
+  return optax.masked(optax.scale_by_schedule(gate), backbone)
+
+
 def create_optimizer(config: ml_collections.ConfigDict, total_steps: int,
                      steps_per_epoch: int) -> tuple[optax.GradientTransformationExtraArgs, Schedule]:
   """The optimiser (its update takes `value=loss` for reduce_on_plateau) and its base schedule."""
@@ -92,6 +110,8 @@ def create_optimizer(config: ml_collections.ConfigDict, total_steps: int,
     parts.append(optax.contrib.reduce_on_plateau(
         factor=config.plateau_factor, patience=config.plateau_patience,
         accumulation_size=steps_per_epoch))
+  if config.backbone_frozen_epochs or config.backbone_learning_rate_multiplier != 1:
+    parts.append(_backbone_scale(config, steps_per_epoch))
   for pattern, multiplier in config.learning_rate_multipliers:
     parts.append(optax.masked(optax.scale(multiplier),
                               _matching(pattern, 'learning_rate_multipliers')))

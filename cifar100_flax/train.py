@@ -20,7 +20,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from cifar100_flax import (augment, checkpointing, configuration, input_pipeline, metrics,
-                           models, optim, sharding, writers)
+                           models, optim, pretrained, sharding, writers)
 from cifar100_flax.errors import TrainingDivergedError
 
 
@@ -53,6 +53,17 @@ def create_train_state(config: ml_collections.ConfigDict, steps_per_epoch: int,
   return state, schedule
 
 
+def _with_pretrained(state: TrainState, config: ml_collections.ConfigDict) -> TrainState:
+  """`state` with config.pretrained's weights for everything but the classifier head ('fc')."""
+  if not config.pretrained:
+    return state
+  variables = pretrained.fit_to_model(
+      pretrained.load(config.pretrained, config.model),
+      {'params': state.params, 'batch_stats': state.batch_stats}, keep=('fc',))
+  logging.info('Initialised from %s (all but the head).', config.pretrained)
+  return state.replace(params=variables['params'], batch_stats=variables['batch_stats'])
+
+
 def compiler_options(config: ml_collections.ConfigDict) -> Optional[dict]:
   """config.xla_cpu_options for `jax.jit`, when running on CPU (other backends reject them)."""
   if jax.default_backend() != 'cpu' or not config.xla_cpu_options:
@@ -73,14 +84,19 @@ def jit_eval_step(config: ml_collections.ConfigDict) -> Callable:
 
 def preprocess(images: jax.Array, config: ml_collections.ConfigDict,
                key: Optional[jax.Array] = None) -> jax.Array:
-  """uint8 images -> normalised float images; augmented when a key is given (training)."""
+  """uint8 images -> normalised float images at config.image_size; augmented when a key is given."""
   images = images.astype(jnp.float32)
   if key is not None:
     augment_key, cutout_key = jax.random.split(key)
     images = augment.augment(images, augment_key, config.augment)
-  images = (images - jnp.array(input_pipeline.MEAN_RGB)) / jnp.array(input_pipeline.STDDEV_RGB)
+  mean, stddev = input_pipeline.NORMALISATIONS[config.normalisation]
+  images = (images - jnp.array(mean)) / jnp.array(stddev)
   if key is not None and config.augment.cutout_size:
     images = augment.cutout(images, cutout_key, config.augment.cutout_size)
+  if config.image_size and config.image_size != images.shape[1]:
+    # Pretrained backbones see objects at their own scale: upsample on the device.
+    size = config.image_size
+    images = jax.image.resize(images, (images.shape[0], size, size, images.shape[3]), 'bilinear')
   return images
 
 
@@ -203,7 +219,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                        splits['train'].images[:config.init_sample_size])
   checkpointer = checkpointing.Checkpointer(workdir, config.checkpoint_keep)
   restored = checkpointer.restore_latest(state)
-  state, progress = restored or (state, {'train_seconds': 0.0})
+  state, progress = restored or (_with_pretrained(state, config), {'train_seconds': 0.0})
   stopper = _early_stopper(config, progress.get('early_stopping'))
   state = sharding.replicate(state, mesh)
   step = int(state.step)

@@ -18,6 +18,15 @@ def get_config() -> ml_collections.ConfigDict:
       hidden=256,  # width of the dense layer before the classifier (0: none)
       dropout=0.3,
   ))
+  # Pretrained weights for all but the classifier head ('fc'): a .safetensors/.pth file, a Hugging
+  # Face hub id (e.g. 'timm/resnet50.tv_in1k'), or a .msgpack from `cifar100_flax.pretrained convert`.
+  config.pretrained = ''
+  config.image_size = 0  # images are resized on the device to this side (0: CIFAR's own 32)
+  config.normalisation = 'cifar100'  # cifar100 | imagenet (torchvision/timm) | unit ([-1, 1], EfficientNet-Lite)
+  # Transfer: the backbone (all but 'fc') is frozen for this many epochs, then learns at
+  # backbone_learning_rate_multiplier x the learning rate.
+  config.backbone_frozen_epochs = 0.0
+  config.backbone_learning_rate_multiplier = 1.0
   # 'float32', or 'bfloat16' for mixed precision (bfloat16 compute, float32 params).
   config.dtype = 'float32'
   config.init_sample_size = 5000  # training images the model is initialised on (see create_train_state)

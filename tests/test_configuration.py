@@ -6,13 +6,14 @@ import pytest
 
 from cifar100_flax import configuration
 from cifar100_flax.errors import ConfigError
-from configs import cnn, cnn_fast, default, resnet18, smoke
+from configs import cnn, cnn_fast, default, efficientnet_lite0, resnet18, resnet50, smoke
 from tests.conftest import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.mark.parametrize('module', [default, smoke, cnn, cnn_fast, resnet18])
+@pytest.mark.parametrize('module', [default, smoke, cnn, cnn_fast, resnet18, resnet50,
+                                    efficientnet_lite0])
 def test_shipped_configs_are_valid(module):
   configuration.validate(module.get_config())
 
@@ -34,6 +35,9 @@ def test_shipped_configs_are_valid(module):
     ('learning_rate_multipliers', (('bias$', -1.0),), 'must hold \\(regex, multiplier > 0\\) pairs'),
     ('learning_rate_multipliers', (('[bias', 2.0),), 'config.learning_rate_multipliers: .* is not a regex'),
     ('init_sample_size', 0, 'config.init_sample_size must be > 0'),
+    ('normalisation', 'zca', "config.normalisation='zca' is unknown"),
+    ('image_size', -1, 'config.image_size must be >= 0'),
+    ('pretrained', 'weights.pth', "config.pretrained: no converter for model 'cnn'"),
 ])
 def test_impossible_values_are_named(key, value, message):
   with pytest.raises(ConfigError, match=message):

@@ -101,3 +101,21 @@ def test_airbench_logits_and_a_whitening_fitted_at_init():
   np.testing.assert_allclose(variables['params']['whitening'], airbench.whitening_kernel(x), atol=1e-5)
   logits, _ = model.apply(variables, x, train=True, mutable=['batch_stats'])
   assert logits.shape == (4, 100) and np.isfinite(logits).all()
+
+
+@pytest.mark.parametrize('name, kwargs', [('resnet18', dict(width=4, stem='cifar')),
+                                          ('efficientnet_lite0', dict(dropout=0.0, drop_path=0.0))])
+def test_frozen_batch_norm_keeps_its_statistics_in_training(name, kwargs):
+  model = models.create_model(name, 10, batch_norm_frozen=True, **kwargs)
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 32, 32, 3))
+  variables = model.init(jax.random.PRNGKey(1), x, train=False)
+  logits, updates = model.apply(variables, x, train=True, mutable=['batch_stats'])
+  jax.tree.map(np.testing.assert_array_equal, updates['batch_stats'], variables['batch_stats'])
+  np.testing.assert_allclose(logits, model.apply(variables, x, train=False), atol=1e-6)
+
+
+def test_efficientnet_lite0_has_the_published_size():
+  model = models.create_model('efficientnet_lite0', 1000)
+  shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 224, 224, 3)),
+                                             train=False))
+  assert sum(x.size for x in jax.tree.leaves(shapes['params'])) == 4_652_008

@@ -89,3 +89,19 @@ def test_a_frozen_params_pattern_that_matches_nothing_is_an_error():
                                  total_steps=10, steps_per_epoch=1)
   with pytest.raises(ConfigError, match='frozen_params'):
     tx.init({'kernel': jnp.ones((2, 2))})
+
+
+def test_a_frozen_backbone_does_not_move_then_learns_slower_than_the_head():
+  tx, _ = optim.create_optimizer(
+      tiny_config(schedule='constant', learning_rate=0.1, momentum=0.0, weight_decay=0.1,
+                  backbone_frozen_epochs=2, backbone_learning_rate_multiplier=0.25),
+      total_steps=10, steps_per_epoch=1)
+  params = {'conv': {'kernel': jnp.ones((2, 2))}, 'fc': {'kernel': jnp.ones((2, 2))}}
+  grads = jax.tree.map(jnp.ones_like, params)
+  state = tx.init(params)
+  for step in range(3):
+    updates, state = tx.update(grads, state, params, value=jnp.array(0.0))
+    expected_head = -0.1 * (1 + 0.1)  # gradient + weight decay
+    np.testing.assert_allclose(updates['fc']['kernel'], expected_head, rtol=1e-6)
+    np.testing.assert_allclose(updates['conv']['kernel'], 0 if step < 2 else 0.25 * expected_head,
+                               rtol=1e-6)

@@ -120,3 +120,31 @@ def test_xla_cpu_options_reach_the_compiled_step():
   batch = {'image': np.zeros((4, 32, 32, 3), np.uint8), 'label': np.zeros(4, np.int32)}
   with pytest.raises(Exception, match='xla_cpu_experimental_ynn_fusion_type'):
     train.jit_train_step(config)(state, batch)
+
+
+def test_preprocess_resizes_and_normalises_for_a_pretrained_backbone():
+  config = tiny_config(image_size=48, normalisation='unit')
+  images = np.zeros((2, 32, 32, 3), np.uint8)
+  images[1] = 255
+  out = np.asarray(train.preprocess(images, config))
+  assert out.shape == (2, 48, 48, 3)
+  np.testing.assert_allclose(out[0], -1.0)
+  np.testing.assert_allclose(out[1], 1.0)
+
+
+def test_pretrained_weights_replace_all_but_the_head(tmp_path):
+  import flax  # pylint: disable=g-import-not-at-top
+  from cifar100_flax import models  # pylint: disable=g-import-not-at-top
+  config = tiny_config(model='resnet18')
+  config.model_kwargs = {'stem': 'cifar', 'width': 4}
+  state, _ = train.create_train_state(config, steps_per_epoch=1)
+  other = models.create_model('resnet18', 10, stem='cifar', width=4).init(
+      jax.random.PRNGKey(123), np.zeros((1, 32, 32, 3), np.float32), train=False)
+  path = tmp_path / 'weights.msgpack'
+  path.write_bytes(flax.serialization.msgpack_serialize(jax.tree.map(np.asarray, other)))
+  config.pretrained = str(path)
+  loaded = train._with_pretrained(state, config)
+  np.testing.assert_array_equal(loaded.params['conv1']['kernel'], other['params']['conv1']['kernel'])
+  np.testing.assert_array_equal(loaded.batch_stats['bn1']['var'], other['batch_stats']['bn1']['var'])
+  np.testing.assert_array_equal(loaded.params['fc']['kernel'], state.params['fc']['kernel'])
+  assert loaded.params['fc']['kernel'].shape == (32, 100)

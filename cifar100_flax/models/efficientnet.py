@@ -43,11 +43,12 @@ class MBConv(nn.Module):
   expansion: int
   drop_path: float  # probability of dropping the residual branch of this block (stochastic depth)
   dtype: Any
+  batch_norm_frozen: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    norm = functools.partial(layers.BatchNorm, use_running_average=not train, momentum=0.99,
-                             epsilon=1e-3, dtype=self.dtype)
+    norm = functools.partial(layers.BatchNorm, use_running_average=not train or self.batch_norm_frozen,
+                             momentum=0.99, epsilon=1e-3, dtype=self.dtype)
     y = x
     channels = x.shape[-1] * self.expansion
     if self.expansion != 1:
@@ -68,13 +69,14 @@ class EfficientNetLite(nn.Module):
   variant: int = 0
   dropout: float = -1.0  # before the classifier; -1: the variant's own
   drop_path: float = 0.2  # stochastic depth of the last block (linear in depth from 0)
+  batch_norm_frozen: bool = False  # True: use the (pretrained) running statistics in training too
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     width, depth, _, dropout = VARIANTS[self.variant]
-    norm = functools.partial(layers.BatchNorm, use_running_average=not train, momentum=0.99,
-                             epsilon=1e-3, dtype=self.dtype)
+    norm = functools.partial(layers.BatchNorm, use_running_average=not train or self.batch_norm_frozen,
+                             momentum=0.99, epsilon=1e-3, dtype=self.dtype)
     x = Conv(_STEM, (3, 3), 2, dtype=self.dtype, name='conv_stem')(x.astype(self.dtype))
     x = nn.relu6(norm(name='bn0')(x))
     blocks = []
@@ -85,7 +87,7 @@ class EfficientNetLite(nn.Module):
                  for i in range(repeats)]
     for index, (channels, kernel, stride, expansion) in enumerate(blocks):
       x = MBConv(channels, kernel, stride, expansion, self.drop_path * index / len(blocks),
-                 self.dtype, name=f'blocks_{index}')(x, train)
+                 self.dtype, self.batch_norm_frozen, name=f'blocks_{index}')(x, train)
     x = nn.relu6(norm(name='bn1')(Conv(_HEAD, (1, 1), dtype=self.dtype, name='conv_head')(x)))
     x = jnp.mean(x, axis=(1, 2))
     x = nn.Dropout(dropout if self.dropout < 0 else self.dropout, deterministic=not train)(x)

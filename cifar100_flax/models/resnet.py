@@ -24,12 +24,14 @@ class _Block(nn.Module):
   width: int  # of the 3x3 convolutions; a bottleneck outputs 4x as many channels
   stride: int  # of the first 3x3 convolution and the shortcut
   dtype: Any
+  batch_norm_frozen: bool = False
 
 
 class BasicBlock(_Block):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    norm = functools.partial(BatchNorm, use_running_average=not train, dtype=self.dtype)
+    norm = functools.partial(BatchNorm, use_running_average=not train or self.batch_norm_frozen,
+                             dtype=self.dtype)
     y = Conv(self.width, (3, 3), self.stride, padding=1, dtype=self.dtype, name='conv1')(x)
     y = nn.relu(norm(name='bn1')(y))
     y = Conv(self.width, (3, 3), padding=1, dtype=self.dtype, name='conv2')(y)
@@ -41,7 +43,8 @@ class BasicBlock(_Block):
 class Bottleneck(_Block):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    norm = functools.partial(BatchNorm, use_running_average=not train, dtype=self.dtype)
+    norm = functools.partial(BatchNorm, use_running_average=not train or self.batch_norm_frozen,
+                             dtype=self.dtype)
     y = Conv(self.width, (1, 1), dtype=self.dtype, name='conv1')(x)
     y = nn.relu(norm(name='bn1')(y))
     y = Conv(self.width, (3, 3), self.stride, padding=1, dtype=self.dtype, name='conv2')(y)
@@ -65,6 +68,7 @@ class ResNet(nn.Module):
   stem: str = 'imagenet'  # imagenet | cifar
   width: int = 64
   dropout: float = 0.0
+  batch_norm_frozen: bool = False  # True: use the (pretrained) running statistics in training too
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -72,7 +76,8 @@ class ResNet(nn.Module):
     if self.stem not in ('imagenet', 'cifar'):
       raise ConfigError(f"config.model_kwargs.stem={self.stem!r}; choose 'imagenet' or 'cifar'")
     block = {'basic': BasicBlock, 'bottleneck': Bottleneck}[self.block]
-    norm = functools.partial(BatchNorm, use_running_average=not train, dtype=self.dtype)
+    norm = functools.partial(BatchNorm, use_running_average=not train or self.batch_norm_frozen,
+                             dtype=self.dtype)
     if self.stem == 'imagenet':
       x = Conv(self.width, (7, 7), 2, padding=3, dtype=self.dtype, name='conv1')(x)
       x = nn.relu(norm(name='bn1')(x))
@@ -83,7 +88,7 @@ class ResNet(nn.Module):
     for stage, size in enumerate(self.stage_sizes):
       for index in range(size):
         stride = 2 if stage > 0 and index == 0 else 1
-        x = block(self.width * 2**stage, stride, self.dtype,
+        x = block(self.width * 2**stage, stride, self.dtype, self.batch_norm_frozen,
                   name=f'layer{stage + 1}_{index}')(x, train)
     x = jnp.mean(x, axis=(1, 2))
     x = nn.Dropout(self.dropout, deterministic=not train)(x)

