@@ -11,11 +11,10 @@ once and point `pretrained` at the result:
   python main.py --config configs/efficientnet_lite0.py --workdir runs/lite0 \
       --config.pretrained=lite0.msgpack
 
-Inputs are resized on the device to `image_size` and scaled to [-1, 1] as the weights expect; the
-backbone is frozen for the first epoch, then fine-tuned at a fifth of the head's learning rate.
+Inputs are scaled to [-1, 1] as the weights expect; the rest is configs/transfer.py's recipe.
 """
 
-from configs import default
+from configs import transfer
 
 
 def _weights_file() -> str:
@@ -27,18 +26,10 @@ def _weights_file() -> str:
 
 
 def get_config():
-  config = default.get_config()
+  config = transfer.get_config()
   config.model = 'efficientnet_lite0'
   config.model_kwargs = dict(dropout=0.2, drop_path=0.2, batch_norm_frozen=False)
   config.pretrained = _weights_file()
-  config.image_size = 224
   config.normalisation = 'unit'
-  config.backbone_frozen_epochs = 1.0
-  config.backbone_learning_rate_multiplier = 0.2
-  config.batch_size = 128
-  config.num_epochs = 10
-  config.learning_rate = 0.05
-  config.weight_decay = 5e-5
-  config.warmup_epochs = 1.0
-  config.eval_batch_size = 200
+  config.weight_decay = 5e-5  # a small network: EfficientNet's own recipe decays little
   return config
