@@ -41,9 +41,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _require(value > 0, f'config.{key} must be > 0, got {value}')
     _require(value % devices == 0,
              f'config.{key}={value} must be divisible by the number of devices ({devices})')
-  _require(0 < config.validation_size < input_pipeline.NUM_TRAIN_EXAMPLES - config.batch_size,
-           f'config.validation_size must be in (0, {input_pipeline.NUM_TRAIN_EXAMPLES - config.batch_size}), '
+  _require(0 <= config.validation_size < input_pipeline.NUM_TRAIN_EXAMPLES - config.batch_size,
+           f'config.validation_size must be in [0, {input_pipeline.NUM_TRAIN_EXAMPLES - config.batch_size}), '
            f'got {config.validation_size}')
+  _require(config.validation_size or not config.early_stopping_patience,
+           'config.validation_size=0 leaves nothing to stop early on: set '
+           'config.early_stopping_patience=0')
   for key in ('weight_decay', 'grad_clip_norm', 'warmup_epochs', 'early_stopping_patience',
               'early_stopping_min_delta', 'eval_every_steps', 'momentum'):
     _require(config[key] >= 0, f'config.{key} must be >= 0, got {config[key]}')

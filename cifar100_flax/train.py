@@ -245,6 +245,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     started = time.time()
     checkpointer.save(state, progress, is_best)
 
+  def validate(step: int) -> early_stopping.EarlyStopping:
+    val, _ = evaluate_split(jitted_eval_step, state, splits['validation'], config.eval_batch_size,
+                            mesh)
+    val = {f'val_{k}': v for k, v in val.items()}
+    _check_finite(val, step)
+    updated = stopper.update(_signed(config, val[config.early_stopping_metric]))
+    if updated.has_improved:
+      progress.update(best_step=step, best_metric=val[config.early_stopping_metric],
+                      best_metric_name=config.early_stopping_metric)
+    writer.write_scalars(step, {**val, 'epoch': step / steps_per_epoch})
+    return updated
+
   with _StopRequests() as stop:
     try:
       while step < total_steps and not stopper.should_stop and not stop.requested:
@@ -259,16 +271,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
           writer.write_scalars(step, scalars)
           train_metrics = None
         if step % eval_every == 0 or step == total_steps:
-          val, _ = evaluate_split(jitted_eval_step, state, splits['validation'],
-                                  config.eval_batch_size, mesh)
-          val = {f'val_{k}': v for k, v in val.items()}
-          _check_finite(val, step)
-          stopper = stopper.update(_signed(config, val[config.early_stopping_metric]))
-          if stopper.has_improved:
-            progress.update(best_step=step, best_metric=val[config.early_stopping_metric],
-                            best_metric_name=config.early_stopping_metric)
-          writer.write_scalars(step, {**val, 'epoch': step / steps_per_epoch})
-          save(is_best=stopper.has_improved)
+          if len(splits['validation']):
+            stopper = validate(step)
+            save(is_best=stopper.has_improved)
+          else:  # Every training image is trained on: the newest model is the one to evaluate.
+            progress.update(best_step=step)
+            writer.write_scalars(step, {'epoch': step / steps_per_epoch})
+            save(is_best=True)
       if stop.requested:
         save(is_best=False)
         raise KeyboardInterrupt(f'stopped at step {step}; run the same command to resume')

@@ -148,3 +148,11 @@ def test_pretrained_weights_replace_all_but_the_head(tmp_path):
   np.testing.assert_array_equal(loaded.batch_stats['bn1']['var'], other['batch_stats']['bn1']['var'])
   np.testing.assert_array_equal(loaded.params['fc']['kernel'], state.params['fc']['kernel'])
   assert loaded.params['fc']['kernel'].shape == (32, 100)
+
+
+def test_without_a_validation_split_the_last_model_is_the_best(mock_cifar, tmp_path):
+  config = tiny_config(validation_size=0, early_stopping_patience=0, num_epochs=2)
+  progress = train.train_and_evaluate(config, str(tmp_path))
+  steps = 2 * (200 // config.batch_size)  # every mock training image is trained on
+  assert progress['best_step'] == steps and progress['total_steps'] == steps
+  assert (tmp_path / 'checkpoints' / 'best' / str(steps)).is_dir()
