@@ -67,11 +67,8 @@ def test_initialising_does_not_move_the_running_statistics():
   np.testing.assert_array_equal(variables['batch_stats']['var'], 1.0)
 
 
-@pytest.mark.parametrize('size, kernel, stride, padding', [
-    (2, 3, 1, 1), (2, 3, 2, 1), (1, 3, 1, 1), (4, 3, 2, 1), (3, 3, 2, 'SAME'), (8, 3, 1, 1)])
-def test_conv_and_its_gradients_equal_flaxs(size, kernel, stride, padding):
-  x = jax.random.normal(jax.random.key(0), (3, size, size, 5))
-  kwargs = dict(features=7, kernel_size=(kernel, kernel), strides=stride, padding=padding)
+def _assert_conv_equals_flaxs(x, **kwargs):
+  """layers.Conv's output and gradients (input and kernel) equal nn.Conv's."""
   variables = nn.Conv(**kwargs).init(jax.random.key(1), x)
 
   def loss_and_grads(module):
@@ -81,3 +78,21 @@ def test_conv_and_its_gradients_equal_flaxs(size, kernel, stride, padding):
   expected = loss_and_grads(nn.Conv(**kwargs))
   actual = loss_and_grads(layers.Conv(**kwargs))
   jax.tree.map(lambda a, e: np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-5), actual, expected)
+
+
+@pytest.mark.parametrize('size, kernel, stride, padding', [
+    (2, 3, 1, 1), (2, 3, 2, 1), (1, 3, 1, 1), (4, 3, 2, 1), (3, 3, 2, 'SAME'), (8, 3, 1, 1)])
+def test_conv_and_its_gradients_equal_flaxs(size, kernel, stride, padding):
+  x = jax.random.normal(jax.random.key(0), (3, size, size, 5))
+  kwargs = dict(features=7, kernel_size=(kernel, kernel), strides=stride, padding=padding)
+  _assert_conv_equals_flaxs(x, **kwargs)
+
+
+@pytest.mark.parametrize('size, kernel, stride, padding', [
+    (6, 3, 1, 'SAME'), (7, 3, 2, 'SAME'), (8, 5, 2, 'SAME'), (5, 5, 1, 'SAME'), (6, 3, 1, 'VALID'),
+    (6, 3, 2, ((0, 1), (2, 0)))])
+def test_depthwise_conv_and_its_gradients_equal_flaxs(size, kernel, stride, padding):
+  x = jax.random.normal(jax.random.key(0), (3, size, size, 6))
+  kwargs = dict(features=6, kernel_size=(kernel, kernel), strides=stride, padding=padding,
+                feature_group_count=6)
+  _assert_conv_equals_flaxs(x, **kwargs)

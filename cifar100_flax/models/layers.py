@@ -10,6 +10,11 @@ non-overlapping max-pooling is a reshape and a max, whose gradient is a mask. Va
 XLA:CPU rewrites a convolution whose output is at most 2x2 (a ResNet's last stages on 32x32
 images) into forms with trimmed or reversed windows that run on a naive loop: a 3x3 conv on 2x2x512
 inputs took 517 ms forward for a batch of 256, 6 ms as one matmul over its patches. `conv` does that.
+
+Depthwise convolutions (EfficientNet's) are a naive loop too, forward and backward: a 3x3 one on
+64x48x48x96 took 421 ms forward and 1028 ms with its gradients, and 50 / 303 ms as a sum of the
+input's shifted views times the taps (XLA fuses the sum into one pass; its reverse mode is pads and
+reductions). XLA:CPU's YNNPACK elementwise fusions slow that sum 4x: configs that use it turn them off.
 """
 
 import functools
@@ -25,35 +30,62 @@ _SMALL_OUTPUT_PIXELS = 4  # Output sizes up to 2x2 take the matmul path (measure
 
 def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int],
                          padding: Any, **kwargs) -> jax.Array:
-  """`lax.conv_general_dilated` for `nn.Conv(conv_general_dilated=...)`, with small outputs as matmuls."""
-  if _is_plain_2d(lhs.shape, rhs.shape, kwargs):
+  """`lax.conv_general_dilated` for `nn.Conv(conv_general_dilated=...)`: small outputs as matmuls,
+  depthwise convolutions as sums of shifted views."""
+  plain, depthwise = _is_plain_2d(lhs.shape, rhs.shape, kwargs), _is_depthwise_2d(lhs.shape, rhs.shape, kwargs)
+  if plain or depthwise:
     if isinstance(padding, str):
       padding = jax.lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
     out_shape = [(size + lo + hi - k) // s + 1 for size, (lo, hi), k, s in
                  zip(lhs.shape[1:3], padding, rhs.shape[:2], window_strides)]
-    if np.prod(out_shape) <= _SMALL_OUTPUT_PIXELS:
-      return _conv_as_matmul(lhs, rhs, window_strides, padding, out_shape, kwargs.get('precision'))
+    if plain and np.prod(out_shape) <= _SMALL_OUTPUT_PIXELS:
+      return _conv_as_matmul(lhs, rhs, window_strides, padding, kwargs.get('precision'))
+    if depthwise:
+      return _depthwise_as_shifts(lhs, rhs, window_strides, padding)
   return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, **kwargs)
 
 
-def _is_plain_2d(lhs_shape, rhs_shape, kwargs) -> bool:
-  """NHWC images, HWIO kernel, no dilation, no feature groups."""
+def _is_nhwc_undilated(lhs_shape, rhs_shape, kwargs) -> bool:
+  """NHWC images, HWIO kernel, no dilation."""
   nhwc = jax.lax.conv_dimension_numbers(lhs_shape, rhs_shape, ('NHWC', 'HWIO', 'NHWC'))
   return (len(lhs_shape) == 4
           and jax.lax.conv_dimension_numbers(lhs_shape, rhs_shape,
                                              kwargs.get('dimension_numbers')) == nhwc
-          and kwargs.get('feature_group_count', 1) == 1
           and all(not d or set(d) == {1}
                   for d in (kwargs.get('lhs_dilation'), kwargs.get('rhs_dilation'))))
 
 
-def _conv_as_matmul(x, kernel, strides, padding, out_shape, precision):
+def _is_plain_2d(lhs_shape, rhs_shape, kwargs) -> bool:
+  return _is_nhwc_undilated(lhs_shape, rhs_shape, kwargs) and kwargs.get('feature_group_count', 1) == 1
+
+
+def _is_depthwise_2d(lhs_shape, rhs_shape, kwargs) -> bool:
+  """One filter per input channel: feature groups = input channels = output channels."""
+  return (_is_nhwc_undilated(lhs_shape, rhs_shape, kwargs)
+          and kwargs.get('feature_group_count', 1) == lhs_shape[-1] == rhs_shape[-1] > 1
+          and rhs_shape[2] == 1)
+
+
+def _shifted_views(x, kernel_shape, strides, padding):
+  """(i, j, x_padded[:, i::stride, j::stride] cut to the output's size) for every tap (i, j)."""
   x = jnp.pad(x, ((0, 0), *padding, (0, 0)))
-  (kh, kw), (sh, sw), (oh, ow) = kernel.shape[:2], strides, out_shape
-  patches = jnp.concatenate([x[:, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
-                             for i in range(kh) for j in range(kw)], axis=-1)
+  (kh, kw), (sh, sw) = kernel_shape, strides
+  oh, ow = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
+  for i in range(kh):
+    for j in range(kw):
+      yield i, j, x[:, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
+
+
+def _conv_as_matmul(x, kernel, strides, padding, precision):
+  patches = jnp.concatenate([view for _, _, view in _shifted_views(x, kernel.shape[:2], strides, padding)],
+                            axis=-1)
   return jnp.einsum('nhwk,kd->nhwd', patches, kernel.reshape(-1, kernel.shape[-1]),
                     precision=precision)
+
+
+def _depthwise_as_shifts(x, kernel, strides, padding):
+  return sum(view * kernel[i, j, 0].astype(x.dtype)
+             for i, j, view in _shifted_views(x, kernel.shape[:2], strides, padding))
 
 
 # `nn.Conv` (same parameters and initialisers) with `conv_general_dilated` above.
