@@ -1,7 +1,8 @@
-"""Train or evaluate a CIFAR-100 classifier.
+"""Train, evaluate and report on a CIFAR-100 classifier.
 
   python main.py --config configs/cnn.py --workdir runs/cnn               # train (or resume)
   python main.py --config configs/cnn.py --workdir runs/cnn --mode eval   # test-set metrics
+  python main.py --mode report --workdir runs/cnn [--workdir runs/b ...]  # report.html, report.pdf
 """
 
 import logging as logging_lib
@@ -12,9 +13,12 @@ from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a configs/*.py file.',
                                           lock_config=True)
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints, logs and results go.')
-_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval'], 'What to do.')
-flags.mark_flags_as_required(['config', 'workdir'])
+_WORKDIR = flags.DEFINE_multi_string('workdir', None, 'Where checkpoints, logs and results go; '
+                                     'report: once per run to compare.')
+_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'report'], 'What to do.')
+_OUTPUT = flags.DEFINE_string('output', None, 'report: the folder to write to (default: the first '
+                              'workdir).')
+flags.mark_flags_as_required(['workdir'])
 
 
 class _QuietOrbax(logging_lib.Filter):
@@ -44,14 +48,20 @@ def main(argv):
   # TensorFlow only feeds data; keep it off any GPU so that JAX has the memory.
   import tensorflow as tf
   tf.config.set_visible_devices([], 'GPU')
-  from cifar100_flax import evaluate, train
+  from cifar100_flax import evaluate, report, train
   from cifar100_flax.errors import UserError
 
+  workdirs, config = _WORKDIR.value, _CONFIG.value
+  if _MODE.value != 'report' and (config is None or len(workdirs) != 1):
+    sys.exit(f'error: --mode={_MODE.value} needs --config and one --workdir')
   try:
     if _MODE.value == 'train':
-      train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+      train.train_and_evaluate(config, workdirs[0])
+    elif _MODE.value == 'eval':
+      evaluate.evaluate(config, workdirs[0])
     else:
-      evaluate.evaluate(_CONFIG.value, _WORKDIR.value)
+      written = report.report(workdirs, _OUTPUT.value, config)
+      print(f"wrote {written['html']}, {written['pdf']} and {len(written) - 2} figures")
   except UserError as e:
     sys.exit(f'error: {e}')
   except KeyboardInterrupt as e:

@@ -32,9 +32,11 @@ import torch_peers
 from cifar100_flax import cpu_tuning, input_pipeline, train
 from configs import cnn as cnn_config
 from configs import cnn_fast as cnn_fast_config
+from configs import efficientnet_lite0 as efficientnet_lite0_config
 from configs import resnet18 as resnet18_config
 
-_MODELS = flags.DEFINE_list('models', ['cnn', 'airbench', 'resnet18', 'resnet50'], 'Models to time.')
+_MODELS = flags.DEFINE_list('models', ['cnn', 'airbench', 'resnet18', 'resnet50', 'efficientnet_lite0'],
+                            'Models to time.')
 _BATCH_SIZE = flags.DEFINE_integer('batch_size', 256, 'Images per training step.')
 _STEPS = flags.DEFINE_integer('steps', 3, 'Timed steps per round.')
 _ROUNDS = flags.DEFINE_integer('rounds', 3, 'Rounds; the fastest counts.')
@@ -50,13 +52,22 @@ def _resnet50_config() -> ml_collections.ConfigDict:
   return config
 
 
+def _efficientnet_lite0_config() -> ml_collections.ConfigDict:
+  """EfficientNet-Lite0 at 96x96, the size of the README's transfer run; no weights needed to time it."""
+  config = efficientnet_lite0_config.get_config()
+  config.pretrained = ''
+  config.image_size = 96
+  return config
+
+
 CONFIGS = {'cnn': cnn_config.get_config, 'airbench': cnn_fast_config.get_config,
-           'resnet18': resnet18_config.get_config,
-           'resnet50': _resnet50_config}
+           'resnet18': resnet18_config.get_config, 'resnet50': _resnet50_config,
+           'efficientnet_lite0': _efficientnet_lite0_config}
 PEERS = {'cnn': torch_peers.CNN, 'airbench': torch_peers.Airbench,
          'resnet18': functools.partial(torch_peers.ResNet, block='basic', stage_sizes=(2, 2, 2, 2)),
          'resnet50': functools.partial(torch_peers.ResNet, block='bottleneck',
-                                       stage_sizes=(3, 4, 6, 3))}
+                                       stage_sizes=(3, 4, 6, 3)),
+         'efficientnet_lite0': torch_peers.efficientnet_lite0}
 PRECISIONS = {'fp32': 'float32', 'bf16': 'bfloat16'}
 
 
@@ -109,8 +120,10 @@ class TorchRunner:
                                      nesterov=config.nesterov, weight_decay=config.weight_decay)
     self.loss = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     images = (batch['image'] - np.array(input_pipeline.MEAN_RGB)) / np.array(input_pipeline.STDDEV_RGB)
-    self.images = torch.tensor(images.transpose(0, 3, 1, 2), dtype=torch.float32).contiguous(
-        memory_format=torch.channels_last)
+    images = torch.tensor(images.transpose(0, 3, 1, 2), dtype=torch.float32)
+    if config.image_size:  # JAX resizes inside its step; the peer gets resized images.
+      images = torch.nn.functional.interpolate(images, size=config.image_size, mode='bilinear')
+    self.images = images.contiguous(memory_format=torch.channels_last)
     self.labels = torch.tensor(batch['label'], dtype=torch.long)
     self.autocast = functools.partial(torch.autocast, 'cpu', dtype=torch.bfloat16,
                                       enabled=precision == 'bf16')

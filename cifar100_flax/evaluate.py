@@ -2,6 +2,7 @@
 
 import json
 import pathlib
+import time
 
 import jax
 import ml_collections
@@ -26,6 +27,14 @@ def _print_summary(report: dict, names: list[str]) -> None:
   print('\n'.join(f'{name:<{width}}  {value}' for name, value in rows))
 
 
+def _inference_ms_per_image(jitted_eval_step, state, test, batch_size, mesh) -> float:
+  """Milliseconds per image of the compiled evaluation step, timed on two batches of test images."""
+  sample = test.take(np.arange(min(len(test), 2 * batch_size)))
+  start = time.perf_counter()
+  train.evaluate_split(jitted_eval_step, state, sample, batch_size, mesh)
+  return 1000 * (time.perf_counter() - start) / len(sample)
+
+
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Restores the best checkpoint of `workdir` and evaluates all 10,000 test images."""
   configuration.validate(config)
@@ -42,7 +51,10 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   names = input_pipeline.class_names(config)
   report.update(checkpoint_step=int(jax.device_get(state.step)), model=config.model,
                 class_names=names, train_seconds=progress.get('train_seconds'),
-                train_flops=progress.get('train_flops'))
+                train_flops=progress.get('train_flops'),
+                num_params=sum(int(x.size) for x in jax.tree.leaves(state.params)),
+                inference_ms_per_image=_inference_ms_per_image(jitted_eval_step, state, test,
+                                                               config.eval_batch_size, mesh))
   if jax.process_index() == 0:
     out = pathlib.Path(workdir)
     (out / 'eval_test.json').write_text(json.dumps(report, indent=1))

@@ -44,6 +44,34 @@ def _safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
   return np.divide(numerator, denominator, out=np.zeros(numerator.shape), where=denominator > 0)
 
 
+def calibration(probs: np.ndarray, labels: np.ndarray, num_bins: int = 15) -> dict:
+  """Reliability bins of the top-1 confidence and the expected calibration error (ECE).
+
+  Written here because none of the project's libraries has it (clu, optax, tfds); equal-width bins
+  as in Guo et al. 2017, "On Calibration of Modern Neural Networks".
+  """
+  confidence = probs.max(axis=1)
+  correct = (probs.argmax(axis=1) == labels).astype(np.float64)
+  edges = np.linspace(0.0, 1.0, num_bins + 1)
+  bins = np.clip(np.searchsorted(edges, confidence, side='left') - 1, 0, num_bins - 1)
+  count = np.bincount(bins, minlength=num_bins).astype(np.float64)
+  accuracy = _safe_divide(np.bincount(bins, correct, num_bins), count)
+  mean_confidence = _safe_divide(np.bincount(bins, confidence, num_bins), count)
+  return {'expected_calibration_error': float(np.sum(count * np.abs(accuracy - mean_confidence))
+                                              / len(labels)),
+          'bin_edges': edges.tolist(), 'bin_count': count.astype(int).tolist(),
+          'bin_accuracy': accuracy.tolist(), 'bin_confidence': mean_confidence.tolist()}
+
+
+def most_confused_pairs(matrix: np.ndarray, count: int = 20) -> list[tuple[int, int, int]]:
+  """(true class, predicted class, test images) of the largest off-diagonal confusion counts."""
+  off_diagonal = np.array(matrix, copy=True)
+  np.fill_diagonal(off_diagonal, 0)
+  order = np.argsort(-off_diagonal, axis=None, kind='stable')[:count]
+  return [(int(t), int(p), int(off_diagonal[t, p]))
+          for t, p in zip(*np.unravel_index(order, off_diagonal.shape)) if off_diagonal[t, p]]
+
+
 def classification_report(probs: np.ndarray, labels: np.ndarray,
                           coarse_labels: np.ndarray) -> dict:
   """Top-1/top-5, macro and per-class precision/recall/F1, confusion matrices, superclass top-1."""
@@ -70,4 +98,6 @@ def classification_report(probs: np.ndarray, labels: np.ndarray,
       'confusion_matrix': matrix.tolist(),
       'coarse_confusion_matrix': confusion_matrix(coarse_labels, coarse_predictions,
                                                   coarse_classes).tolist(),
+      'most_confused_pairs': most_confused_pairs(matrix),
+      'calibration': calibration(probs, labels),
   }

@@ -2,6 +2,7 @@
 
 import dataclasses
 import functools
+import pathlib
 import signal
 import threading
 import time
@@ -218,6 +219,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   state, schedule = create_train_state(config, steps_per_epoch,
                                        splits['train'].images[:config.init_sample_size])
   checkpointer = checkpointing.Checkpointer(workdir, config.checkpoint_keep)
+  if jax.process_index() == 0:  # For --mode report and ensembles, which need no --config.
+    (pathlib.Path(workdir) / 'config.json').write_text(config.to_json_best_effort(indent=1))
   restored = checkpointer.restore_latest(state)
   state, progress = restored or (_with_pretrained(state, config), {'train_seconds': 0.0})
   stopper = _early_stopper(config, progress.get('early_stopping'))

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from cifar100_flax import input_pipeline
+from cifar100_flax import evaluate, input_pipeline, train
 from configs import default
 
 tf.config.set_visible_devices([], 'GPU')
@@ -47,3 +47,13 @@ def mocked_cifar(monkeypatch: pytest.MonkeyPatch):
 def mock_cifar(monkeypatch):
   with mocked_cifar(monkeypatch):
     yield
+
+
+@pytest.fixture(scope='session')
+def trained(tmp_path_factory):
+  """A tiny model trained on mock data, and its evaluation."""
+  workdir = tmp_path_factory.mktemp('run')
+  with pytest.MonkeyPatch.context() as patch, mocked_cifar(patch):
+    train.train_and_evaluate(tiny_config(), str(workdir))
+    report = evaluate.evaluate(tiny_config(), str(workdir))
+  return workdir, report

@@ -9,16 +9,6 @@ from cifar100_flax.errors import CheckpointError
 from tests.conftest import MOCK_EXAMPLES, mocked_cifar, tiny_config
 
 
-@pytest.fixture(scope='module')
-def trained(tmp_path_factory):
-  """A tiny model trained on mock data, and its evaluation."""
-  workdir = tmp_path_factory.mktemp('run')
-  with pytest.MonkeyPatch.context() as patch, mocked_cifar(patch):
-    train.train_and_evaluate(tiny_config(), str(workdir))
-    report = evaluate.evaluate(tiny_config(), str(workdir))
-  return workdir, report
-
-
 def test_eval_counts_every_test_image_and_matches_a_numpy_recount(trained):
   workdir, report = trained
   written = json.loads((workdir / 'eval_test.json').read_text())

@@ -39,3 +39,23 @@ def test_classification_report_matches_a_naive_reference():
 
 def test_fine_to_coarse_is_a_partition_into_20_superclasses_of_5():
   assert np.bincount(metrics.FINE_TO_COARSE).tolist() == [5] * 20
+
+
+def test_calibration_matches_a_hand_count():
+  # Confidences 0.28 (wrong), 0.26 (right), 0.9 (right), 0.95 (wrong) in 10 bins (lo, hi]: bin 2
+  # holds the first two (accuracy 0.5, confidence 0.27), bins 8 and 9 one each.
+  probs = np.array([[0.28, 0.24, 0.24, 0.24], [0.26, 0.25, 0.25, 0.24],
+                    [0.9, 0.05, 0.03, 0.02], [0.95, 0.03, 0.01, 0.01]])
+  labels = np.array([1, 0, 0, 2])
+  calibration = metrics.calibration(probs, labels, num_bins=10)
+  assert calibration['bin_count'] == [0, 0, 2, 0, 0, 0, 0, 0, 1, 1]
+  np.testing.assert_allclose(calibration['bin_accuracy'][2], 0.5)
+  np.testing.assert_allclose(calibration['bin_confidence'][2], 0.27)
+  expected = (2 * abs(0.5 - 0.27) + abs(1 - 0.9) + abs(0 - 0.95)) / 4
+  np.testing.assert_allclose(calibration['expected_calibration_error'], expected)
+
+
+def test_most_confused_pairs_are_the_largest_off_diagonal_counts_in_order():
+  matrix = np.array([[9, 1, 4], [0, 7, 0], [2, 6, 3]])
+  assert metrics.most_confused_pairs(matrix, count=3) == [(2, 1, 6), (0, 2, 4), (2, 0, 2)]
+  assert metrics.most_confused_pairs(np.eye(3, dtype=int)) == []

@@ -1,0 +1,237 @@
+"""The analysis a user reads: figures, tables and a written summary of evaluated runs, as HTML and PDF.
+
+  python main.py --mode report --workdir runs/a [--workdir runs/b ...] [--output DIR]
+
+Each workdir must hold `--mode eval`'s eval_test.json and predictions_test.npz, and the
+config.json training wrote. Figures are PNGs in the output folder; report.html embeds them (one
+self-contained file) and report.pdf has one page per figure after a summary page.
+"""
+
+import base64
+import dataclasses
+import html
+import io
+import json
+import pathlib
+import textwrap
+from typing import Optional, Sequence
+
+import jax
+import ml_collections
+import numpy as np
+from matplotlib.backends.backend_pdf import PdfPages
+from matplotlib.figure import Figure
+
+from cifar100_flax import input_pipeline, plots, train, writers
+from cifar100_flax.errors import UserError
+
+GALLERY_SIZE = 24
+AUGMENTED_SAMPLES = 24
+
+
+@dataclasses.dataclass
+class Run:
+  """What `--mode eval` and training left in one workdir."""
+  name: str
+  config: ml_collections.ConfigDict
+  evaluation: dict  # eval_test.json
+  probs: np.ndarray  # [N, classes], test order
+  labels: np.ndarray
+  ids: np.ndarray
+  history: list[dict]
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config a run was trained with (config.json, written by training)."""
+  path = pathlib.Path(workdir) / 'config.json'
+  if not path.exists():
+    raise UserError(f'{path} is missing: it is written when training starts; for a run trained '
+                    f'before that, pass the config it was trained with: --config=configs/....py')
+  return ml_collections.ConfigDict(json.loads(path.read_text()))
+
+
+def load_run(workdir: str, config: Optional[ml_collections.ConfigDict] = None) -> Run:
+  directory = pathlib.Path(workdir)
+  evaluation_path, predictions_path = directory / 'eval_test.json', directory / 'predictions_test.npz'
+  if not evaluation_path.exists() or not predictions_path.exists():
+    raise UserError(f'{directory} has no test evaluation: run `python main.py --mode eval '
+                    f'--workdir {directory} ...` first')
+  predictions = np.load(predictions_path)
+  return Run(name=directory.name, config=config or load_config(workdir),
+             evaluation=json.loads(evaluation_path.read_text()), probs=predictions['probs'],
+             labels=predictions['labels'], ids=predictions['ids'],
+             history=writers.read_history(workdir))
+
+
+def augmented_samples(config: ml_collections.ConfigDict, images: np.ndarray,
+                      seed: int = 0) -> np.ndarray:
+  """Training images as the training step sees them (train.preprocess with a key), mapped to [0, 1]."""
+  augmented = np.asarray(train.preprocess(jax.numpy.asarray(images), config, key=jax.random.key(seed)))
+  low = augmented.min(axis=(1, 2, 3), keepdims=True)
+  high = augmented.max(axis=(1, 2, 3), keepdims=True)
+  return (augmented - low) / np.maximum(high - low, 1e-6)
+
+
+def misclassified(run: Run, count: int = GALLERY_SIZE) -> np.ndarray:
+  """Indices of the `count` most confidently wrong test predictions."""
+  predictions = run.probs.argmax(axis=1)
+  wrong = np.flatnonzero(predictions != run.labels)
+  return wrong[np.argsort(-run.probs[wrong].max(axis=1), kind='stable')][:count]
+
+
+def _summary_rows(runs: Sequence[Run]) -> list[dict]:
+  rows = []
+  for run in runs:
+    e = run.evaluation
+    rows.append({'run': run.name, 'model': e.get('model', ''), 'top-1': e['top1_accuracy'],
+                 'top-5': e['top5_accuracy'], 'macro F1': e['macro_f1'],
+                 'ECE': e['calibration']['expected_calibration_error'],
+                 'parameters': e.get('num_params'),
+                 'training (min)': (e['train_seconds'] / 60) if e.get('train_seconds') else None,
+                 'inference (ms/image)': e.get('inference_ms_per_image')})
+  return rows
+
+
+def _format(value) -> str:
+  if value is None:
+    return '-'
+  if isinstance(value, float):
+    return f'{value:.4f}' if value < 1 else f'{value:,.1f}'
+  if isinstance(value, int):
+    return f'{value:,}'
+  return str(value)
+
+
+def comparison_table(runs: Sequence[Run]) -> tuple[list[str], list[list[str]]]:
+  """Header and rows of the results table; the best top-1, top-5 and macro F1 marked with *."""
+  rows = _summary_rows(runs)
+  header = list(rows[0])
+  best = {key: max(row[key] for row in rows) for key in ('top-1', 'top-5', 'macro F1')}
+  table = [[_format(row[key]) + ('*' if len(rows) > 1 and best.get(key) == row[key] else '')
+            for key in header] for row in rows]
+  return header, table
+
+
+def _run_text(run: Run) -> str:
+  """A written paragraph of what the numbers say."""
+  e, names = run.evaluation, run.evaluation['class_names']
+  f1 = np.asarray(e['per_class']['f1'])
+  order = np.argsort(f1, kind='stable')
+  pairs = e['most_confused_pairs'][:3]
+  confused = '; '.join(f'{names[t]} taken for {names[p]} {n} times' for t, p, n in pairs)
+  history = [r for r in run.history if 'val_accuracy' in r]
+  trained = (f"It trained for {history[-1]['epoch']:.0f} epochs; its best validation top-1 was "
+             f"{max(r['val_accuracy'] for r in history):.4f}. ") if history else ''
+  return (f"{run.name} ({e.get('model', '?')}, checkpoint step {e.get('checkpoint_step')}): "
+          f"test top-1 {e['top1_accuracy']:.4f}, top-5 {e['top5_accuracy']:.4f}, macro F1 "
+          f"{e['macro_f1']:.4f} over {e['num_examples']:,} test images; superclass top-1 "
+          f"{e['coarse_top1_accuracy']:.4f}. {trained}Best classes by F1: "
+          f"{', '.join(names[i] for i in order[::-1][:5])}; worst: "
+          f"{', '.join(names[i] for i in order[:5])}. Most confused: {confused}. Expected "
+          f"calibration error {e['calibration']['expected_calibration_error']:.3f} "
+          f"(0 is perfectly calibrated).")
+
+
+def run_figures(run: Run, test: input_pipeline.Split, train_images: np.ndarray,
+                coarse_names: Sequence[str]) -> dict[str, Figure]:
+  """name -> figure, for one run."""
+  e, names = run.evaluation, run.evaluation['class_names']
+  if not np.array_equal(test.ids, run.ids):
+    raise UserError(f'{run.name}: predictions_test.npz does not follow the test split\'s order; '
+                    f'evaluate the run again')
+  wrong = misclassified(run)
+  predictions = run.probs.argmax(axis=1)
+  figures = {
+      'curves': plots.training_curves(run.history),
+      'augmented': plots.image_grid(
+          augmented_samples(run.config, train_images),
+          [''] * len(train_images), suptitle='Training images after the config\'s augmentation'),
+      'confusion': plots.confusion_matrix(np.asarray(e['confusion_matrix']), names),
+      'superclass_confusion': plots.coarse_confusion_matrix(
+          np.asarray(e['coarse_confusion_matrix']), coarse_names),
+      'per_class': plots.per_class(e['per_class'], names),
+      'superclass_accuracy': plots.coarse_accuracy(np.asarray(e['coarse_confusion_matrix']),
+                                                   coarse_names),
+      'misclassified': plots.image_grid(
+          test.images[wrong],
+          [f'{names[run.labels[i]]}\n-> {names[predictions[i]]} {run.probs[i].max():.2f}'
+           for i in wrong], suptitle='Most confident mistakes (true -> predicted, confidence)'),
+      'reliability': plots.reliability(e['calibration']),
+  }
+  return figures
+
+
+def _png(figure: Figure) -> bytes:
+  buffer = io.BytesIO()
+  figure.savefig(buffer, format='png', dpi=110, bbox_inches='tight')
+  return buffer.getvalue()
+
+
+def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+  head = ''.join(f'<th>{html.escape(h)}</th>' for h in header)
+  body = ''.join('<tr>' + ''.join(f'<td>{html.escape(c)}</td>' for c in row) + '</tr>' for row in rows)
+  return f'<table><tr>{head}</tr>{body}</table>'
+
+
+def _confused_pairs_table(run: Run) -> tuple[list[str], list[list[str]]]:
+  names = run.evaluation['class_names']
+  return (['true class', 'predicted as', 'test images'],
+          [[names[t], names[p], str(n)] for t, p, n in run.evaluation['most_confused_pairs']])
+
+
+def write_report(runs: Sequence[Run], output: str, test: input_pipeline.Split,
+                 train_images: np.ndarray, coarse_names: Sequence[str]) -> dict[str, pathlib.Path]:
+  """Writes <run>_<figure>.png, report.html and report.pdf into `output`; returns their paths."""
+  out = pathlib.Path(output)
+  out.mkdir(parents=True, exist_ok=True)
+  header, table = comparison_table(runs)
+  sections = [f'<h1>CIFAR-100 report</h1><h2>Results</h2>{_html_table(header, table)}']
+  written = {}
+  with PdfPages(out / 'report.pdf') as pdf:
+    pdf.savefig(_text_page('CIFAR-100 report', header, table, [_run_text(r) for r in runs]))
+    for run in runs:
+      sections.append(f'<h2>{html.escape(run.name)}</h2><p>{html.escape(_run_text(run))}</p>')
+      figures = run_figures(run, test, train_images, coarse_names)
+      for name, figure in figures.items():
+        png = _png(figure)
+        path = out / f'{run.name}_{name}.png'
+        path.write_bytes(png)
+        written[path.stem] = path
+        encoded = base64.b64encode(png).decode('ascii')
+        sections.append(f'<figure><img alt="{html.escape(path.stem)}" '
+                        f'src="data:image/png;base64,{encoded}"><figcaption>{html.escape(name)}'
+                        f'</figcaption></figure>')
+        if name == 'superclass_confusion':
+          sections.append('<h3>Most confused class pairs</h3>' + _html_table(*_confused_pairs_table(run)))
+        pdf.savefig(figure)
+        figure.clf()
+  page = ('<!DOCTYPE html><html><head><meta charset="utf-8"><title>CIFAR-100 report</title>'
+          '<style>body{font-family:sans-serif;max-width:1100px;margin:auto}img{max-width:100%}'
+          'table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px}</style>'
+          f'</head><body>{"".join(sections)}</body></html>')
+  (out / 'report.html').write_text(page)
+  written.update(html=out / 'report.html', pdf=out / 'report.pdf')
+  return written
+
+
+def _text_page(title: str, header: Sequence[str], table: Sequence[Sequence[str]],
+               paragraphs: Sequence[str]) -> Figure:
+  """An A4 page with the results table and the written summaries."""
+  figure = Figure(figsize=(8.27, 11.69))
+  figure.text(0.06, 0.95, title, fontsize=16, weight='bold')
+  ax = figure.add_axes((0.04, 0.72, 0.92, 0.2))
+  ax.axis('off')
+  ax.table(cellText=table, colLabels=header, loc='upper center').auto_set_font_size(True)
+  text = '\n\n'.join(textwrap.fill(p, 100) for p in paragraphs)
+  figure.text(0.06, 0.68, text, fontsize=8, va='top')
+  return figure
+
+
+def report(workdirs: Sequence[str], output: Optional[str] = None,
+           config: Optional[ml_collections.ConfigDict] = None) -> dict[str, pathlib.Path]:
+  """The report of `workdirs` (each evaluated), written to `output` (default: the first workdir)."""
+  runs = [load_run(workdir, config) for workdir in workdirs]
+  splits = input_pipeline.load_splits(runs[0].config)
+  return write_report(runs, output or workdirs[0], splits['test'],
+                      splits['train'].images[:AUGMENTED_SAMPLES],
+                      input_pipeline.coarse_class_names(runs[0].config))

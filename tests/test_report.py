@@ -1,0 +1,74 @@
+import json
+import re
+import shutil
+
+import numpy as np
+import pytest
+
+from cifar100_flax import report
+from cifar100_flax.errors import UserError
+from tests.conftest import mocked_cifar, tiny_config
+
+FIGURES = ('curves', 'augmented', 'confusion', 'superclass_confusion', 'per_class',
+           'superclass_accuracy', 'misclassified', 'reliability')
+
+
+@pytest.fixture(scope='module')
+def written(trained, tmp_path_factory):
+  workdir, _ = trained
+  output = tmp_path_factory.mktemp('report')
+  with pytest.MonkeyPatch.context() as patch, mocked_cifar(patch):
+    return report.report([str(workdir)], str(output))
+
+
+def test_report_writes_every_figure_as_png_and_valid_html_and_pdf(written):
+  run = 'run0'
+  for figure in FIGURES:
+    path = written[f'{run}_{figure}']
+    assert path.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n', figure
+  pdf = written['pdf'].read_bytes()
+  assert pdf.startswith(b'%PDF') and pdf.rstrip().endswith(b'%%EOF')
+  assert len(re.findall(rb'/Type\s*/Page\b', pdf)) == 1 + len(FIGURES)  # summary page + figures
+  page = written['html'].read_text()
+  assert page.startswith('<!DOCTYPE html>') and page.endswith('</html>')
+  assert page.count('src="data:image/png;base64,') == len(FIGURES)
+
+
+def test_report_numbers_equal_the_eval_json(trained, written):
+  evaluation = json.loads((trained[0] / 'eval_test.json').read_text())
+  page = written['html'].read_text()
+  for key in ('top1_accuracy', 'top5_accuracy', 'macro_f1'):
+    assert f'<td>{evaluation[key]:.4f}' in page, key
+  names = evaluation['class_names']
+  true, predicted, count = evaluation['most_confused_pairs'][0]
+  assert f'<td>{names[true]}</td><td>{names[predicted]}</td><td>{count}</td>' in page
+
+
+def test_comparison_marks_the_best_run(trained, tmp_path):
+  workdir, _ = trained
+  worse = tmp_path / 'worse'
+  shutil.copytree(workdir, worse)
+  evaluation = json.loads((worse / 'eval_test.json').read_text())
+  evaluation['top1_accuracy'] -= 0.01
+  (worse / 'eval_test.json').write_text(json.dumps(evaluation))
+  runs = [report.load_run(str(worse)), report.load_run(str(workdir))]
+  header, rows = report.comparison_table(runs)
+  top1 = header.index('top-1')
+  assert not rows[0][top1].endswith('*') and rows[1][top1].endswith('*')
+  assert rows[1][header.index('parameters')] == f"{evaluation['num_params']:,}"
+
+
+def test_a_run_without_evaluation_or_config_is_refused_clearly(tmp_path):
+  with pytest.raises(UserError, match='has no test evaluation'):
+    report.load_run(str(tmp_path))
+  with pytest.raises(UserError, match='config.json is missing'):
+    report.load_config(str(tmp_path))
+
+
+def test_augmented_samples_are_what_training_sees_at_its_size():
+  images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), np.uint8)
+  config = tiny_config(image_size=48)
+  config.augment.flip = True
+  samples = report.augmented_samples(config, images)
+  assert samples.shape == (4, 48, 48, 3)
+  assert samples.min() == 0 and samples.max() == 1
