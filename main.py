@@ -18,6 +18,8 @@ _WORKDIR = flags.DEFINE_multi_string('workdir', None, 'Where checkpoints, logs a
 _MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'report'], 'What to do.')
 _OUTPUT = flags.DEFINE_string('output', None, 'report: the folder to write to (default: the first '
                               'workdir).')
+_GRADCAM_LAYER = flags.DEFINE_string('gradcam_layer', None, 'report: the submodule (path, e.g. '
+                                     'layer4_2) Grad-CAM explains; default: the last feature map.')
 flags.mark_flags_as_required(['workdir'])
 
 
@@ -60,7 +62,7 @@ def main(argv):
     elif _MODE.value == 'eval':
       evaluate.evaluate(config, workdirs[0])
     else:
-      written = report.report(workdirs, _OUTPUT.value, config)
+      written = report.report(workdirs, _OUTPUT.value, config, _GRADCAM_LAYER.value)
       print(f"wrote {written['html']}, {written['pdf']} and {len(written) - 2} figures")
   except UserError as e:
     sys.exit(f'error: {e}')

@@ -35,13 +35,17 @@ def _inference_ms_per_image(jitted_eval_step, state, test, batch_size, mesh) -> 
   return 1000 * (time.perf_counter() - start) / len(sample)
 
 
-def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Restores the best checkpoint of `workdir` and evaluates all 10,000 test images."""
+def restore_best(config: ml_collections.ConfigDict, workdir: str) -> tuple[train.TrainState, dict]:
+  """The state of `workdir`'s best checkpoint (the newest if none is marked best), and its progress."""
   configuration.validate(config)
   # The optimiser state's structure does not depend on the schedule's length.
   template, _ = train.create_train_state(config, steps_per_epoch=1)
-  checkpointer = checkpointing.Checkpointer(workdir, read_only=True)
-  state, progress = checkpointer.restore_for_eval(template)
+  return checkpointing.Checkpointer(workdir, read_only=True).restore_for_eval(template)
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Restores the best checkpoint of `workdir` and evaluates all 10,000 test images."""
+  state, progress = restore_best(config, workdir)
   mesh = sharding.create_mesh()
   state = sharding.replicate(state, mesh)
   test = input_pipeline.load_splits(config, with_train=False)['test']

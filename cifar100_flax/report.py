@@ -9,6 +9,7 @@ self-contained file) and report.pdf has one page per figure after a summary page
 
 import base64
 import dataclasses
+import functools
 import html
 import io
 import json
@@ -22,16 +23,18 @@ import numpy as np
 from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
-from cifar100_flax import input_pipeline, plots, train, writers
+from cifar100_flax import evaluate, gradcam, input_pipeline, plots, train, writers
 from cifar100_flax.errors import UserError
 
 GALLERY_SIZE = 24
 AUGMENTED_SAMPLES = 24
+GRADCAM_IMAGES = 12
 
 
 @dataclasses.dataclass
 class Run:
   """What `--mode eval` and training left in one workdir."""
+  workdir: pathlib.Path
   name: str
   config: ml_collections.ConfigDict
   evaluation: dict  # eval_test.json
@@ -57,7 +60,7 @@ def load_run(workdir: str, config: Optional[ml_collections.ConfigDict] = None) -
     raise UserError(f'{directory} has no test evaluation: run `python main.py --mode eval '
                     f'--workdir {directory} ...` first')
   predictions = np.load(predictions_path)
-  return Run(name=directory.name, config=config or load_config(workdir),
+  return Run(workdir=directory, name=directory.name, config=config or load_config(workdir),
              evaluation=json.loads(evaluation_path.read_text()), probs=predictions['probs'],
              labels=predictions['labels'], ids=predictions['ids'],
              history=writers.read_history(workdir))
@@ -70,6 +73,15 @@ def augmented_samples(config: ml_collections.ConfigDict, images: np.ndarray,
   low = augmented.min(axis=(1, 2, 3), keepdims=True)
   high = augmented.max(axis=(1, 2, 3), keepdims=True)
   return (augmented - low) / np.maximum(high - low, 1e-6)
+
+
+def gradcam_maps(run: Run, images: np.ndarray, layer: Optional[str] = None) -> np.ndarray:
+  """Grad-CAM maps [N, 32, 32] of the run's best checkpoint for its predicted classes."""
+  state, _ = evaluate.restore_best(run.config, str(run.workdir))
+  apply = functools.partial(state.apply_fn, {'params': state.params, 'batch_stats': state.batch_stats},
+                            train=False)
+  inputs = train.preprocess(jax.numpy.asarray(images), run.config)
+  return np.asarray(gradcam.grad_cam(apply, inputs, layer=layer, size=images.shape[1:3]))
 
 
 def misclassified(run: Run, count: int = GALLERY_SIZE) -> np.ndarray:
@@ -133,7 +145,7 @@ def _run_text(run: Run) -> str:
 
 
 def run_figures(run: Run, test: input_pipeline.Split, train_images: np.ndarray,
-                coarse_names: Sequence[str]) -> dict[str, Figure]:
+                coarse_names: Sequence[str], gradcam_layer: Optional[str] = None) -> dict[str, Figure]:
   """name -> figure, for one run."""
   e, names = run.evaluation, run.evaluation['class_names']
   if not np.array_equal(test.ids, run.ids):
@@ -157,6 +169,9 @@ def run_figures(run: Run, test: input_pipeline.Split, train_images: np.ndarray,
           [f'{names[run.labels[i]]}\n-> {names[predictions[i]]} {run.probs[i].max():.2f}'
            for i in wrong], suptitle='Most confident mistakes (true -> predicted, confidence)'),
       'reliability': plots.reliability(e['calibration']),
+      'gradcam': plots.heatmaps(
+          test.images[:GRADCAM_IMAGES], gradcam_maps(run, test.images[:GRADCAM_IMAGES], gradcam_layer),
+          [f'{names[run.labels[i]]}\n-> {names[predictions[i]]}' for i in range(GRADCAM_IMAGES)]),
   }
   return figures
 
@@ -180,7 +195,8 @@ def _confused_pairs_table(run: Run) -> tuple[list[str], list[list[str]]]:
 
 
 def write_report(runs: Sequence[Run], output: str, test: input_pipeline.Split,
-                 train_images: np.ndarray, coarse_names: Sequence[str]) -> dict[str, pathlib.Path]:
+                 train_images: np.ndarray, coarse_names: Sequence[str],
+                 gradcam_layer: Optional[str] = None) -> dict[str, pathlib.Path]:
   """Writes <run>_<figure>.png, report.html and report.pdf into `output`; returns their paths."""
   out = pathlib.Path(output)
   out.mkdir(parents=True, exist_ok=True)
@@ -191,7 +207,7 @@ def write_report(runs: Sequence[Run], output: str, test: input_pipeline.Split,
     pdf.savefig(_text_page('CIFAR-100 report', header, table, [_run_text(r) for r in runs]))
     for run in runs:
       sections.append(f'<h2>{html.escape(run.name)}</h2><p>{html.escape(_run_text(run))}</p>')
-      figures = run_figures(run, test, train_images, coarse_names)
+      figures = run_figures(run, test, train_images, coarse_names, gradcam_layer)
       for name, figure in figures.items():
         png = _png(figure)
         path = out / f'{run.name}_{name}.png'
@@ -228,10 +244,14 @@ def _text_page(title: str, header: Sequence[str], table: Sequence[Sequence[str]]
 
 
 def report(workdirs: Sequence[str], output: Optional[str] = None,
-           config: Optional[ml_collections.ConfigDict] = None) -> dict[str, pathlib.Path]:
-  """The report of `workdirs` (each evaluated), written to `output` (default: the first workdir)."""
+           config: Optional[ml_collections.ConfigDict] = None,
+           gradcam_layer: Optional[str] = None) -> dict[str, pathlib.Path]:
+  """The report of `workdirs` (each evaluated), written to `output` (default: the first workdir).
+
+  gradcam_layer: the submodule path whose output Grad-CAM explains (default: the last feature map).
+  """
   runs = [load_run(workdir, config) for workdir in workdirs]
   splits = input_pipeline.load_splits(runs[0].config)
   return write_report(runs, output or workdirs[0], splits['test'],
                       splits['train'].images[:AUGMENTED_SAMPLES],
-                      input_pipeline.coarse_class_names(runs[0].config))
+                      input_pipeline.coarse_class_names(runs[0].config), gradcam_layer)

@@ -10,7 +10,7 @@ from cifar100_flax.errors import UserError
 from tests.conftest import mocked_cifar, tiny_config
 
 FIGURES = ('curves', 'augmented', 'confusion', 'superclass_confusion', 'per_class',
-           'superclass_accuracy', 'misclassified', 'reliability')
+           'superclass_accuracy', 'misclassified', 'reliability', 'gradcam')
 
 
 @pytest.fixture(scope='module')

@@ -1,0 +1,94 @@
+"""Grad-CAM (Selvaraju et al., 2017) for any of the project's Flax models, in JAX.
+
+The feature map is the output of one submodule, named by its path ('/'-joined, e.g. 'layer4_2'
+for a ResNet's last block); by default the last submodule whose output is an image-shaped
+[N, H, W, C] map with H, W > 1, i.e. the last convolutional block. The gradient with respect to
+that map is taken through a zero perturbation added to it by `nn.intercept_methods`, so no model
+needs a hook of its own. No maintained JAX library offers Grad-CAM, hence this module.
+"""
+
+from typing import Any, Callable, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+def _path(module: nn.Module) -> str:
+  return '/'.join(module.path)
+
+
+def _is_feature_map(value: Any) -> bool:
+  return isinstance(value, jax.Array) and value.ndim == 4 and min(value.shape[1:3]) > 1
+
+
+def feature_maps(apply: Callable[[jax.Array], jax.Array], images: jax.Array) -> list[str]:
+  """Paths of the submodules whose outputs are [N, H, W, C] maps (H, W > 1), in call order."""
+  paths = []
+
+  def record(next_fun, args, kwargs, context):
+    out = next_fun(*args, **kwargs)
+    if context.method_name == '__call__' and _is_feature_map(out):
+      paths.append(_path(context.module))
+    return out
+
+  with nn.intercept_methods(record):
+    # A new function each time: with `apply` itself, JAX's trace cache would skip `record`.
+    jax.eval_shape(lambda x: apply(x), images)  # pylint: disable=unnecessary-lambda
+  return list(dict.fromkeys(p for p in paths if p))
+
+
+def _perturbed(apply: Callable, layer: str) -> Callable:
+  """apply(images, perturbation) -> (logits, feature map), with perturbation added to `layer`'s output."""
+
+  def forward(images, perturbation):
+    captured = []
+
+    def add(next_fun, args, kwargs, context):
+      out = next_fun(*args, **kwargs)
+      if context.method_name == '__call__' and _path(context.module) == layer and not captured:
+        out = out + perturbation
+        captured.append(out)
+      return out
+
+    with nn.intercept_methods(add):
+      logits = apply(images)
+    if not captured:
+      raise ValueError(f'the model has no submodule {layer!r}')
+    return logits, captured[0]
+
+  return forward
+
+
+def grad_cam(apply: Callable[[jax.Array], jax.Array], images: jax.Array,
+             classes: Optional[jax.Array] = None, layer: Optional[str] = None,
+             size: Optional[tuple[int, int]] = None) -> jax.Array:
+  """[N, H, W] maps in [0, 1] of where `layer` saw evidence for `classes` (default: the predicted ones).
+
+  apply: images -> logits (e.g. functools.partial(model.apply, variables, train=False)).
+  size: the maps' size (default: the images').
+  """
+  if layer is None:
+    candidates = feature_maps(apply, images)
+    if not candidates:
+      raise ValueError('the model has no [N, H, W, C] feature map larger than 1x1')
+    layer = candidates[-1]
+  forward = _perturbed(apply, layer)
+  _, activation_shape = jax.eval_shape(lambda x: forward(x, 0.0), images)
+  zeros = jnp.zeros(activation_shape.shape, activation_shape.dtype)
+  logits, activations = forward(images, zeros)
+  if classes is None:
+    classes = jnp.argmax(logits, axis=-1)
+
+  def score(perturbation):
+    chosen_logits, _ = forward(images, perturbation)
+    return jnp.sum(jnp.take_along_axis(chosen_logits, classes[:, None], axis=-1))
+
+  gradients = jax.grad(score)(zeros)
+  weights = jnp.mean(gradients, axis=(1, 2), keepdims=True)  # per channel, per image
+  cams = nn.relu(jnp.sum(weights * activations, axis=-1))
+  height, width = size or images.shape[1:3]
+  cams = jax.image.resize(cams, (cams.shape[0], height, width), 'bilinear')
+  low = cams.min(axis=(1, 2), keepdims=True)
+  high = cams.max(axis=(1, 2), keepdims=True)
+  return jnp.where(high > low, (cams - low) / jnp.maximum(high - low, 1e-12), 0.0)
