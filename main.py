@@ -2,6 +2,7 @@
 
   python main.py --config configs/cnn.py --workdir runs/cnn               # train (or resume)
   python main.py --config configs/cnn.py --workdir runs/cnn --mode eval   # test-set metrics
+  python main.py --mode eval --workdir runs/a --workdir runs/b --output runs/ab   # an ensemble
   python main.py --mode report --workdir runs/cnn [--workdir runs/b ...]  # report.html, report.pdf
 """
 
@@ -17,7 +18,7 @@ _WORKDIR = flags.DEFINE_multi_string('workdir', None, 'Where checkpoints, logs a
                                      'report: once per run to compare.')
 _MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'report'], 'What to do.')
 _OUTPUT = flags.DEFINE_string('output', None, 'report: the folder to write to (default: the first '
-                              'workdir).')
+                              'workdir); eval of several workdirs: where the ensemble\'s results go.')
 _GRADCAM_LAYER = flags.DEFINE_string('gradcam_layer', None, 'report: the submodule (path, e.g. '
                                      'layer4_2) Grad-CAM explains; default: the last feature map.')
 flags.mark_flags_as_required(['workdir'])
@@ -50,17 +51,24 @@ def main(argv):
   # TensorFlow only feeds data; keep it off any GPU so that JAX has the memory.
   import tensorflow as tf
   tf.config.set_visible_devices([], 'GPU')
-  from cifar100_flax import evaluate, report, train
+  from cifar100_flax import configuration, evaluate, report, train
   from cifar100_flax.errors import UserError
 
   workdirs, config = _WORKDIR.value, _CONFIG.value
-  if _MODE.value != 'report' and (config is None or len(workdirs) != 1):
-    sys.exit(f'error: --mode={_MODE.value} needs --config and one --workdir')
+  if _MODE.value == 'train' and (config is None or len(workdirs) != 1):
+    sys.exit('error: --mode=train needs --config and one --workdir')
+  if _MODE.value == 'eval' and len(workdirs) > 1 and not _OUTPUT.value:
+    sys.exit('error: evaluating several workdirs (an ensemble) needs --output=DIR for its results')
   try:
     if _MODE.value == 'train':
       train.train_and_evaluate(config, workdirs[0])
     elif _MODE.value == 'eval':
-      evaluate.evaluate(config, workdirs[0])
+      # Without --config, each run's own config.json.
+      configs = [config or configuration.load_config(w) for w in workdirs]
+      if len(workdirs) == 1:
+        evaluate.evaluate(configs[0], workdirs[0])
+      else:
+        evaluate.evaluate_ensemble(configs, workdirs, _OUTPUT.value)
     else:
       written = report.report(workdirs, _OUTPUT.value, config, _GRADCAM_LAYER.value)
       print(f"wrote {written['html']}, {written['pdf']} and {len(written) - 2} figures")

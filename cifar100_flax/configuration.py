@@ -1,5 +1,8 @@
-"""Checks a config before anything is compiled, so that a bad value fails in a second, clearly."""
+"""Checks a config before anything is compiled, so that a bad value fails in a second, clearly;
+reads back the config a run was trained with."""
 
+import json
+import pathlib
 import re
 
 import jax
@@ -9,6 +12,15 @@ from cifar100_flax import input_pipeline, models, optim, pretrained
 from cifar100_flax.errors import ConfigError
 
 EARLY_STOPPING_METRICS = {'val_accuracy': 'max', 'val_top5_accuracy': 'max', 'val_loss': 'min'}
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config a run was trained with: config.json, which training writes into its workdir."""
+  path = pathlib.Path(workdir) / 'config.json'
+  if not path.exists():
+    raise ConfigError(f'{path} is missing: training writes it when it starts; for a run trained '
+                      f'before that, pass the config it was trained with: --config=configs/....py')
+  return ml_collections.ConfigDict(json.loads(path.read_text()))
 
 
 def _require(ok: bool, message: str) -> None:

@@ -3,6 +3,7 @@
 import json
 import pathlib
 import time
+from typing import Sequence
 
 import jax
 import ml_collections
@@ -60,10 +61,37 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 inference_ms_per_image=_inference_ms_per_image(jitted_eval_step, state, test,
                                                                config.eval_batch_size, mesh))
   if jax.process_index() == 0:
-    out = pathlib.Path(workdir)
-    (out / 'eval_test.json').write_text(json.dumps(report, indent=1))
-    np.savez_compressed(out / 'predictions_test.npz', labels=test.labels,
-                        coarse_labels=test.coarse_labels, probs=probs.astype(np.float32),
-                        ids=test.ids)
-    _print_summary(report, names)
+    _write(pathlib.Path(workdir), report, test.labels, test.coarse_labels, probs, test.ids)
+  return report
+
+
+def _write(out: pathlib.Path, report: dict, labels: np.ndarray, coarse_labels: np.ndarray,
+           probs: np.ndarray, ids: np.ndarray) -> None:
+  out.mkdir(parents=True, exist_ok=True)
+  (out / 'eval_test.json').write_text(json.dumps(report, indent=1))
+  np.savez_compressed(out / 'predictions_test.npz', labels=labels, coarse_labels=coarse_labels,
+                      probs=probs.astype(np.float32), ids=ids)
+  _print_summary(report, report['class_names'])
+
+
+def evaluate_ensemble(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str],
+                      output: str) -> dict:
+  """Evaluates each run, then the mean of their test softmax outputs; the latter goes to `output`.
+
+  `output` gets eval_test.json (with the members listed) and predictions_test.npz like a run, and
+  the first member's config.json, so that `--mode report` can show the ensemble beside its members.
+  """
+  members = [evaluate(config, workdir) for config, workdir in zip(configs, workdirs)]
+  saved = [np.load(pathlib.Path(workdir) / 'predictions_test.npz') for workdir in workdirs]
+  probs = np.mean([s['probs'] for s in saved], axis=0)
+  labels, coarse_labels, ids = saved[0]['labels'], saved[0]['coarse_labels'], saved[0]['ids']
+  report = metrics.classification_report(probs, labels, coarse_labels)
+  report.update(
+      model='ensemble', members=[str(w) for w in workdirs], class_names=members[0]['class_names'],
+      **{key: sum(m[key] for m in members) if all(m.get(key) is not None for m in members) else None
+         for key in ('train_seconds', 'train_flops', 'num_params', 'inference_ms_per_image')})
+  if jax.process_index() == 0:
+    print(f'ensemble of {len(workdirs)}:')
+    _write(pathlib.Path(output), report, labels, coarse_labels, probs, ids)
+    (pathlib.Path(output) / 'config.json').write_text(configs[0].to_json_best_effort(indent=1))
   return report

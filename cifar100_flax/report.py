@@ -23,7 +23,7 @@ import numpy as np
 from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
-from cifar100_flax import evaluate, gradcam, input_pipeline, plots, train, writers
+from cifar100_flax import configuration, evaluate, gradcam, input_pipeline, plots, train, writers
 from cifar100_flax.errors import UserError
 
 GALLERY_SIZE = 24
@@ -44,15 +44,6 @@ class Run:
   history: list[dict]
 
 
-def load_config(workdir: str) -> ml_collections.ConfigDict:
-  """The config a run was trained with (config.json, written by training)."""
-  path = pathlib.Path(workdir) / 'config.json'
-  if not path.exists():
-    raise UserError(f'{path} is missing: it is written when training starts; for a run trained '
-                    f'before that, pass the config it was trained with: --config=configs/....py')
-  return ml_collections.ConfigDict(json.loads(path.read_text()))
-
-
 def load_run(workdir: str, config: Optional[ml_collections.ConfigDict] = None) -> Run:
   directory = pathlib.Path(workdir)
   evaluation_path, predictions_path = directory / 'eval_test.json', directory / 'predictions_test.npz'
@@ -60,7 +51,7 @@ def load_run(workdir: str, config: Optional[ml_collections.ConfigDict] = None) -
     raise UserError(f'{directory} has no test evaluation: run `python main.py --mode eval '
                     f'--workdir {directory} ...` first')
   predictions = np.load(predictions_path)
-  return Run(workdir=directory, name=directory.name, config=config or load_config(workdir),
+  return Run(workdir=directory, name=directory.name, config=config or configuration.load_config(workdir),
              evaluation=json.loads(evaluation_path.read_text()), probs=predictions['probs'],
              labels=predictions['labels'], ids=predictions['ids'],
              history=writers.read_history(workdir))
@@ -153,11 +144,13 @@ def run_figures(run: Run, test: input_pipeline.Split, train_images: np.ndarray,
                     f'evaluate the run again')
   wrong = misclassified(run)
   predictions = run.probs.argmax(axis=1)
-  figures = {
-      'curves': plots.training_curves(run.history),
-      'augmented': plots.image_grid(
-          augmented_samples(run.config, train_images),
-          [''] * len(train_images), suptitle='Training images after the config\'s augmentation'),
+  figures = {}
+  if not e.get('members'):  # An ensemble has no training of its own, nor one checkpoint.
+    figures['curves'] = plots.training_curves(run.history)
+    figures['augmented'] = plots.image_grid(
+        augmented_samples(run.config, train_images), [''] * len(train_images),
+        suptitle='Training images after the config\'s augmentation')
+  figures.update({
       'confusion': plots.confusion_matrix(np.asarray(e['confusion_matrix']), names),
       'superclass_confusion': plots.coarse_confusion_matrix(
           np.asarray(e['coarse_confusion_matrix']), coarse_names),
@@ -169,10 +162,12 @@ def run_figures(run: Run, test: input_pipeline.Split, train_images: np.ndarray,
           [f'{names[run.labels[i]]}\n-> {names[predictions[i]]} {run.probs[i].max():.2f}'
            for i in wrong], suptitle='Most confident mistakes (true -> predicted, confidence)'),
       'reliability': plots.reliability(e['calibration']),
-      'gradcam': plots.heatmaps(
-          test.images[:GRADCAM_IMAGES], gradcam_maps(run, test.images[:GRADCAM_IMAGES], gradcam_layer),
-          [f'{names[run.labels[i]]}\n-> {names[predictions[i]]}' for i in range(GRADCAM_IMAGES)]),
-  }
+  })
+  if not e.get('members'):
+    shown = test.images[:GRADCAM_IMAGES]
+    figures['gradcam'] = plots.heatmaps(
+        shown, gradcam_maps(run, shown, gradcam_layer),
+        [f'{names[run.labels[i]]}\n-> {names[predictions[i]]}' for i in range(len(shown))])
   return figures
 
 

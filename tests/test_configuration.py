@@ -68,3 +68,9 @@ def test_main_reports_bad_flags_in_one_line_without_traceback(flag, message):
   result = _main(flag)
   assert result.returncode != 0
   assert message in result.stderr and 'Traceback' not in result.stderr
+
+
+def test_main_asks_an_ensemble_where_to_write():
+  result = _main('--workdir', '/nonexistent/other', '--mode', 'eval')
+  assert result.returncode != 0
+  assert 'needs --output=DIR' in result.stderr and 'Traceback' not in result.stderr

@@ -5,7 +5,7 @@ import shutil
 import numpy as np
 import pytest
 
-from cifar100_flax import report
+from cifar100_flax import configuration, evaluate, report
 from cifar100_flax.errors import UserError
 from tests.conftest import mocked_cifar, tiny_config
 
@@ -62,7 +62,7 @@ def test_a_run_without_evaluation_or_config_is_refused_clearly(tmp_path):
   with pytest.raises(UserError, match='has no test evaluation'):
     report.load_run(str(tmp_path))
   with pytest.raises(UserError, match='config.json is missing'):
-    report.load_config(str(tmp_path))
+    configuration.load_config(str(tmp_path))
 
 
 def test_augmented_samples_are_what_training_sees_at_its_size():
@@ -72,3 +72,22 @@ def test_augmented_samples_are_what_training_sees_at_its_size():
   samples = report.augmented_samples(config, images)
   assert samples.shape == (4, 48, 48, 3)
   assert samples.min() == 0 and samples.max() == 1
+
+
+def test_an_ensemble_of_two_copies_of_a_model_is_that_model_and_is_reported_beside_it(
+    trained, tmp_path, mock_cifar):
+  workdir, _ = trained
+  copies = [tmp_path / 'a', tmp_path / 'b']
+  for copy in copies:
+    shutil.copytree(workdir, copy)
+  config = configuration.load_config(str(workdir))
+  single = evaluate.evaluate(config, str(workdir))
+  ensemble = evaluate.evaluate_ensemble([config, config], [str(c) for c in copies],
+                                        str(tmp_path / 'ensemble'))
+  for key in ('top1_accuracy', 'top5_accuracy', 'macro_f1'):
+    assert ensemble[key] == pytest.approx(single[key]), key
+  assert ensemble['members'] == [str(c) for c in copies]
+  assert ensemble['num_params'] == 2 * single['num_params']
+  written = report.report([str(workdir), str(tmp_path / 'ensemble')], str(tmp_path / 'report'))
+  assert 'ensemble_confusion' in written and 'ensemble_gradcam' not in written
+  assert '<td>ensemble</td>' in written['html'].read_text()
