@@ -91,3 +91,22 @@ def test_an_ensemble_of_two_copies_of_a_model_is_that_model_and_is_reported_besi
   written = report.report([str(workdir), str(tmp_path / 'ensemble')], str(tmp_path / 'report'))
   assert 'ensemble_confusion' in written and 'ensemble_gradcam' not in written
   assert '<td>ensemble</td>' in written['html'].read_text()
+
+
+@pytest.mark.skipif(not shutil.which('chromedriver'), reason='needs Debian chromium-driver (.ci/run installs it)')
+def test_report_loads_in_headless_chromium_with_every_image(written):
+  webdriver = pytest.importorskip('selenium.webdriver')
+  options = webdriver.ChromeOptions()
+  for argument in ('--headless=new', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'):
+    options.add_argument(argument)
+  driver = webdriver.Chrome(options=options,
+                            service=webdriver.ChromeService(shutil.which('chromedriver')))
+  try:
+    driver.get(written['html'].as_uri())
+    assert driver.title == 'CIFAR-100 report'
+    images = driver.execute_script(
+        'return [...document.images].map(i => [i.alt, i.complete && i.naturalWidth > 0]);')
+  finally:
+    driver.quit()
+  assert sorted(alt for alt, _ in images) == sorted(f'run0_{figure}' for figure in FIGURES)
+  assert all(loaded for _, loaded in images), images
