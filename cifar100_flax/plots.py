@@ -58,7 +58,9 @@ def confusion_matrix(matrix: np.ndarray, class_names: Sequence[str]) -> Figure:
   matrix = np.asarray(matrix)[np.ix_(order, order)]
   rates = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
   fig, ax = plt.subplots(figsize=(12, 11))
-  image = ax.imshow(rates, cmap='viridis', vmax=max(rates.max(), 1e-9) ** 0.5, interpolation='nearest')
+  # A square-root colour scale, so that the few-percent confusions off the diagonal show.
+  image = ax.imshow(rates, cmap='viridis', norm=matplotlib.colors.PowerNorm(0.5, vmin=0, vmax=1),
+                    interpolation='nearest')
   ticks = np.arange(len(order))
   ax.set_xticks(ticks, [class_names[i] for i in order], rotation=90, fontsize=5)
   ax.set_yticks(ticks, [class_names[i] for i in order], fontsize=5)
