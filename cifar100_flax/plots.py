@@ -40,7 +40,7 @@ def image_grid(images: np.ndarray, titles: Sequence[str], columns: int = 8,
                suptitle: str = '') -> Figure:
   """uint8 or [0, 1] float HWC images in a grid, each with its title."""
   rows = -(-len(images) // columns)
-  fig, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 1.85 * rows), squeeze=False)
+  fig, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 2.1 * rows), squeeze=False)
   for ax in axes.flat:
     ax.axis('off')
   for ax, image, title in zip(axes.flat, images, titles):
