@@ -12,9 +12,10 @@ images) into forms with trimmed or reversed windows that run on a naive loop: a 
 inputs took 517 ms forward for a batch of 256, 6 ms as one matmul over its patches. `conv` does that.
 
 Depthwise convolutions (EfficientNet's) are a naive loop too, forward and backward: a 3x3 one on
-64x48x48x96 took 421 ms forward and 1028 ms with its gradients, and 50 / 303 ms as a sum of the
+64x48x48x96 took 421 ms forward and 1028 ms with its gradients, and 224 / 303 ms as a sum of the
 input's shifted views times the taps (XLA fuses the sum into one pass; its reverse mode is pads and
-reductions). XLA:CPU's YNNPACK elementwise fusions slow that sum 4x: configs that use it turn them off.
+reductions). XLA:CPU's YNNPACK elementwise fusions slow that sum (50 ms forward without them):
+configs that use it turn them off.
 """
 
 import functools
@@ -32,7 +33,8 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
                          padding: Any, **kwargs) -> jax.Array:
   """`lax.conv_general_dilated` for `nn.Conv(conv_general_dilated=...)`: small outputs as matmuls,
   depthwise convolutions as sums of shifted views."""
-  plain, depthwise = _is_plain_2d(lhs.shape, rhs.shape, kwargs), _is_depthwise_2d(lhs.shape, rhs.shape, kwargs)
+  plain = _is_plain_2d(lhs.shape, rhs.shape, kwargs)
+  depthwise = _is_depthwise_2d(lhs.shape, rhs.shape, kwargs)
   if plain or depthwise:
     if isinstance(padding, str):
       padding = jax.lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
