@@ -1,16 +1,20 @@
-"""The report's figures, drawn with matplotlib (headless): each function returns one Figure."""
+"""The report's figures, drawn with matplotlib: each function returns one Figure.
+
+Figures are built without pyplot, so no global state keeps them alive and no display is needed.
+"""
 
 from typing import Sequence
 
-import matplotlib
-
-matplotlib.use('Agg')  # No display on the project's machines or in CI.
-
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+import matplotlib.colors
 import numpy as np
 from matplotlib.figure import Figure
 
 from cifar100_flax import metrics
+
+
+def _subplots(rows: int = 1, columns: int = 1, *, figsize: tuple[float, float], **kwargs):
+  figure = Figure(figsize=figsize)
+  return figure, figure.subplots(rows, columns, **kwargs)
 
 
 def training_curves(history: Sequence[dict]) -> Figure:
@@ -18,7 +22,7 @@ def training_curves(history: Sequence[dict]) -> Figure:
   validation = [r for r in history if 'val_accuracy' in r]
   train = [r for r in history if 'train_loss' in r]
   epochs_per_step = (validation[-1]['epoch'] / validation[-1]['step']) if validation else None
-  fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+  fig, axes = _subplots(1, 3, figsize=(13, 3.6))
   for ax, key in zip(axes[:2], ('accuracy', 'loss')):
     if train and epochs_per_step:
       ax.plot([r['step'] * epochs_per_step for r in train], [r[f'train_{key}'] for r in train],
@@ -40,7 +44,7 @@ def image_grid(images: np.ndarray, titles: Sequence[str], columns: int = 8,
                suptitle: str = '') -> Figure:
   """uint8 or [0, 1] float HWC images in a grid, each with its title."""
   rows = -(-len(images) // columns)
-  fig, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 2.1 * rows), squeeze=False)
+  fig, axes = _subplots(rows, columns, figsize=(1.6 * columns, 2.1 * rows), squeeze=False)
   for ax in axes.flat:
     ax.axis('off')
   for ax, image, title in zip(axes.flat, images, titles):
@@ -57,7 +61,7 @@ def confusion_matrix(matrix: np.ndarray, class_names: Sequence[str]) -> Figure:
   order = np.argsort(metrics.FINE_TO_COARSE, kind='stable')
   matrix = np.asarray(matrix)[np.ix_(order, order)]
   rates = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
-  fig, ax = plt.subplots(figsize=(12, 11))
+  fig, ax = _subplots(figsize=(12, 11))
   # A square-root colour scale, so that the few-percent confusions off the diagonal show.
   image = ax.imshow(rates, cmap='viridis', norm=matplotlib.colors.PowerNorm(0.5, vmin=0, vmax=1),
                     interpolation='nearest')
@@ -77,7 +81,7 @@ def coarse_confusion_matrix(matrix: np.ndarray, coarse_names: Sequence[str]) -> 
   """The 20x20 superclass matrix, row-normalised, each cell labelled in percent."""
   matrix = np.asarray(matrix)
   rates = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
-  fig, ax = plt.subplots(figsize=(10, 9))
+  fig, ax = _subplots(figsize=(10, 9))
   ax.imshow(rates, cmap='Blues', vmin=0, vmax=1)
   for (i, j), rate in np.ndenumerate(rates):
     if rate >= 0.005:
@@ -95,7 +99,7 @@ def per_class(per_class_metrics: dict, class_names: Sequence[str], count: int = 
   """Precision, recall and F1 of the `count` best and worst classes by F1."""
   f1 = np.asarray(per_class_metrics['f1'])
   order = np.argsort(f1, kind='stable')
-  fig, axes = plt.subplots(1, 2, figsize=(13, 4), sharey=True)
+  fig, axes = _subplots(1, 2, figsize=(13, 4), sharey=True)
   for ax, chosen, title in ((axes[0], order[::-1][:count], f'best {count} by F1'),
                             (axes[1], order[:count], f'worst {count} by F1')):
     x = np.arange(len(chosen))
@@ -114,7 +118,7 @@ def coarse_accuracy(coarse_matrix: np.ndarray, coarse_names: Sequence[str]) -> F
   coarse_matrix = np.asarray(coarse_matrix)
   recall = np.diag(coarse_matrix) / np.maximum(coarse_matrix.sum(axis=1), 1)
   order = np.argsort(recall, kind='stable')
-  fig, ax = plt.subplots(figsize=(7, 5))
+  fig, ax = _subplots(figsize=(7, 5))
   ax.barh(np.arange(len(order)), recall[order])
   ax.set_yticks(np.arange(len(order)), [coarse_names[i] for i in order], fontsize=8)
   ax.set(xlim=(0, 1), xlabel='superclass accuracy', title='Accuracy per superclass')
@@ -127,7 +131,7 @@ def reliability(calibration: dict) -> Figure:
   """Accuracy against confidence per bin, with the diagonal of perfect calibration."""
   edges = np.asarray(calibration['bin_edges'])
   centres, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
-  fig, (ax, counts) = plt.subplots(2, 1, figsize=(5, 6), sharex=True,
+  fig, (ax, counts) = _subplots(2, 1, figsize=(5, 6), sharex=True,
                                    gridspec_kw=dict(height_ratios=(3, 1)))
   ax.bar(centres, calibration['bin_accuracy'], width, edgecolor='black', label='accuracy')
   ax.plot([0, 1], [0, 1], 'k--', label='perfect calibration')
@@ -145,7 +149,7 @@ def heatmaps(images: np.ndarray, maps: np.ndarray, titles: Sequence[str], column
   count = len(images)
   columns = min(columns, count)
   rows = -(-count // columns)
-  fig, axes = plt.subplots(2 * rows, columns, figsize=(1.9 * columns, 3.9 * rows), squeeze=False)
+  fig, axes = _subplots(2 * rows, columns, figsize=(1.9 * columns, 3.9 * rows), squeeze=False)
   for ax in axes.flat:
     ax.axis('off')
   for index, (image, heatmap, title) in enumerate(zip(images, maps, titles)):

@@ -144,8 +144,9 @@ def run_figures(run: Run, test: input_pipeline.Split, train_images: np.ndarray,
                     f'evaluate the run again')
   wrong = misclassified(run)
   predictions = run.probs.argmax(axis=1)
+  trained = not e.get('members')  # An ensemble has no training of its own, nor one checkpoint.
   figures = {}
-  if not e.get('members'):  # An ensemble has no training of its own, nor one checkpoint.
+  if trained:
     figures['curves'] = plots.training_curves(run.history)
     figures['augmented'] = plots.image_grid(
         augmented_samples(run.config, train_images), [''] * len(train_images),
@@ -163,7 +164,7 @@ def run_figures(run: Run, test: input_pipeline.Split, train_images: np.ndarray,
            for i in wrong], suptitle='Most confident mistakes (true -> predicted, confidence)'),
       'reliability': plots.reliability(e['calibration']),
   })
-  if not e.get('members'):
+  if trained:
     shown = test.images[:GRADCAM_IMAGES]
     figures['gradcam'] = plots.heatmaps(
         shown, gradcam_maps(run, shown, gradcam_layer),
@@ -215,7 +216,6 @@ def write_report(runs: Sequence[Run], output: str, test: input_pipeline.Split,
         if name == 'superclass_confusion':
           sections.append('<h3>Most confused class pairs</h3>' + _html_table(*_confused_pairs_table(run)))
         pdf.savefig(figure)
-        figure.clf()
   page = ('<!DOCTYPE html><html><head><meta charset="utf-8"><title>CIFAR-100 report</title>'
           '<style>body{font-family:sans-serif;max-width:1100px;margin:auto}img{max-width:100%}'
           'table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px}</style>'
