@@ -153,7 +153,7 @@ def time_model(name: str, batch_size: int, steps: int, rounds: int) -> dict:
     config = CONFIGS[name]()
     config.dtype = dtype
     config.batch_size = batch_size
-    config.eval_flip_tta = False  # One forward pass, like the peer's.
+    config.eval_flip_tta, config.eval_translate_tta = False, 0  # One forward pass, like the peer's.
     runners['jax', precision] = JaxRunner(config, batch)
     runners['torch', precision] = TorchRunner(name, config, batch, precision)
   best = {key: {'train': np.inf, 'infer': np.inf} for key in runners}

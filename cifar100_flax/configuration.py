@@ -10,6 +10,7 @@ import ml_collections
 
 from cifar100_flax import input_pipeline, models, optim, pretrained
 from cifar100_flax.errors import ConfigError
+from configs import default
 
 EARLY_STOPPING_METRICS = {'val_accuracy': 'max', 'val_top5_accuracy': 'max', 'val_loss': 'min'}
 
@@ -20,7 +21,21 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   if not path.exists():
     raise ConfigError(f'{path} is missing: training writes it when it starts; for a run trained '
                       f'before that, pass the config it was trained with: --config=configs/....py')
-  return ml_collections.ConfigDict(json.loads(path.read_text()))
+  saved = json.loads(path.read_text())
+  _fill_missing(saved, default.get_config().to_dict())
+  return ml_collections.ConfigDict(saved)
+
+
+def _fill_missing(saved: dict, defaults: dict) -> None:
+  """Keys added since a run was trained take their defaults, which keep the old behaviour.
+
+  Model arguments are the model's own: those of the default model are not filled in.
+  """
+  for key, value in defaults.items():
+    if key not in saved:
+      saved[key] = value
+    elif isinstance(value, dict) and key != 'model_kwargs':
+      _fill_missing(saved[key], value)
 
 
 def _require(ok: bool, message: str) -> None:
@@ -60,10 +75,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
            'config.validation_size=0 leaves nothing to stop early on: set '
            'config.early_stopping_patience=0')
   for key in ('weight_decay', 'grad_clip_norm', 'warmup_epochs', 'early_stopping_patience',
-              'early_stopping_min_delta', 'eval_every_steps', 'momentum'):
+              'early_stopping_min_delta', 'eval_every_steps', 'momentum', 'lookahead_every',
+              'eval_translate_tta'):
     _require(config[key] >= 0, f'config.{key} must be >= 0, got {config[key]}')
   _require(0 <= config.label_smoothing < 1,
            f'config.label_smoothing must be in [0, 1), got {config.label_smoothing}')
+  _require(0 <= config.lookahead_decay <= 1,
+           f'config.lookahead_decay must be in [0, 1], got {config.lookahead_decay}')
   _require(config.log_every_steps > 0, f'config.log_every_steps must be > 0, got {config.log_every_steps}')
   _require(config.checkpoint_keep > 0, f'config.checkpoint_keep must be > 0, got {config.checkpoint_keep}')
   _require(0 < config.plateau_factor < 1,

@@ -1,7 +1,7 @@
 """Optax optimisers and learning-rate schedules named by the config."""
 
 import re
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -90,6 +90,41 @@ def _backbone_scale(config: ml_collections.ConfigDict, steps_per_epoch: int) -> 
   return optax.masked(optax.scale_by_schedule(gate), backbone)
 
 
+class LookaheadState(NamedTuple):
+  inner: optax.OptState
+  slow: optax.Params  # the slow weights
+  count: jax.Array
+
+
+def lookahead(inner: optax.GradientTransformation, every: int, final_decay: float,
+              total_steps: int) -> optax.GradientTransformationExtraArgs:
+  """airbench's lookahead: every `every` steps the weights become decay x slow + (1 - decay) x fast.
+
+  The decay grows as training progress cubed, from 0 to `final_decay`, so it only averages late
+  in training, and the last step lands on the slow weights. optax.lookahead would do the syncing
+  but keeps both copies in the params themselves (LookaheadParams), changing their structure for
+  the model, checkpoints and weight loading; here the slow copy lives in the optimiser state.
+  """
+  inner = optax.with_extra_args_support(inner)
+
+  def init(params):
+    return LookaheadState(inner.init(params), jax.tree.map(jnp.copy, params), jnp.zeros([], jnp.int32))
+
+  def update(updates, state, params=None, **extra_args):
+    updates, inner_state = inner.update(updates, state.inner, params, **extra_args)
+    count = state.count + 1
+    last = count >= total_steps
+    sync = (count % every == 0) | last
+    decay = jnp.where(last, 1.0, final_decay * (count / total_steps) ** 3)
+    fast = optax.apply_updates(params, updates)
+    slow = jax.tree.map(lambda s, f: jnp.where(sync, decay * s + (1 - decay) * f, s), state.slow, fast)
+    new_params = jax.tree.map(lambda s, f: jnp.where(sync, s, f), slow, fast)
+    updates = jax.tree.map(lambda n, p: n - p, new_params, params)
+    return updates, LookaheadState(inner_state, slow, count)
+
+  return optax.GradientTransformationExtraArgs(init, update)
+
+
 def create_optimizer(config: ml_collections.ConfigDict, total_steps: int,
                      steps_per_epoch: int) -> tuple[optax.GradientTransformationExtraArgs, Schedule]:
   """The optimiser (its update takes `value=loss` for reduce_on_plateau) and its base schedule."""
@@ -120,6 +155,8 @@ def create_optimizer(config: ml_collections.ConfigDict, total_steps: int,
     # Frozen parameters get no update at all (and so no weight decay); XLA then drops their gradients.
     frozen = _matching(config.frozen_params, 'frozen_params')
     tx = optax.multi_transform({False: tx, True: optax.set_to_zero()}, frozen)
+  if config.lookahead_every:
+    tx = lookahead(tx, config.lookahead_every, config.lookahead_decay, total_steps)
   return tx, schedule
 
 

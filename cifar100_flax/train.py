@@ -122,14 +122,32 @@ def train_step(state: TrainState, batch: dict,
       loss=loss, logits=logits, labels=batch['label'])
 
 
+def _test_time_augmented(predict: Callable, images: jax.Array,
+                         config: ml_collections.ConfigDict) -> jax.Array:
+  """Logits of `images`, averaged over the test-time augmentations the config turns on.
+
+  Flip: the mean of the image's and its mirror's logits. Translate by p pixels (airbench's
+  multi-crop): half the weight to the image, a quarter each to its copies shifted by (-p, -p) and
+  (p, p), the border filled by reflection.
+  """
+  def flip_averaged(x):
+    return (predict(x) + predict(x[:, :, ::-1])) / 2 if config.eval_flip_tta else predict(x)
+
+  logits = flip_averaged(images)
+  p = config.eval_translate_tta
+  if p:
+    padded = jnp.pad(images, ((0, 0), (p, p), (p, p), (0, 0)), mode='reflect')
+    shifted = [padded[:, :-2 * p, :-2 * p], padded[:, 2 * p:, 2 * p:]]
+    logits = logits / 2 + sum(flip_averaged(x) for x in shifted) / 4
+  return logits
+
+
 def eval_step(state: TrainState, batch: dict,
               config: ml_collections.ConfigDict) -> tuple[metrics.EvalMetrics, jax.Array]:
   images = preprocess(batch['image'], config)
   predict = functools.partial(state.apply_fn, {'params': state.params, 'batch_stats': state.batch_stats},
                               train=False)
-  logits = predict(images)
-  if config.eval_flip_tta:  # Test-time augmentation: the mean of the image's and its mirror's logits.
-    logits = (logits + predict(images[:, :, ::-1])) / 2
+  logits = _test_time_augmented(predict, images, config)
   loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label'])
   step_metrics = metrics.EvalMetrics.single_from_model_output(
       loss=loss, logits=logits, labels=batch['label'], mask=batch['mask'])

@@ -4,7 +4,7 @@
   python main.py --config configs/cnn_fast.py --workdir runs/cnn_fast --mode eval
 
 Frozen data-fitted whitening, identity-initialised convolutions, scale-free BatchNorm, label
-smoothing, flip + 2-pixel translation, a short one-cycle schedule, flip TTA at evaluation.
+smoothing, flip + 2-pixel translation, a short one-cycle schedule, flip and translation TTA at evaluation.
 Hyperparameters were chosen on the validation split (README, Results).
 """
 
@@ -33,6 +33,9 @@ def get_config():
   config.augment.crop_padding = 2
   config.augment.flip = True
   config.eval_flip_tta = True
+  # Validation top-1 of a 12-epoch run (runs/cnn_fast_val): 0.6694 one view, 0.6882 with flip,
+  # 0.6930 and 0.6948 with flip and 1- or 2-pixel translations.
+  config.eval_translate_tta = 2
   config.early_stopping_patience = 0
   config.log_every_steps = 20
   # XLA:CPU's YNNPACK fusions of elementwise ops swallow this network's convolutions' input

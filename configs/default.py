@@ -41,6 +41,7 @@ def get_config() -> ml_collections.ConfigDict:
   # XLA:CPU options for the jitted steps, on top of cifar100_flax/cpu_tuning.py's (CPU only).
   config.xla_cpu_options = ml_collections.ConfigDict()
   config.eval_flip_tta = False  # evaluate on the mean logits of each image and its mirror image
+  config.eval_translate_tta = 0  # also on copies shifted by this many pixels (0: off; see train.py)
   config.shuffle_seed = 0
 
   # On-device augmentation (inside the jitted step), each switchable.
@@ -62,6 +63,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.weight_decay = 5e-4  # decoupled for adamw, L2 otherwise; not applied to biases and norms
   config.grad_clip_norm = 0.0  # clip the global gradient norm (0: off)
   config.label_smoothing = 0.1
+  # Lookahead (airbench's): every this many steps the weights move to a slow average of themselves,
+  # whose decay grows with training progress cubed up to lookahead_decay (0: off; optim.lookahead).
+  config.lookahead_every = 0
+  config.lookahead_decay = 0.95**5
   config.frozen_params = ''  # regex: parameters whose '/'-joined path it matches are not trained
   # (regex, m) pairs: the parameters a regex matches learn at m x the learning rate (with momentum).
   config.learning_rate_multipliers = ()

@@ -105,3 +105,26 @@ def test_a_frozen_backbone_does_not_move_then_learns_slower_than_the_head():
     np.testing.assert_allclose(updates['fc']['kernel'], expected_head, rtol=1e-6)
     np.testing.assert_allclose(updates['conv']['kernel'], 0 if step < 2 else 0.25 * expected_head,
                                rtol=1e-6)
+
+
+@pytest.mark.parametrize('every', [1, 3])
+def test_lookahead_moves_the_weights_to_their_slow_average_and_ends_on_it(every):
+  total, decay, lr = 7, 0.5, 0.1
+  tx, _ = optim.create_optimizer(
+      tiny_config(weight_decay=0.0, schedule='constant', learning_rate=lr, momentum=0.0,
+                  lookahead_every=every, lookahead_decay=decay),
+      total_steps=total, steps_per_epoch=1)
+  params = {'w': jnp.array([1.0, -2.0])}
+  state = tx.init(params)
+  w = slow = np.array([1.0, -2.0])
+  for count in range(1, total + 1):  # loss w^2 / 2: the gradient is w
+    updates, state = tx.update({'w': params['w']}, state, params, value=jnp.array(0.0))
+    params = optax.apply_updates(params, updates)
+    w = w - lr * w
+    if count == total:
+      w = slow
+    elif count % every == 0:
+      d = decay * (count / total) ** 3
+      w = slow = d * slow + (1 - d) * w
+    np.testing.assert_allclose(params['w'], w, rtol=1e-5, err_msg=f'step {count}')
+  assert not np.allclose(w, np.array([1.0, -2.0]) * (1 - lr) ** total)  # lookahead changed the path

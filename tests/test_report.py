@@ -65,6 +65,17 @@ def test_a_run_without_evaluation_or_config_is_refused_clearly(tmp_path):
     configuration.load_config(str(tmp_path))
 
 
+def test_a_run_saved_before_a_config_key_existed_gets_its_default(trained, tmp_path):
+  workdir, _ = trained
+  saved = json.loads((workdir / 'config.json').read_text())
+  del saved['eval_translate_tta'], saved['augment']['flip'], saved['model_kwargs']['dropout']
+  (tmp_path / 'config.json').write_text(json.dumps(saved))
+  config = configuration.load_config(str(tmp_path))
+  assert config.eval_translate_tta == 0 and config.augment.flip
+  assert 'dropout' not in config.model_kwargs  # the model's own arguments, not the default model's
+  configuration.validate(config)
+
+
 def test_augmented_samples_are_what_training_sees_at_its_size():
   images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), np.uint8)
   config = tiny_config(image_size=48)

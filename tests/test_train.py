@@ -3,6 +3,7 @@ import os
 import signal
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -99,6 +100,23 @@ def test_flip_tta_predicts_an_image_and_its_mirror_alike(tta):
       state, {'image': images, 'label': np.zeros(4, np.int32), 'mask': np.ones(4, bool)}, config)[1]
   same = np.allclose(predict(images), predict(images[:, :, ::-1]), atol=1e-6)
   assert same == tta
+
+
+@pytest.mark.parametrize('flip', [False, True])
+def test_translate_tta_weights_the_image_and_its_two_shifted_copies(flip):
+  config = tiny_config(eval_flip_tta=flip, eval_translate_tta=1)
+  weights = np.random.default_rng(1).normal(size=(6, 5, 2, 3)).astype(np.float32)
+  predict = lambda x: jnp.einsum('nhwc,hwck->nk', x, weights)  # position-sensitive, linear
+  images = np.random.default_rng(0).normal(size=(2, 6, 5, 2)).astype(np.float32)
+
+  def expected_for(x):
+    return (predict(x) + predict(x[:, :, ::-1])) / 2 if flip else predict(x)
+
+  padded = np.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)), mode='reflect')
+  expected = (expected_for(images) / 2 + expected_for(padded[:, :6, :5]) / 4
+              + expected_for(padded[:, 2:, 2:]) / 4)
+  np.testing.assert_allclose(train._test_time_augmented(predict, images, config), expected,
+                             rtol=1e-5, atol=1e-5)
 
 
 def test_flops_per_step_counts_the_convolutions_and_scales_with_the_batch():
