@@ -76,7 +76,8 @@ PRECISIONS = {'fp32': 'float32', 'bf16': 'bfloat16'}
 def _synthetic_batch(batch_size: int, seed: int = 0) -> dict:
   rng = np.random.default_rng(seed)
   return {'image': rng.integers(0, 256, (batch_size, *input_pipeline.IMAGE_SHAPE), np.uint8),
-          'label': rng.integers(0, input_pipeline.NUM_CLASSES, batch_size).astype(np.int32)}
+          'label': rng.integers(0, input_pipeline.NUM_CLASSES, batch_size).astype(np.int32),
+          'flip': rng.random(batch_size) < 0.5}
 
 
 def _seconds(run: Callable[[], None], steps: int) -> float:

@@ -6,6 +6,7 @@ dm-pix has none.
 """
 
 import math
+from typing import Optional
 
 import dm_pix as pix
 import jax
@@ -34,13 +35,16 @@ def _affine(image: jax.Array, key: jax.Array, config: ml_collections.ConfigDict)
   return pix.affine_transform(image, matrix, offset=offset, order=1, mode='constant', cval=0.0)
 
 
-def _augment_one(image: jax.Array, key: jax.Array, config: ml_collections.ConfigDict) -> jax.Array:
+def _augment_one(image: jax.Array, key: jax.Array, flip: Optional[jax.Array],
+                 config: ml_collections.ConfigDict) -> jax.Array:
   k_crop, k_flip, k_affine = jax.random.split(key, 3)
   if config.crop_padding:
     p = config.crop_padding
     padded = jnp.pad(image, ((p, p), (p, p), (0, 0)))
     image = pix.random_crop(k_crop, padded, image.shape)
-  if config.flip:
+  if config.flip and config.alternating_flip:
+    image = jnp.where(flip, image[:, ::-1], image)
+  elif config.flip:
     image = pix.random_flip_left_right(k_flip, image)
   if config.rotation_degrees or config.zoom or config.shear_degrees:
     image = _affine(image, k_affine, config)
@@ -64,7 +68,14 @@ def cutout(images: jax.Array, key: jax.Array, size: int) -> jax.Array:
   return jnp.where(inside[..., None], 0, images).astype(images.dtype)
 
 
-def augment(images: jax.Array, key: jax.Array, config: ml_collections.ConfigDict) -> jax.Array:
-  """Crop/shift, flip and affine (rotation, zoom, shear) on float images [B, H, W, C]."""
+def augment(images: jax.Array, key: jax.Array, config: ml_collections.ConfigDict,
+            flips: Optional[jax.Array] = None) -> jax.Array:
+  """Crop/shift, flip and affine (rotation, zoom, shear) on float images [B, H, W, C].
+
+  With config.alternating_flip, `flips` ([B] bools, the input pipeline's) says which to mirror.
+  """
+  if config.flip and config.alternating_flip and flips is None:
+    raise ValueError('alternating_flip needs the batch\'s flips')
   keys = jax.random.split(key, images.shape[0])
-  return jax.vmap(_augment_one, in_axes=(0, 0, None))(images, keys, config)
+  flips = jnp.zeros(images.shape[0], bool) if flips is None else flips
+  return jax.vmap(_augment_one, in_axes=(0, 0, 0, None))(images, keys, flips, config)

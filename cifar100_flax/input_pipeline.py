@@ -118,22 +118,26 @@ def train_batches(split: Split, batch_size: int, seed: int, start_step: int = 0,
   """Endless uint8 batches, reshuffled each epoch; batch k is the same whatever `start_step`.
 
   Each process gets its own slice of the global batch. The last partial batch of an epoch is
-  dropped; which images that drops changes from epoch to epoch.
+  dropped; which images that drops changes from epoch to epoch. 'flip' is airbench's alternating
+  flip: each image is mirrored in every other epoch, starting at random.
   """
   n = len(split)
   per_epoch = steps_per_epoch(n, batch_size)
   start_epoch, skip = divmod(start_step, per_epoch)
   local = batch_size // process_count
   images, labels = tf.constant(split.images), tf.constant(split.labels)
+  first_flip = tf.random.stateless_uniform([n], seed=[seed, -1]) < 0.5
 
   def epoch_batches(epoch):
     order = tf.random.experimental.stateless_shuffle(
         tf.range(n), seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
-    return tf.data.Dataset.from_tensor_slices(order).batch(batch_size, drop_remainder=True)
+    batches = tf.data.Dataset.from_tensor_slices(order).batch(batch_size, drop_remainder=True)
+    return batches.map(lambda index: (index, epoch % 2 == 1))
 
-  def gather(index):
+  def gather(index, odd_epoch):
     index = index[process_index * local:(process_index + 1) * local]
-    return {'image': tf.gather(images, index), 'label': tf.gather(labels, index)}
+    return {'image': tf.gather(images, index), 'label': tf.gather(labels, index),
+            'flip': tf.math.logical_xor(tf.gather(first_flip, index), odd_epoch)}
 
   ds = tf.data.Dataset.range(start_epoch, sys.maxsize).flat_map(epoch_batches).skip(skip)
   ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

@@ -60,7 +60,9 @@ def load_run(workdir: str, config: Optional[ml_collections.ConfigDict] = None) -
 def augmented_samples(config: ml_collections.ConfigDict, images: np.ndarray,
                       seed: int = 0) -> np.ndarray:
   """Training images as the training step sees them (train.preprocess with a key), mapped to [0, 1]."""
-  augmented = np.asarray(train.preprocess(jax.numpy.asarray(images), config, key=jax.random.key(seed)))
+  flips = np.random.default_rng(seed).random(len(images)) < 0.5  # for config.augment.alternating_flip
+  augmented = np.asarray(train.preprocess(jax.numpy.asarray(images), config, key=jax.random.key(seed),
+                                          flips=flips))
   low = augmented.min(axis=(1, 2, 3), keepdims=True)
   high = augmented.max(axis=(1, 2, 3), keepdims=True)
   return (augmented - low) / np.maximum(high - low, 1e-6)

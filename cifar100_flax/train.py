@@ -84,12 +84,13 @@ def jit_eval_step(config: ml_collections.ConfigDict) -> Callable:
 
 
 def preprocess(images: jax.Array, config: ml_collections.ConfigDict,
-               key: Optional[jax.Array] = None) -> jax.Array:
-  """uint8 images -> normalised float images at config.image_size; augmented when a key is given."""
+               key: Optional[jax.Array] = None, flips: Optional[jax.Array] = None) -> jax.Array:
+  """uint8 images -> normalised float images at config.image_size; augmented when a key is given
+  (`flips`: the input pipeline's alternating flips)."""
   images = images.astype(jnp.float32)
   if key is not None:
     augment_key, cutout_key = jax.random.split(key)
-    images = augment.augment(images, augment_key, config.augment)
+    images = augment.augment(images, augment_key, config.augment, flips)
   mean, stddev = input_pipeline.NORMALISATIONS[config.normalisation]
   images = (images - jnp.array(mean)) / jnp.array(stddev)
   if key is not None and config.augment.cutout_size:
@@ -104,7 +105,7 @@ def preprocess(images: jax.Array, config: ml_collections.ConfigDict,
 def train_step(state: TrainState, batch: dict,
                config: ml_collections.ConfigDict) -> tuple[TrainState, metrics.TrainMetrics]:
   augment_key, dropout_key = jax.random.split(jax.random.fold_in(state.rng, state.step))
-  images = preprocess(batch['image'], config, augment_key)
+  images = preprocess(batch['image'], config, augment_key, batch.get('flip'))
   targets = optax.smooth_labels(jax.nn.one_hot(batch['label'], input_pipeline.NUM_CLASSES),
                                 config.label_smoothing)
 
@@ -170,7 +171,8 @@ def evaluate_split(jitted_eval_step: Callable, state: TrainState, split: input_p
 def flops_per_step(jitted_train_step: Callable, state: TrainState, batch_size: int) -> float:
   """XLA's count of one training step's floating-point operations (all devices together)."""
   batch = {'image': jax.ShapeDtypeStruct((batch_size, *input_pipeline.IMAGE_SHAPE), jnp.uint8),
-           'label': jax.ShapeDtypeStruct((batch_size,), jnp.int32)}
+           'label': jax.ShapeDtypeStruct((batch_size,), jnp.int32),
+           'flip': jax.ShapeDtypeStruct((batch_size,), jnp.bool_)}
   return float(jitted_train_step.lower(state, batch).cost_analysis().get('flops', 0.0))
 
 

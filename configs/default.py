@@ -48,6 +48,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.augment = ml_collections.ConfigDict(dict(
       crop_padding=4,  # random crop of the zero-padded image (0: off)
       flip=True,  # random horizontal flip
+      alternating_flip=False,  # flip: each image mirrored in every other epoch (airbench), not at random
       rotation_degrees=0.0,  # uniform in [-x, x] (0: off)
       zoom=0.0,  # scale uniform in [1 - x, 1 + x] (0: off)
       shear_degrees=0.0,  # uniform in [-x, x] (0: off)

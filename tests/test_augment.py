@@ -5,8 +5,8 @@ import numpy as np
 
 from cifar100_flax import augment
 
-OFF = dict(crop_padding=0, flip=False, rotation_degrees=0.0, zoom=0.0, shear_degrees=0.0,
-           cutout_size=0)
+OFF = dict(crop_padding=0, flip=False, alternating_flip=False, rotation_degrees=0.0, zoom=0.0,
+           shear_degrees=0.0, cutout_size=0)
 
 
 def _config(**on) -> ml_collections.ConfigDict:
@@ -40,6 +40,13 @@ def test_flip_mirrors_some_images_and_keeps_others():
   flipped = [np.array_equal(o, i[:, ::-1]) for o, i in zip(out, images)]
   kept = [np.array_equal(o, i) for o, i in zip(out, images)]
   assert all(f or k for f, k in zip(flipped, kept)) and any(flipped) and any(kept)
+
+
+def test_alternating_flip_mirrors_exactly_the_images_it_is_told_to():
+  images, flips = _images(6), np.array([True, False, False, True, True, False])
+  out = augment.augment(images, jax.random.PRNGKey(0), _config(flip=True, alternating_flip=True),
+                        flips)
+  np.testing.assert_array_equal(out, np.where(flips[:, None, None, None], images[:, :, ::-1], images))
 
 
 def test_crop_is_a_shift_of_the_zero_padded_image():

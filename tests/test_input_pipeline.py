@@ -35,12 +35,27 @@ def test_train_batches_resume_at_any_step(mock_cifar):
   for a, b in zip(full[13:], resumed):
     np.testing.assert_array_equal(a['image'], b['image'])
     np.testing.assert_array_equal(a['label'], b['label'])
+    np.testing.assert_array_equal(a['flip'], b['flip'])
   assert full[0]['image'].shape == (16, 32, 32, 3) and full[0]['image'].dtype == np.uint8
   # Each epoch is a permutation of the split, and epochs differ in order.
   epoch = lambda k: np.concatenate([b['image'] for b in full[10 * k:10 * k + 10]])
   as_rows = lambda x: sorted(map(bytes, x.reshape(len(x), -1)))
   assert as_rows(epoch(0)) == as_rows(split.images) == as_rows(epoch(1))
   assert not np.array_equal(epoch(0), epoch(1))
+
+
+def test_alternating_flip_mirrors_each_image_in_every_other_epoch(mock_cifar):
+  split = input_pipeline.load_splits(tiny_config())['train']  # 160 images: 10 batches of 16
+  batches = _take(input_pipeline.train_batches(split, 16, seed=3), 30)
+
+  def flips_of(epoch):  # image bytes -> flipped?
+    chunk = batches[10 * epoch:10 * epoch + 10]
+    return {bytes(i): f for b in chunk for i, f in zip(b['image'], b['flip'])}
+
+  first, second, third = (flips_of(k) for k in range(3))
+  assert len(first) == len(split)  # the mock's images are distinct
+  assert all(second[k] != first[k] and third[k] == first[k] for k in first)
+  assert 0.3 < np.mean(list(first.values())) < 0.7
 
 
 def test_each_process_gets_its_part_of_the_batch(mock_cifar):
