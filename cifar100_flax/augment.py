@@ -35,7 +35,7 @@ def _affine(image: jax.Array, key: jax.Array, config: ml_collections.ConfigDict)
   return pix.affine_transform(image, matrix, offset=offset, order=1, mode='constant', cval=0.0)
 
 
-def _augment_one(image: jax.Array, key: jax.Array, flip: Optional[jax.Array],
+def _augment_one(image: jax.Array, key: jax.Array, flip: jax.Array,
                  config: ml_collections.ConfigDict) -> jax.Array:
   k_crop, k_flip, k_affine = jax.random.split(key, 3)
   if config.crop_padding:
