@@ -4,7 +4,8 @@
   python main.py --config configs/cnn_fast.py --workdir runs/cnn_fast --mode eval
 
 Frozen data-fitted whitening, identity-initialised convolutions, scale-free BatchNorm, label
-smoothing, flip + 2-pixel translation, a short one-cycle schedule, flip and translation TTA at evaluation.
+smoothing, flip + 2-pixel translation, a short one-cycle schedule, flip and translation TTA at
+evaluation.
 Hyperparameters were chosen on the validation split (README, Results).
 """
 
