@@ -10,6 +10,7 @@ import ml_collections
 
 from cifar100_flax import input_pipeline, models, optim, pretrained
 from cifar100_flax.errors import ConfigError
+from cifar100_flax.models import onednn
 from configs import default
 
 EARLY_STOPPING_METRICS = {'val_accuracy': 'max', 'val_top5_accuracy': 'max', 'val_loss': 'min'}
@@ -53,6 +54,7 @@ def _require_regex(key: str, pattern: str) -> None:
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError naming the first key whose value cannot work."""
   models.create_model(config.model, 100, config.dtype, **config.model_kwargs)
+  onednn.resolve(config.conv_backend)
   _require(config.optimizer in optim.OPTIMIZERS,
            f'config.optimizer={config.optimizer!r} is unknown; choose one of {list(optim.OPTIMIZERS)}')
   _require(config.schedule in optim.SCHEDULES,

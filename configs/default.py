@@ -40,6 +40,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_batch_size = 500
   # XLA:CPU options for the jitted steps, on top of cifar100_flax/cpu_tuning.py's (CPU only).
   config.xla_cpu_options = ml_collections.ConfigDict()
+  # Convolutions: 'onednn' (a C++ extension built on first use; CPU, one device), 'xla', or 'auto'
+  # (oneDNN where it builds and applies, else XLA). See cifar100_flax/models/onednn.py.
+  config.conv_backend = 'auto'
   config.eval_flip_tta = False  # evaluate on the mean logits of each image and its mirror image
   config.eval_translate_tta = 0  # also on copies shifted by this many pixels (0: off; see train.py)
   config.shuffle_seed = 0

@@ -26,18 +26,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cifar100_flax.models import onednn
+
 _SMALL_OUTPUT_PIXELS = 4  # Output sizes up to 2x2 take the matmul path (measured, see above).
 
 
 def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int],
                          padding: Any, **kwargs) -> jax.Array:
-  """`lax.conv_general_dilated` for `nn.Conv(conv_general_dilated=...)`: small outputs as matmuls,
-  depthwise convolutions as sums of shifted views."""
+  """`lax.conv_general_dilated` for `nn.Conv(conv_general_dilated=...)`: on oneDNN where
+  `onednn.convolutions` turned it on, else small outputs as matmuls, depthwise convolutions as sums
+  of shifted views."""
   plain = _is_plain_2d(lhs.shape, rhs.shape, kwargs)
   depthwise = _is_depthwise_2d(lhs.shape, rhs.shape, kwargs)
   if plain or depthwise:
     if isinstance(padding, str):
       padding = jax.lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
+    if (plain and onednn.active() and onednn.supports(lhs, rhs)
+        and kwargs.get('preferred_element_type') in (None, lhs.dtype)):
+      return onednn.conv(lhs, rhs, tuple(window_strides), tuple(tuple(p) for p in padding))
     out_shape = [(size + lo + hi - k) // s + 1 for size, (lo, hi), k, s in
                  zip(lhs.shape[1:3], padding, rhs.shape[:2], window_strides)]
     if plain and np.prod(out_shape) <= _SMALL_OUTPUT_PIXELS:

@@ -1,0 +1,221 @@
+// 2-D convolutions (forward, input gradient, kernel gradient) on oneDNN, as XLA FFI handlers.
+//
+// Why by hand: XLA:CPU runs convolutions on Eigen, XNNPACK or YNNPACK, whose kernel gradients are
+// slow and which compute bfloat16 convolutions in float32; oneDNN (PyTorch's CPU convolution
+// library) has direct kernels for all three passes and uses AVX512_BF16. No maintained package
+// exposes oneDNN to JAX. Built and loaded by cifar100_flax/models/onednn.py.
+//
+// Layouts are JAX's: images NHWC, kernels HWIO. float32 and bfloat16 buffers; a bfloat16 pass
+// accumulates in float32 inside oneDNN. Primitives are created once per shape and cached.
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <sstream>
+#include <string>
+
+#include "oneapi/dnnl/dnnl.hpp"
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+using dnnl::memory;
+
+namespace {
+
+enum class Pass { kForward, kInputGradient, kKernelGradient };
+
+dnnl::engine& Engine() {
+  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
+memory::data_type DataType(ffi::DataType type) {
+  switch (type) {
+    case ffi::DataType::F32: return memory::data_type::f32;
+    case ffi::DataType::BF16: return memory::data_type::bf16;
+    default: return memory::data_type::undef;
+  }
+}
+
+// oneDNN's logical dims are NCHW / OIHW; the format tag says the memory is NHWC / HWIO.
+memory::desc ImageDesc(ffi::AnyBuffer::Dimensions d, memory::data_type type) {
+  return memory::desc({d[0], d[3], d[1], d[2]}, type, memory::format_tag::nhwc);
+}
+
+memory::desc KernelDesc(ffi::AnyBuffer::Dimensions d, memory::data_type type,
+                        memory::format_tag tag = memory::format_tag::hwio) {
+  return memory::desc({d[3], d[2], d[0], d[1]}, type, tag);
+}
+
+// A convolution's primitives for one geometry and one pass.
+struct Conv {
+  dnnl::primitive primitive;
+  memory::desc kernel;  // the layout the primitive wants its kernel (or kernel gradient) in
+};
+
+struct Geometry {
+  ffi::AnyBuffer::Dimensions image, kernel, output;
+  memory::data_type image_type, kernel_type, output_type;
+  memory::dims strides, padding_low, padding_high;
+
+  std::string Key(Pass pass) const {
+    std::ostringstream key;
+    key << static_cast<int>(pass);
+    for (auto dims : {image, kernel, output}) {
+      for (int64_t d : dims) key << ',' << d;
+    }
+    for (const auto& dims : {strides, padding_low, padding_high}) {
+      for (int64_t d : dims) key << ';' << d;
+    }
+    key << '|' << static_cast<int>(image_type) << static_cast<int>(kernel_type)
+        << static_cast<int>(output_type);
+    return key.str();
+  }
+
+  // The forward pass's primitive; the backward ones take it as a hint. A bfloat16 kernel gradient
+  // may be float32, but the forward pass has the image's type throughout.
+  dnnl::convolution_forward::primitive_desc Forward() const {
+    dnnl::convolution_forward::desc desc(
+        dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
+        ImageDesc(image, image_type),
+        KernelDesc(kernel, image_type, memory::format_tag::any),
+        ImageDesc(output, output_type), strides, padding_low, padding_high);
+    return dnnl::convolution_forward::primitive_desc(desc, Engine());
+  }
+
+  Conv Create(Pass pass) const {
+    auto forward = Forward();
+    auto any_kernel = KernelDesc(kernel, kernel_type, memory::format_tag::any);
+    switch (pass) {
+      case Pass::kForward:
+        return {dnnl::convolution_forward(forward), forward.weights_desc()};
+      case Pass::kInputGradient: {
+        dnnl::convolution_backward_data::desc desc(
+            dnnl::algorithm::convolution_direct, ImageDesc(image, image_type), any_kernel,
+            ImageDesc(output, output_type), strides, padding_low, padding_high);
+        dnnl::convolution_backward_data::primitive_desc pd(desc, Engine(), forward);
+        return {dnnl::convolution_backward_data(pd), pd.weights_desc()};
+      }
+      case Pass::kKernelGradient: {
+        dnnl::convolution_backward_weights::desc desc(
+            dnnl::algorithm::convolution_direct, ImageDesc(image, image_type), any_kernel,
+            ImageDesc(output, output_type), strides, padding_low, padding_high);
+        dnnl::convolution_backward_weights::primitive_desc pd(desc, Engine(), forward);
+        return {dnnl::convolution_backward_weights(pd), pd.diff_weights_desc()};
+      }
+    }
+    return {};
+  }
+};
+
+const Conv& Cached(const Geometry& geometry, Pass pass) {
+  static std::mutex mutex;
+  static std::map<std::string, std::unique_ptr<Conv>> cache;
+  std::lock_guard<std::mutex> lock(mutex);
+  auto& entry = cache[geometry.Key(pass)];
+  if (!entry) entry = std::make_unique<Conv>(geometry.Create(pass));
+  return *entry;
+}
+
+ffi::Error Run(Pass pass, ffi::AnyBuffer image, ffi::AnyBuffer kernel, ffi::AnyBuffer output,
+               ffi::Span<const int64_t> strides, ffi::Span<const int64_t> padding_low,
+               ffi::Span<const int64_t> padding_high) {
+  Geometry geometry{image.dimensions(), kernel.dimensions(), output.dimensions(),
+                    DataType(image.element_type()), DataType(kernel.element_type()),
+                    DataType(output.element_type()),
+                    memory::dims(strides.begin(), strides.end()),
+                    memory::dims(padding_low.begin(), padding_low.end()),
+                    memory::dims(padding_high.begin(), padding_high.end())};
+  for (auto type : {geometry.image_type, geometry.kernel_type, geometry.output_type}) {
+    if (type == memory::data_type::undef) {
+      return ffi::Error::InvalidArgument("onednn_conv: buffers must be float32 or bfloat16");
+    }
+  }
+  try {
+    const Conv& conv = Cached(geometry, pass);
+    dnnl::engine& engine = Engine();
+    dnnl::stream stream(engine);
+    memory image_memory(ImageDesc(geometry.image, geometry.image_type), engine,
+                        image.untyped_data());
+    memory output_memory(ImageDesc(geometry.output, geometry.output_type), engine,
+                         output.untyped_data());
+    memory user_kernel(KernelDesc(geometry.kernel, geometry.kernel_type), engine,
+                       kernel.untyped_data());
+    // The kernel is small: reorder it to (or its gradient from) the primitive's layout each call.
+    memory kernel_memory = user_kernel;
+    if (conv.kernel != user_kernel.get_desc()) kernel_memory = memory(conv.kernel, engine);
+    if (pass == Pass::kKernelGradient) {
+      conv.primitive.execute(stream, {{DNNL_ARG_SRC, image_memory},
+                                      {DNNL_ARG_DIFF_DST, output_memory},
+                                      {DNNL_ARG_DIFF_WEIGHTS, kernel_memory}});
+      if (kernel_memory != user_kernel) {
+        dnnl::reorder(kernel_memory, user_kernel).execute(stream, kernel_memory, user_kernel);
+      }
+    } else {
+      if (kernel_memory != user_kernel) {
+        dnnl::reorder(user_kernel, kernel_memory).execute(stream, user_kernel, kernel_memory);
+      }
+      if (pass == Pass::kForward) {
+        conv.primitive.execute(stream, {{DNNL_ARG_SRC, image_memory},
+                                        {DNNL_ARG_WEIGHTS, kernel_memory},
+                                        {DNNL_ARG_DST, output_memory}});
+      } else {
+        conv.primitive.execute(stream, {{DNNL_ARG_DIFF_SRC, image_memory},
+                                        {DNNL_ARG_WEIGHTS, kernel_memory},
+                                        {DNNL_ARG_DIFF_DST, output_memory}});
+      }
+    }
+    stream.wait();
+  } catch (const dnnl::error& e) {
+    return ffi::Error::Internal(std::string("onednn_conv: ") + e.what());
+  }
+  return ffi::Error::Success();
+}
+
+// Each handler's buffers, in order: the image (or its gradient), the kernel (or its gradient),
+// the output (or its gradient); the one it computes is its result.
+ffi::Error Forward(ffi::AnyBuffer image, ffi::AnyBuffer kernel, ffi::Result<ffi::AnyBuffer> output,
+                   ffi::Span<const int64_t> strides, ffi::Span<const int64_t> padding_low,
+                   ffi::Span<const int64_t> padding_high) {
+  return Run(Pass::kForward, image, kernel, *output, strides, padding_low, padding_high);
+}
+
+ffi::Error InputGradient(ffi::AnyBuffer kernel, ffi::AnyBuffer output_gradient,
+                         ffi::Result<ffi::AnyBuffer> image_gradient,
+                         ffi::Span<const int64_t> strides, ffi::Span<const int64_t> padding_low,
+                         ffi::Span<const int64_t> padding_high) {
+  return Run(Pass::kInputGradient, *image_gradient, kernel, output_gradient, strides,
+             padding_low, padding_high);
+}
+
+ffi::Error KernelGradient(ffi::AnyBuffer image, ffi::AnyBuffer output_gradient,
+                          ffi::Result<ffi::AnyBuffer> kernel_gradient,
+                          ffi::Span<const int64_t> strides, ffi::Span<const int64_t> padding_low,
+                          ffi::Span<const int64_t> padding_high) {
+  return Run(Pass::kKernelGradient, image, *kernel_gradient, output_gradient, strides,
+             padding_low, padding_high);
+}
+
+}  // namespace
+
+#define CONV_ATTRS                                   \
+  .Attr<ffi::Span<const int64_t>>("strides")         \
+      .Attr<ffi::Span<const int64_t>>("padding_low") \
+      .Attr<ffi::Span<const int64_t>>("padding_high")
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnConvForward, Forward,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>() CONV_ATTRS);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnConvInputGradient, InputGradient,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>() CONV_ATTRS);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnConvKernelGradient, KernelGradient,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>() CONV_ATTRS);

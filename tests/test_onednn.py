@@ -1,0 +1,119 @@
+"""oneDNN convolutions: values and gradients against XLA's, routing, the fallback when unavailable."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cifar100_flax import train
+from cifar100_flax.errors import ConfigError
+from cifar100_flax.models import layers, onednn
+from tests.conftest import tiny_config
+
+needs_onednn = pytest.mark.skipif(not onednn.available(),
+                                  reason='oneDNN extension unavailable (apt-get install g++ libdnnl-dev)')
+
+# (image NHWC, kernel HWIO, strides, padding): ResNet's stem and downsampling, odd sizes, 1x1 at
+# stride 2 and an output smaller than the kernel.
+GEOMETRIES = [((2, 9, 9, 3), (3, 3, 3, 8), (1, 1), ((1, 1), (1, 1))),
+              ((2, 16, 12, 8), (7, 7, 8, 4), (2, 2), ((3, 3), (3, 3))),
+              ((3, 8, 8, 16), (3, 3, 16, 16), (2, 2), ((0, 1), (0, 1))),
+              ((2, 7, 7, 4), (1, 1, 4, 8), (2, 2), ((0, 0), (0, 0))),
+              ((2, 2, 2, 8), (3, 3, 8, 8), (1, 1), ((1, 1), (1, 1))),
+              ((2, 5, 6, 4), (2, 2, 4, 6), (1, 1), ((0, 0), (0, 0)))]
+
+
+def _xla_conv(x, kernel, strides, padding):
+  return jax.lax.conv_general_dilated(x, kernel, strides, padding,
+                                      dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+                                      precision=jax.lax.Precision.HIGHEST)
+
+
+def _values_and_gradients(conv, x, kernel, strides, padding):
+  def loss(x, kernel):  # a non-linear loss: its output gradient differs everywhere
+    return jnp.sum(jnp.sin(conv(x, kernel, strides, padding).astype(jnp.float32)))
+  return conv(x, kernel, strides, padding), jax.grad(loss, argnums=(0, 1))(x, kernel)
+
+
+@needs_onednn
+@pytest.mark.parametrize('x_shape,kernel_shape,strides,padding', GEOMETRIES)
+def test_float32_values_and_gradients_equal_xlas(x_shape, kernel_shape, strides, padding):
+  x = jax.random.normal(jax.random.key(0), x_shape)
+  kernel = jax.random.normal(jax.random.key(1), kernel_shape)
+  expected = _values_and_gradients(_xla_conv, x, kernel, strides, padding)
+  got = jax.jit(functools.partial(_values_and_gradients, onednn.conv),
+                static_argnums=(2, 3))(x, kernel, strides, padding)
+  for g, e in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):
+    assert g.shape == e.shape and g.dtype == e.dtype
+    np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4 * float(jnp.abs(e).max()))
+
+
+@needs_onednn
+def test_bfloat16_accumulates_in_float32():
+  x_shape, kernel_shape, strides, padding = GEOMETRIES[2]
+  keys = jax.random.split(jax.random.key(0), 3)
+  x = jax.random.normal(keys[0], x_shape).astype(jnp.bfloat16)
+  kernel = jax.random.normal(keys[1], kernel_shape).astype(jnp.bfloat16)
+  y, vjp = jax.vjp(functools.partial(onednn.conv, strides=strides, padding=padding), x, kernel)
+  y_gradient = jax.random.normal(keys[2], y.shape).astype(jnp.bfloat16)
+  got = (y, *vjp(y_gradient))
+  # The reference: the same bfloat16 numbers, computed in float32.
+  f32 = lambda a: a.astype(jnp.float32)
+  y32, vjp32 = jax.vjp(functools.partial(_xla_conv, strides=strides, padding=padding), f32(x), f32(kernel))
+  expected = (y32, *vjp32(f32(y_gradient)))
+  for g, e in zip(got, expected):
+    assert g.dtype == jnp.bfloat16
+    # bfloat16 keeps 8 bits of mantissa: the rounding of each result, not of each product.
+    np.testing.assert_allclose(f32(g), e, rtol=1e-2, atol=1e-2 * float(jnp.abs(e).max()))
+
+
+@needs_onednn
+def test_layers_conv_uses_onednn_only_inside_the_block():
+  conv = layers.Conv(8, (3, 3), padding=1, use_bias=False)
+  x = jax.random.normal(jax.random.key(0), (2, 8, 8, 3))
+  variables = conv.init(jax.random.key(1), x)
+
+  def hlo(backend):
+    with onednn.convolutions(backend):
+      return jax.jit(conv.apply).lower(variables, x).as_text()
+
+  assert 'onednn_conv_Forward' in hlo('onednn') and 'onednn_conv_Forward' in hlo('auto')
+  assert 'onednn_conv' not in hlo('xla')
+  with onednn.convolutions('onednn'):
+    got = jax.jit(conv.apply)(variables, x)
+  np.testing.assert_allclose(got, conv.apply(variables, x), rtol=1e-5, atol=1e-5)
+
+
+@needs_onednn
+def test_a_training_step_on_onednn_matches_xla():
+  config = tiny_config(model='airbench')
+  config.model_kwargs = dict(widths=(8, 16, 16), convs_per_stage=2)
+  batch = {'image': np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3), np.uint8),
+           'label': np.arange(16, dtype=np.int32), 'flip': np.zeros(16, bool)}
+  results = []
+  for backend in ('xla', 'onednn'):
+    config.conv_backend = backend
+    state, _ = train.create_train_state(config, steps_per_epoch=10, sample_images=batch['image'])
+    state, step_metrics = train.jit_train_step(config)(state, batch)
+    results.append((state.params, state.batch_stats, step_metrics.compute()['loss']))
+  for got, expected in zip(jax.tree.leaves(results[1]), jax.tree.leaves(results[0])):
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_unknown_backend_is_a_config_error():
+  with pytest.raises(ConfigError, match='conv_backend'):
+    onednn.resolve('mkl')
+
+
+def test_without_a_compiler_auto_falls_back_to_xla_and_onednn_is_an_error(monkeypatch, tmp_path):
+  monkeypatch.setenv('CXX', 'false')  # a "compiler" that always fails
+  monkeypatch.setenv('CIFAR100_FLAX_CACHE', str(tmp_path))
+  for cached in (onednn._register, onednn.available):
+    cached.cache_clear()
+    monkeypatch.setattr(onednn, cached.__name__, functools.cache(cached.__wrapped__))
+  assert not onednn.available()
+  assert onednn.resolve('auto') == 'xla'
+  with pytest.raises(ConfigError, match='building onednn_conv.cc failed'):
+    onednn.resolve('onednn')
