@@ -15,36 +15,40 @@ from tests.conftest import tiny_config
 needs_onednn = pytest.mark.skipif(not onednn.available(),
                                   reason='oneDNN extension unavailable (apt-get install g++ libdnnl-dev)')
 
-# (image NHWC, kernel HWIO, strides, padding): ResNet's stem and downsampling, odd sizes, 1x1 at
-# stride 2 and an output smaller than the kernel.
-GEOMETRIES = [((2, 9, 9, 3), (3, 3, 3, 8), (1, 1), ((1, 1), (1, 1))),
-              ((2, 16, 12, 8), (7, 7, 8, 4), (2, 2), ((3, 3), (3, 3))),
-              ((3, 8, 8, 16), (3, 3, 16, 16), (2, 2), ((0, 1), (0, 1))),
-              ((2, 7, 7, 4), (1, 1, 4, 8), (2, 2), ((0, 0), (0, 0))),
-              ((2, 2, 2, 8), (3, 3, 8, 8), (1, 1), ((1, 1), (1, 1))),
-              ((2, 5, 6, 4), (2, 2, 4, 6), (1, 1), ((0, 0), (0, 0)))]
+# (image NHWC, kernel HWIO, strides, padding, groups): ResNet's stem and downsampling, odd sizes,
+# 1x1 at stride 2, an output smaller than the kernel, EfficientNet's depthwise convolutions, groups.
+GEOMETRIES = [((2, 9, 9, 3), (3, 3, 3, 8), (1, 1), ((1, 1), (1, 1)), 1),
+              ((2, 16, 12, 8), (7, 7, 8, 4), (2, 2), ((3, 3), (3, 3)), 1),
+              ((3, 8, 8, 16), (3, 3, 16, 16), (2, 2), ((0, 1), (0, 1)), 1),
+              ((2, 7, 7, 4), (1, 1, 4, 8), (2, 2), ((0, 0), (0, 0)), 1),
+              ((2, 2, 2, 8), (3, 3, 8, 8), (1, 1), ((1, 1), (1, 1)), 1),
+              ((2, 5, 6, 4), (2, 2, 4, 6), (1, 1), ((0, 0), (0, 0)), 1),
+              ((2, 9, 9, 8), (3, 3, 1, 8), (2, 2), ((0, 1), (0, 1)), 8),
+              ((2, 8, 8, 8), (5, 5, 1, 8), (1, 1), ((2, 2), (2, 2)), 8),
+              ((2, 6, 6, 8), (3, 3, 4, 6), (1, 1), ((1, 1), (1, 1)), 2)]
 
 
-def _xla_conv(x, kernel, strides, padding):
+def _xla_conv(x, kernel, strides, padding, groups):
   return jax.lax.conv_general_dilated(x, kernel, strides, padding,
                                       dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+                                      feature_group_count=groups,
                                       precision=jax.lax.Precision.HIGHEST)
 
 
-def _values_and_gradients(conv, x, kernel, strides, padding):
+def _values_and_gradients(conv, x, kernel, strides, padding, groups):
   def loss(x, kernel):  # a non-linear loss: its output gradient differs everywhere
-    return jnp.sum(jnp.sin(conv(x, kernel, strides, padding).astype(jnp.float32)))
-  return conv(x, kernel, strides, padding), jax.grad(loss, argnums=(0, 1))(x, kernel)
+    return jnp.sum(jnp.sin(conv(x, kernel, strides, padding, groups).astype(jnp.float32)))
+  return conv(x, kernel, strides, padding, groups), jax.grad(loss, argnums=(0, 1))(x, kernel)
 
 
 @needs_onednn
-@pytest.mark.parametrize('x_shape,kernel_shape,strides,padding', GEOMETRIES)
-def test_float32_values_and_gradients_equal_xlas(x_shape, kernel_shape, strides, padding):
+@pytest.mark.parametrize('x_shape,kernel_shape,strides,padding,groups', GEOMETRIES)
+def test_float32_values_and_gradients_equal_xlas(x_shape, kernel_shape, strides, padding, groups):
   x = jax.random.normal(jax.random.key(0), x_shape)
   kernel = jax.random.normal(jax.random.key(1), kernel_shape)
-  expected = _values_and_gradients(_xla_conv, x, kernel, strides, padding)
+  expected = _values_and_gradients(_xla_conv, x, kernel, strides, padding, groups)
   got = jax.jit(functools.partial(_values_and_gradients, onednn.conv),
-                static_argnums=(2, 3))(x, kernel, strides, padding)
+                static_argnums=(2, 3, 4))(x, kernel, strides, padding, groups)
   for g, e in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):
     assert g.shape == e.shape and g.dtype == e.dtype
     np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4 * float(jnp.abs(e).max()))
@@ -52,16 +56,17 @@ def test_float32_values_and_gradients_equal_xlas(x_shape, kernel_shape, strides,
 
 @needs_onednn
 def test_bfloat16_accumulates_in_float32():
-  x_shape, kernel_shape, strides, padding = GEOMETRIES[2]
+  x_shape, kernel_shape, strides, padding, groups = GEOMETRIES[2]
   keys = jax.random.split(jax.random.key(0), 3)
   x = jax.random.normal(keys[0], x_shape).astype(jnp.bfloat16)
   kernel = jax.random.normal(keys[1], kernel_shape).astype(jnp.bfloat16)
-  y, vjp = jax.vjp(functools.partial(onednn.conv, strides=strides, padding=padding), x, kernel)
+  y, vjp = jax.vjp(lambda x, kernel: onednn.conv(x, kernel, strides, padding, groups), x, kernel)
   y_gradient = jax.random.normal(keys[2], y.shape).astype(jnp.bfloat16)
   got = (y, *vjp(y_gradient))
   # The reference: the same bfloat16 numbers, computed in float32.
   f32 = lambda a: a.astype(jnp.float32)
-  y32, vjp32 = jax.vjp(functools.partial(_xla_conv, strides=strides, padding=padding), f32(x), f32(kernel))
+  y32, vjp32 = jax.vjp(lambda x, kernel: _xla_conv(x, kernel, strides, padding, groups),
+                       f32(x), f32(kernel))
   expected = (y32, *vjp32(f32(y_gradient)))
   for g, e in zip(got, expected):
     assert g.dtype == jnp.bfloat16
@@ -70,9 +75,10 @@ def test_bfloat16_accumulates_in_float32():
 
 
 @needs_onednn
-def test_layers_conv_uses_onednn_only_inside_the_block():
-  conv = layers.Conv(8, (3, 3), padding=1, use_bias=False)
-  x = jax.random.normal(jax.random.key(0), (2, 8, 8, 3))
+@pytest.mark.parametrize('features,groups', [(8, 1), (4, 4)])  # plain and depthwise
+def test_layers_conv_uses_onednn_only_inside_the_block(features, groups):
+  conv = layers.Conv(features, (3, 3), padding=1, feature_group_count=groups, use_bias=False)
+  x = jax.random.normal(jax.random.key(0), (2, 8, 8, 4))
   variables = conv.init(jax.random.key(1), x)
 
   def hlo(backend):

@@ -5,7 +5,7 @@
 // library) has direct kernels for all three passes and uses AVX512_BF16. No maintained package
 // exposes oneDNN to JAX. Built and loaded by cifar100_flax/models/onednn.py.
 //
-// Layouts are JAX's: images NHWC, kernels HWIO. float32 and bfloat16 buffers; a bfloat16 pass
+// Layouts are JAX's: images NHWC, kernels HWIO (grouped: feature_group_count's). float32 and bfloat16 buffers; a bfloat16 pass
 // accumulates in float32 inside oneDNN. Primitives are created once per shape and cached.
 
 #include <cstdint>
@@ -43,9 +43,15 @@ memory::desc ImageDesc(ffi::AnyBuffer::Dimensions d, memory::data_type type) {
   return memory::desc({d[0], d[3], d[1], d[2]}, type, memory::format_tag::nhwc);
 }
 
-memory::desc KernelDesc(ffi::AnyBuffer::Dimensions d, memory::data_type type,
-                        memory::format_tag tag = memory::format_tag::hwio) {
-  return memory::desc({d[3], d[2], d[0], d[1]}, type, tag);
+// A grouped kernel's HWIO buffer holds (H, W, I / groups, groups, O / groups): oneDNN's hwigo.
+memory::desc KernelDesc(ffi::AnyBuffer::Dimensions d, int64_t groups, memory::data_type type,
+                        bool any = false) {
+  if (groups == 1) {
+    return memory::desc({d[3], d[2], d[0], d[1]}, type,
+                        any ? memory::format_tag::any : memory::format_tag::hwio);
+  }
+  return memory::desc({groups, d[3] / groups, d[2], d[0], d[1]}, type,
+                      any ? memory::format_tag::any : memory::format_tag::hwigo);
 }
 
 // A convolution's primitives for one geometry and one pass.
@@ -58,10 +64,11 @@ struct Geometry {
   ffi::AnyBuffer::Dimensions image, kernel, output;
   memory::data_type image_type, kernel_type, output_type;
   memory::dims strides, padding_low, padding_high;
+  int64_t groups;
 
   std::string Key(Pass pass) const {
     std::ostringstream key;
-    key << static_cast<int>(pass);
+    key << static_cast<int>(pass) << 'g' << groups;
     for (auto dims : {image, kernel, output}) {
       for (int64_t d : dims) key << ',' << d;
     }
@@ -79,14 +86,14 @@ struct Geometry {
     dnnl::convolution_forward::desc desc(
         dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
         ImageDesc(image, image_type),
-        KernelDesc(kernel, image_type, memory::format_tag::any),
+        KernelDesc(kernel, groups, image_type, /*any=*/true),
         ImageDesc(output, output_type), strides, padding_low, padding_high);
     return dnnl::convolution_forward::primitive_desc(desc, Engine());
   }
 
   Conv Create(Pass pass) const {
     auto forward = Forward();
-    auto any_kernel = KernelDesc(kernel, kernel_type, memory::format_tag::any);
+    auto any_kernel = KernelDesc(kernel, groups, kernel_type, /*any=*/true);
     switch (pass) {
       case Pass::kForward:
         return {dnnl::convolution_forward(forward), forward.weights_desc()};
@@ -120,13 +127,13 @@ const Conv& Cached(const Geometry& geometry, Pass pass) {
 
 ffi::Error Run(Pass pass, ffi::AnyBuffer image, ffi::AnyBuffer kernel, ffi::AnyBuffer output,
                ffi::Span<const int64_t> strides, ffi::Span<const int64_t> padding_low,
-               ffi::Span<const int64_t> padding_high) {
+               ffi::Span<const int64_t> padding_high, int64_t groups) {
   Geometry geometry{image.dimensions(), kernel.dimensions(), output.dimensions(),
                     DataType(image.element_type()), DataType(kernel.element_type()),
                     DataType(output.element_type()),
                     memory::dims(strides.begin(), strides.end()),
                     memory::dims(padding_low.begin(), padding_low.end()),
-                    memory::dims(padding_high.begin(), padding_high.end())};
+                    memory::dims(padding_high.begin(), padding_high.end()), groups};
   for (auto type : {geometry.image_type, geometry.kernel_type, geometry.output_type}) {
     if (type == memory::data_type::undef) {
       return ffi::Error::InvalidArgument("onednn_conv: buffers must be float32 or bfloat16");
@@ -140,7 +147,7 @@ ffi::Error Run(Pass pass, ffi::AnyBuffer image, ffi::AnyBuffer kernel, ffi::AnyB
                         image.untyped_data());
     memory output_memory(ImageDesc(geometry.output, geometry.output_type), engine,
                          output.untyped_data());
-    memory user_kernel(KernelDesc(geometry.kernel, geometry.kernel_type), engine,
+    memory user_kernel(KernelDesc(geometry.kernel, groups, geometry.kernel_type), engine,
                        kernel.untyped_data());
     // The kernel is small: reorder it to (or its gradient from) the primitive's layout each call.
     memory kernel_memory = user_kernel;
@@ -177,24 +184,24 @@ ffi::Error Run(Pass pass, ffi::AnyBuffer image, ffi::AnyBuffer kernel, ffi::AnyB
 // the output (or its gradient); the one it computes is its result.
 ffi::Error Forward(ffi::AnyBuffer image, ffi::AnyBuffer kernel, ffi::Result<ffi::AnyBuffer> output,
                    ffi::Span<const int64_t> strides, ffi::Span<const int64_t> padding_low,
-                   ffi::Span<const int64_t> padding_high) {
-  return Run(Pass::kForward, image, kernel, *output, strides, padding_low, padding_high);
+                   ffi::Span<const int64_t> padding_high, int64_t groups) {
+  return Run(Pass::kForward, image, kernel, *output, strides, padding_low, padding_high, groups);
 }
 
 ffi::Error InputGradient(ffi::AnyBuffer kernel, ffi::AnyBuffer output_gradient,
                          ffi::Result<ffi::AnyBuffer> image_gradient,
                          ffi::Span<const int64_t> strides, ffi::Span<const int64_t> padding_low,
-                         ffi::Span<const int64_t> padding_high) {
+                         ffi::Span<const int64_t> padding_high, int64_t groups) {
   return Run(Pass::kInputGradient, *image_gradient, kernel, output_gradient, strides,
-             padding_low, padding_high);
+             padding_low, padding_high, groups);
 }
 
 ffi::Error KernelGradient(ffi::AnyBuffer image, ffi::AnyBuffer output_gradient,
                           ffi::Result<ffi::AnyBuffer> kernel_gradient,
                           ffi::Span<const int64_t> strides, ffi::Span<const int64_t> padding_low,
-                          ffi::Span<const int64_t> padding_high) {
+                          ffi::Span<const int64_t> padding_high, int64_t groups) {
   return Run(Pass::kKernelGradient, image, *kernel_gradient, output_gradient, strides,
-             padding_low, padding_high);
+             padding_low, padding_high, groups);
 }
 
 }  // namespace
@@ -202,7 +209,8 @@ ffi::Error KernelGradient(ffi::AnyBuffer image, ffi::AnyBuffer output_gradient,
 #define CONV_ATTRS                                   \
   .Attr<ffi::Span<const int64_t>>("strides")         \
       .Attr<ffi::Span<const int64_t>>("padding_low") \
-      .Attr<ffi::Span<const int64_t>>("padding_high")
+      .Attr<ffi::Span<const int64_t>>("padding_high") \
+      .Attr<int64_t>("groups")
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnConvForward, Forward,
                               ffi::Ffi::Bind()

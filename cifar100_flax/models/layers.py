@@ -41,9 +41,10 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
   if plain or depthwise:
     if isinstance(padding, str):
       padding = jax.lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
-    if (plain and onednn.active() and onednn.supports(lhs, rhs)
+    if (onednn.active() and onednn.supports(lhs, rhs)
         and kwargs.get('preferred_element_type') in (None, lhs.dtype)):
-      return onednn.conv(lhs, rhs, tuple(window_strides), tuple(tuple(p) for p in padding))
+      return onednn.conv(lhs, rhs, tuple(window_strides), tuple(tuple(p) for p in padding),
+                         kwargs.get('feature_group_count', 1))
     out_shape = [(size + lo + hi - k) // s + 1 for size, (lo, hi), k, s in
                  zip(lhs.shape[1:3], padding, rhs.shape[:2], window_strides)]
     if plain and np.prod(out_shape) <= _SMALL_OUTPUT_PIXELS:

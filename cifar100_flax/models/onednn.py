@@ -26,7 +26,7 @@ import pathlib
 import shutil
 import subprocess
 import tempfile
-from typing import Iterator, Sequence
+from typing import Iterator
 
 import jax
 import jax.numpy as jnp
@@ -136,42 +136,37 @@ def supports(lhs: jax.Array, rhs: jax.Array) -> bool:
   return lhs.ndim == 4 and lhs.dtype == rhs.dtype and lhs.dtype in (jnp.float32, jnp.bfloat16)
 
 
-def _attributes(strides, padding) -> dict:
-  return dict(strides=np.array(strides, np.int64),
-              padding_low=np.array([lo for lo, _ in padding], np.int64),
-              padding_high=np.array([hi for _, hi in padding], np.int64))
-
-
-def _call(name: str, result: jax.ShapeDtypeStruct, strides, padding, *operands) -> jax.Array:
+def _call(name: str, result: jax.ShapeDtypeStruct, strides, padding, groups, *operands) -> jax.Array:
   return jax.ffi.ffi_call(f'cifar100_flax_onednn_conv_{name}', result)(
-      *operands, **_attributes(strides, padding))
+      *operands, strides=np.array(strides, np.int64),
+      padding_low=np.array([lo for lo, _ in padding], np.int64),
+      padding_high=np.array([hi for _, hi in padding], np.int64), groups=np.int64(groups))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def conv(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
-         padding: Sequence[tuple[int, int]]) -> jax.Array:
-  """`lax.conv_general_dilated(x, kernel, strides, padding)` of NHWC images and an HWIO kernel of
-  x's dtype (float32 or bfloat16), without dilation or groups."""
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
+         padding: tuple[tuple[int, int], tuple[int, int]], groups: int = 1) -> jax.Array:
+  """`lax.conv_general_dilated(x, kernel, strides, padding, feature_group_count=groups)` of NHWC
+  images and an HWIO kernel of x's dtype (float32 or bfloat16), without dilation."""
   _register()
-  strides, padding = tuple(strides), tuple(tuple(p) for p in padding)
   out = [(size + lo + hi - k) // s + 1
          for size, (lo, hi), k, s in zip(x.shape[1:3], padding, kernel.shape[:2], strides)]
   return _call('Forward', jax.ShapeDtypeStruct((x.shape[0], *out, kernel.shape[3]), x.dtype),
-               strides, padding, x, kernel)
+               strides, padding, groups, x, kernel)
 
 
-def _conv_forward(x, kernel, strides, padding):
-  return conv(x, kernel, strides, padding), (x, kernel)
+def _conv_forward(x, kernel, strides, padding, groups):
+  return conv(x, kernel, strides, padding, groups), (x, kernel)
 
 
-def _conv_backward(strides, padding, residuals, output_gradient):
+def _conv_backward(strides, padding, groups, residuals, output_gradient):
   x, kernel = residuals
   output_gradient = output_gradient.astype(x.dtype)
   x_gradient = _call('InputGradient', jax.ShapeDtypeStruct(x.shape, x.dtype), strides, padding,
-                     kernel, output_gradient)
+                     groups, kernel, output_gradient)
   # oneDNN accumulates a bfloat16 kernel gradient in float32 and can hand it over as such.
   kernel_gradient = _call('KernelGradient', jax.ShapeDtypeStruct(kernel.shape, jnp.float32),
-                          strides, padding, x, output_gradient)
+                          strides, padding, groups, x, output_gradient)
   return x_gradient, kernel_gradient.astype(kernel.dtype)
 
 
