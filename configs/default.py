@@ -49,7 +49,8 @@ def get_config() -> ml_collections.ConfigDict:
 
   # On-device augmentation (inside the jitted step), each switchable.
   config.augment = ml_collections.ConfigDict(dict(
-      crop_padding=4,  # random crop of the zero-padded image (0: off)
+      crop_padding=4,  # random crop of the padded image (0: off)
+      crop_reflect=False,  # pad by reflecting the image (airbench), not with black
       flip=True,  # random horizontal flip
       alternating_flip=False,  # flip: each image mirrored in every other epoch (airbench), not at random
       rotation_degrees=0.0,  # uniform in [-x, x] (0: off)

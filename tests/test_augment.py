@@ -2,11 +2,12 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import pytest
 
 from cifar100_flax import augment
 
-OFF = dict(crop_padding=0, flip=False, alternating_flip=False, rotation_degrees=0.0, zoom=0.0,
-           shear_degrees=0.0, cutout_size=0)
+OFF = dict(crop_padding=0, crop_reflect=False, flip=False, alternating_flip=False,
+           rotation_degrees=0.0, zoom=0.0, shear_degrees=0.0, cutout_size=0)
 
 
 def _config(**on) -> ml_collections.ConfigDict:
@@ -49,12 +50,16 @@ def test_alternating_flip_mirrors_exactly_the_images_it_is_told_to():
   np.testing.assert_array_equal(out, np.where(flips[:, None, None, None], images[:, :, ::-1], images))
 
 
-def test_crop_is_a_shift_of_the_zero_padded_image():
+@pytest.mark.parametrize('reflect,mode', [(False, 'constant'), (True, 'reflect')])
+def test_crop_is_a_shift_of_the_padded_image(reflect, mode):
   images = _images(16)
-  out = np.asarray(augment.augment(images, jax.random.PRNGKey(0), _config(crop_padding=4)))
-  padded = np.pad(np.asarray(images), ((0, 0), (4, 4), (4, 4), (0, 0)))
-  for o, p in zip(out, padded):
-    assert any(np.array_equal(o, p[dy:dy + 32, dx:dx + 32]) for dy in range(9) for dx in range(9))
+  out = np.asarray(augment.augment(images, jax.random.PRNGKey(0),
+                                   _config(crop_padding=4, crop_reflect=reflect)))
+  padded = np.pad(np.asarray(images), ((0, 0), (4, 4), (4, 4), (0, 0)), mode=mode)
+  shifts = [[np.array_equal(o, p[dy:dy + 32, dx:dx + 32]) for dy in range(9) for dx in range(9)]
+            for o, p in zip(out, padded)]
+  assert all(any(s) for s in shifts)
+  assert sum(s[4 * 9 + 4] for s in shifts) < len(shifts)  # not all left in place
 
 
 def test_rotation_by_small_angle_keeps_the_centre():
