@@ -4,7 +4,8 @@
   python bench/throughput.py [--models=cnn,resnet18] [--batch_size=256] [--rounds=3]
 
 JAX runs the project's own jitted training step (on-device augmentation, label smoothing, SGD with
-Nesterov momentum and weight decay); PyTorch runs the same network (bench/torch_peers.py, equal
+Nesterov momentum and weight decay; convolutions on oneDNN where config.conv_backend's 'auto'
+picks it, see cifar100_flax/models/onednn.py); PyTorch runs the same network (bench/torch_peers.py, equal
 parameter counts) with the same loss and optimiser, channels_last, on already-augmented floats.
 The machine is shared and noisy, so each round times every (framework, precision) pair in turn and
 the fastest round counts. Ratios compare equal precisions; a ratio above 1 means JAX is faster:
@@ -30,6 +31,7 @@ from absl import app, flags
 
 import torch_peers
 from cifar100_flax import cpu_tuning, input_pipeline, train
+from cifar100_flax.models import onednn
 from configs import cnn as cnn_config
 from configs import cnn_fast as cnn_fast_config
 from configs import efficientnet_lite0 as efficientnet_lite0_config
@@ -43,6 +45,8 @@ _ROUNDS = flags.DEFINE_integer('rounds', 3, 'Rounds; the fastest counts.')
 _IMAGE_SIZE = flags.DEFINE_integer('image_size', 96, 'Input side for efficientnet_lite0 (resized on the '
                                    'device; 224 is its native size).')
 _CPU_TUNING = flags.DEFINE_bool('cpu_tuning', True, 'Apply cifar100_flax.cpu_tuning, as main.py does.')
+_CONV_BACKEND = flags.DEFINE_enum('conv_backend', 'auto', onednn.BACKENDS,
+                                  "JAX's convolutions (config.conv_backend).")
 
 
 
@@ -153,6 +157,7 @@ def time_model(name: str, batch_size: int, steps: int, rounds: int) -> dict:
   for precision, dtype in PRECISIONS.items():
     config = CONFIGS[name]()
     config.dtype = dtype
+    config.conv_backend = _CONV_BACKEND.value
     config.batch_size = batch_size
     config.eval_flip_tta, config.eval_translate_tta = False, 0  # One forward pass, like the peer's.
     runners['jax', precision] = JaxRunner(config, batch)
@@ -199,6 +204,7 @@ def main(argv):
   torch.set_num_threads(os.cpu_count())
   print(f'jax {jax.__version__} ({jax.default_backend()}, {jax.device_count()} devices), '
         f'torch {torch.__version__}, {os.cpu_count()} CPUs, batch {_BATCH_SIZE.value}, '
+        f'JAX convolutions: {onednn.resolve(_CONV_BACKEND.value)}, '
         f'XLA_FLAGS={os.environ.get("XLA_FLAGS", "")!r}', flush=True)
   for source, speed in time_input(_BATCH_SIZE.value).items():
     print(f'INPUT {source}: {speed:.0f} img/s', flush=True)
