@@ -91,26 +91,27 @@ struct Geometry {
     return dnnl::convolution_forward::primitive_desc(desc, Engine());
   }
 
+  // A backward pass's primitive; kernel_arg names its kernel (or kernel gradient) argument.
+  template <typename Backward>
+  Conv CreateBackward(int kernel_arg) const {
+    typename Backward::desc desc(
+        dnnl::algorithm::convolution_direct, ImageDesc(image, image_type),
+        KernelDesc(kernel, groups, kernel_type, /*any=*/true), ImageDesc(output, output_type),
+        strides, padding_low, padding_high);
+    typename Backward::primitive_desc pd(desc, Engine(), Forward());
+    return {Backward(pd), pd.query_md(dnnl::query::exec_arg_md, kernel_arg)};
+  }
+
   Conv Create(Pass pass) const {
-    auto forward = Forward();
-    auto any_kernel = KernelDesc(kernel, groups, kernel_type, /*any=*/true);
     switch (pass) {
-      case Pass::kForward:
+      case Pass::kForward: {
+        auto forward = Forward();
         return {dnnl::convolution_forward(forward), forward.weights_desc()};
-      case Pass::kInputGradient: {
-        dnnl::convolution_backward_data::desc desc(
-            dnnl::algorithm::convolution_direct, ImageDesc(image, image_type), any_kernel,
-            ImageDesc(output, output_type), strides, padding_low, padding_high);
-        dnnl::convolution_backward_data::primitive_desc pd(desc, Engine(), forward);
-        return {dnnl::convolution_backward_data(pd), pd.weights_desc()};
       }
-      case Pass::kKernelGradient: {
-        dnnl::convolution_backward_weights::desc desc(
-            dnnl::algorithm::convolution_direct, ImageDesc(image, image_type), any_kernel,
-            ImageDesc(output, output_type), strides, padding_low, padding_high);
-        dnnl::convolution_backward_weights::primitive_desc pd(desc, Engine(), forward);
-        return {dnnl::convolution_backward_weights(pd), pd.diff_weights_desc()};
-      }
+      case Pass::kInputGradient:
+        return CreateBackward<dnnl::convolution_backward_data>(DNNL_ARG_WEIGHTS);
+      case Pass::kKernelGradient:
+        return CreateBackward<dnnl::convolution_backward_weights>(DNNL_ARG_DIFF_WEIGHTS);
     }
     return {};
   }
