@@ -58,6 +58,13 @@ def _resnet50_config() -> ml_collections.ConfigDict:
   return config
 
 
+def _airbench_config() -> ml_collections.ConfigDict:
+  """configs/cnn_fast.py's recipe on Keller Jordan's airbench widths (its own last stage is wider)."""
+  config = cnn_fast_config.get_config()
+  config.model_kwargs = dict(config.model_kwargs, widths=(64, 256, 256))
+  return config
+
+
 def _efficientnet_lite0_config() -> ml_collections.ConfigDict:
   """EfficientNet-Lite0 at --image_size (96: the README's transfer run); no weights needed to time it."""
   config = efficientnet_lite0_config.get_config()
@@ -66,7 +73,7 @@ def _efficientnet_lite0_config() -> ml_collections.ConfigDict:
   return config
 
 
-CONFIGS = {'cnn': cnn_config.get_config, 'airbench': cnn_fast_config.get_config,
+CONFIGS = {'cnn': cnn_config.get_config, 'airbench': _airbench_config,
            'resnet18': resnet18_config.get_config, 'resnet50': _resnet50_config,
            'efficientnet_lite0': _efficientnet_lite0_config}
 PEERS = {'cnn': torch_peers.CNN, 'airbench': torch_peers.Airbench,

@@ -4,8 +4,9 @@
   python main.py --config configs/cnn_fast.py --workdir runs/cnn_fast --mode eval
 
 Frozen data-fitted whitening, identity-initialised convolutions, scale-free BatchNorm, label
-smoothing, flip + 2-pixel translation, a short one-cycle schedule, flip and translation TTA at
-evaluation.
+smoothing, flip + 2-pixel translation (reflection-padded), a short one-cycle schedule, flip and
+translation TTA at evaluation; bfloat16 compute on oneDNN's convolutions (410 img/s at airbench's
+widths here against 236 in float32 on XLA's), spent on more epochs and a 512-wide last stage.
 Hyperparameters were chosen on the validation split (README, Results).
 """
 
@@ -15,12 +16,15 @@ from configs import default
 def get_config():
   config = default.get_config()
   config.model = 'airbench'
-  config.model_kwargs = dict(widths=(64, 256, 256), convs_per_stage=2)
+  # airbench's (64, 256, 256) reached validation top-1 0.711 in 20 epochs, training accuracy 0.84:
+  # 100 classes want more features; the last stage, at 7x7 and 3x3, widens cheaply (1.33x FLOPs).
+  config.model_kwargs = dict(widths=(64, 256, 512), convs_per_stage=2)
+  config.dtype = 'bfloat16'
   config.frozen_params = '^whitening$'
   # BatchNorm biases learn 64x faster (airbench's bias_scaler).
   config.learning_rate_multipliers = ((r'BatchNorm_\d+/bias$', 64.0),)
   config.batch_size = 512
-  config.num_epochs = 12
+  config.num_epochs = 18  # 50,000 images: about 50 minutes here
   # airbench's hyperparameters for a mean (not summed) loss over 512 images: lr 11.5 / 1024 per
   # image / (1 + 1 / (1 - momentum)) x 512, and the same per-step weight decay.
   config.optimizer = 'sgd'
@@ -32,6 +36,7 @@ def get_config():
   config.schedule = 'triangular'
   config.warmup_epochs = 0.23 * config.num_epochs
   config.augment.crop_padding = 2
+  config.augment.crop_reflect = True
   config.augment.flip = True
   config.eval_flip_tta = True
   # Validation top-1 of a 12-epoch run (runs/cnn_fast_val): 0.6694 one view, 0.6882 with flip,
