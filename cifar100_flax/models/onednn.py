@@ -109,8 +109,8 @@ def resolve(backend: str) -> str:
     try:
       _register()
     except Unavailable as e:
-      raise ConfigError(f'config.conv_backend=onednn, but {e}. Install a C++ compiler and '
-                        f"oneDNN 2.x (apt-get install g++ libdnnl-dev), or use 'auto'/'xla'.") from e
+      raise ConfigError(f'config.conv_backend=onednn, but {e}. Install a C++ compiler and oneDNN '
+                        f"2.x (apt-get install g++ libdnnl-dev), or use 'auto'/'xla'.") from e
     if jax.device_count() > 1:
       raise ConfigError('config.conv_backend=onednn runs on one device; this run has '
                         f"{jax.device_count()}: use 'auto' or 'xla'.")
@@ -119,7 +119,8 @@ def resolve(backend: str) -> str:
 
 @contextlib.contextmanager
 def convolutions(backend: str) -> Iterator[None]:
-  """Within this block, functions traced send `layers.Conv`'s plain convolutions to `backend`."""
+  """Within this block, functions traced send `layers.Conv`'s plain and depthwise convolutions to
+  `backend`."""
   token = _ACTIVE.set(resolve(backend) == 'onednn')
   try:
     yield
@@ -136,7 +137,8 @@ def supports(lhs: jax.Array, rhs: jax.Array) -> bool:
   return lhs.ndim == 4 and lhs.dtype == rhs.dtype and lhs.dtype in (jnp.float32, jnp.bfloat16)
 
 
-def _call(name: str, result: jax.ShapeDtypeStruct, strides, padding, groups, *operands) -> jax.Array:
+def _call(name: str, result: jax.ShapeDtypeStruct, strides, padding, groups,
+          *operands) -> jax.Array:
   return jax.ffi.ffi_call(f'cifar100_flax_onednn_conv_{name}', result)(
       *operands, strides=np.array(strides, np.int64),
       padding_low=np.array([lo for lo, _ in padding], np.int64),
