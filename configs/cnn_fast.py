@@ -7,7 +7,8 @@ Frozen data-fitted whitening, identity-initialised convolutions, scale-free Batc
 smoothing, flip + 2-pixel translation (reflection-padded), a short one-cycle schedule, flip and
 translation TTA at evaluation; bfloat16 compute on oneDNN's convolutions (410 img/s at airbench's
 widths here against 236 in float32 on XLA's), spent on more epochs and a 512-wide last stage.
-Hyperparameters were chosen on the validation split (README, Results).
+Hyperparameters were chosen on the validation split (README, Results); on all 50,000 images
+(--config.validation_size=0 --config.early_stopping_patience=0), seed 0 reached test top-1 0.7424.
 """
 
 from configs import default
@@ -24,8 +25,9 @@ def get_config():
   # BatchNorm biases learn 64x faster (airbench's bias_scaler).
   config.learning_rate_multipliers = ((r'BatchNorm_\d+/bias$', 64.0),)
   config.batch_size = 512
-  # On 50,000 images ~50 minutes here: estimated from the 45k validation run's 0.6 steps/s.
-  config.num_epochs = 18
+  # 18 epochs on 45,000 images: validation top-1 0.7376. On the Sapphire Rapids CPU (AMX) a step
+  # of 512 takes ~1.13 s, so 28 epochs on all 50,000 images fit in the hour (README, Results).
+  config.num_epochs = 28
   # airbench's hyperparameters for a mean (not summed) loss over 512 images: lr 11.5 / 1024 per
   # image / (1 + 1 / (1 - momentum)) x 512, and the same per-step weight decay.
   config.optimizer = 'sgd'
