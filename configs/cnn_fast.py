@@ -9,7 +9,8 @@ translation TTA at evaluation; bfloat16 compute on oneDNN's convolutions (on the
 img/s at airbench's widths against 236 in float32 on XLA's), spent on more epochs and a 512-wide
 last stage.
 Hyperparameters were chosen on the validation split (README, Results); on all 50,000 images
-(--config.validation_size=0 --config.early_stopping_patience=0), seed 0 reached test top-1 0.7424.
+(--config.validation_size=0 --config.early_stopping_patience=0), 28 epochs gave test top-1 0.7424
+and 0.7456 for seeds 0 and 1 (seed 1 alone on the machine: 55.7 minutes).
 """
 
 from configs import default
