@@ -37,7 +37,4 @@ def get_config():
   config.pretrained = _weights_file()
   config.normalisation = 'unit'
   config.weight_decay = 5e-5  # a small network: EfficientNet's own recipe decays little
-  # XLA:CPU's YNNPACK elementwise fusions run the depthwise convolutions' shifted sums
-  # (models/layers.py) slowly: without them 52.7 against 33.1 img/s at 96x96.
-  config.xla_cpu_options.xla_cpu_experimental_ynn_fusion_type = 'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT'
   return config

@@ -1,4 +1,7 @@
+import ctypes
 import os
+
+import pytest
 
 from cifar100_flax import cpu_tuning
 
@@ -18,3 +21,20 @@ def test_a_flag_the_user_set_wins(monkeypatch):
   cpu_tuning.configure()
   assert os.environ['XLA_FLAGS'].count(f'--{name}=') == 1
   assert f'--{name}=individual_dot' in os.environ['XLA_FLAGS']
+
+
+def _cpu_flags() -> set:
+  try:
+    with open('/proc/cpuinfo') as f:
+      return set(next(line for line in f if line.startswith('flags')).split())
+  except (OSError, StopIteration):
+    return set()
+
+
+@pytest.mark.skipif('amx_tile' not in _cpu_flags(), reason='the CPU has no AMX')
+def test_configure_is_granted_the_amx_registers():
+  cpu_tuning.configure()
+  granted = ctypes.c_uint64()
+  libc = ctypes.CDLL(None)
+  assert libc.syscall(158, 0x1022, ctypes.byref(granted)) == 0  # ARCH_GET_XCOMP_PERM
+  assert granted.value & (1 << 18)  # XFEATURE_XTILEDATA

@@ -1,3 +1,5 @@
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -47,6 +49,36 @@ def test_batch_norm_equals_flaxs_values_gradients_and_statistics(train):
     np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-5)
   if train:  # the running statistics moved toward the batch's
     assert not np.allclose(actual[2]['mean'], variables['batch_stats']['mean'])
+
+
+@pytest.mark.parametrize('train', [True, False])
+@pytest.mark.parametrize('activation', [nn.relu, nn.relu6, functools.partial(nn.gelu, approximate=True)])
+@pytest.mark.parametrize('with_residual', [False, True])
+def test_batch_norm_with_activation_equals_flaxs_then_the_activation(train, activation, with_residual):
+  """activation(BatchNorm(x) + residual) in one op: values, all gradients and statistics."""
+  x = 3.0 * jax.random.normal(jax.random.key(0), (4, 5, 5, 6)) + 1.0
+  residual = jax.random.normal(jax.random.key(1), x.shape) if with_residual else None
+  cotangent = jax.random.normal(jax.random.key(2), x.shape)
+  variables = _variables(6)
+  kwargs = dict(use_running_average=not train, momentum=0.9, epsilon=1e-5)
+
+  def loss(forward, params, x, residual):
+    y, updates = forward({**variables, 'params': params}, x, residual)
+    return jnp.sum(y * cotangent), (y, updates['batch_stats'])
+
+  def fused(variables, x, residual):
+    return layers.BatchNorm(**kwargs, activation=activation).apply(
+        variables, x, residual, mutable=['batch_stats'])
+
+  def flax_then_activation(variables, x, residual):
+    y, updates = nn.BatchNorm(**kwargs).apply(variables, x, mutable=['batch_stats'])
+    return activation(y if residual is None else y + residual), updates
+
+  results = [jax.value_and_grad(functools.partial(loss, forward), argnums=(0, 1, 2), has_aux=True)(
+                 variables['params'], x, residual) for forward in (fused, flax_then_activation)]
+  for a, e in zip(*map(jax.tree.leaves, results)):
+    np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-5)
+  assert (results[0][1][2] is None) == (residual is None)
 
 
 def test_batch_norm_in_bfloat16_keeps_float32_variables():

@@ -83,22 +83,36 @@ struct Geometry {
   // The forward pass's primitive; the backward ones take it as a hint. A bfloat16 kernel gradient
   // may be float32, but the forward pass has the image's type throughout.
   dnnl::convolution_forward::primitive_desc Forward() const {
+#if DNNL_VERSION_MAJOR >= 3
+    return dnnl::convolution_forward::primitive_desc(
+        Engine(), dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
+        ImageDesc(image, image_type), KernelDesc(kernel, groups, image_type, /*any=*/true),
+        ImageDesc(output, output_type), strides, padding_low, padding_high);
+#else
     dnnl::convolution_forward::desc desc(
         dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
         ImageDesc(image, image_type),
         KernelDesc(kernel, groups, image_type, /*any=*/true),
         ImageDesc(output, output_type), strides, padding_low, padding_high);
     return dnnl::convolution_forward::primitive_desc(desc, Engine());
+#endif
   }
 
   // A backward pass's primitive; kernel_arg names its kernel (or kernel gradient) argument.
   template <typename Backward>
   Conv CreateBackward(int kernel_arg) const {
+#if DNNL_VERSION_MAJOR >= 3
+    typename Backward::primitive_desc pd(
+        Engine(), dnnl::algorithm::convolution_direct, ImageDesc(image, image_type),
+        KernelDesc(kernel, groups, kernel_type, /*any=*/true), ImageDesc(output, output_type),
+        strides, padding_low, padding_high, Forward());
+#else
     typename Backward::desc desc(
         dnnl::algorithm::convolution_direct, ImageDesc(image, image_type),
         KernelDesc(kernel, groups, kernel_type, /*any=*/true), ImageDesc(output, output_type),
         strides, padding_low, padding_high);
     typename Backward::primitive_desc pd(desc, Engine(), Forward());
+#endif
     return {Backward(pd), pd.query_md(dnnl::query::exec_arg_md, kernel_arg)};
   }
 

@@ -7,6 +7,7 @@ bias), and the classifier's logits are scaled down. The whitening filters are fi
 is initialised: initialise it on a batch of (preprocessed) training images.
 """
 
+import functools
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -16,6 +17,7 @@ import jax.numpy as jnp
 from cifar100_flax.models import layers
 
 _WHITENING_EPSILON = 5e-4  # added to the patch covariance's eigenvalues, as airbench does
+_gelu = functools.partial(nn.gelu, approximate=True)
 
 
 def whitening_kernel(images: jax.Array, size: int = 2) -> jax.Array:
@@ -57,8 +59,7 @@ class Airbench(nn.Module):
     # Frozen: the filters are fitted to the data, never trained (their bias is).
     x = jax.lax.conv_general_dilated(x.astype(self.dtype), jax.lax.stop_gradient(kernel).astype(self.dtype),
                                      (1, 1), 'VALID', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-    x = nn.gelu(x + self.param('whitening_bias', nn.initializers.zeros, (kernel.shape[-1],)),
-                approximate=True)
+    x = _gelu(x + self.param('whitening_bias', nn.initializers.zeros, (kernel.shape[-1],)))
     for width in self.widths:
       for index in range(self.convs_per_stage):
         x = layers.Conv(width, (3, 3), padding=1, use_bias=False, dtype=self.dtype,
@@ -66,8 +67,7 @@ class Airbench(nn.Module):
         if index == 0:
           x = layers.max_pool(x, 2)
         x = layers.BatchNorm(use_running_average=not train, momentum=self.batch_norm_momentum,
-                             epsilon=1e-12, use_scale=False, dtype=self.dtype)(x)
-        x = nn.gelu(x, approximate=True)
+                             epsilon=1e-12, use_scale=False, dtype=self.dtype, activation=_gelu)(x)
     x = jnp.max(x, axis=(1, 2))
     logits = nn.Dense(self.num_classes, use_bias=False, dtype=self.dtype)(x)
     return logits.astype(jnp.float32) * self.logit_scale

@@ -23,8 +23,8 @@ class CNN(nn.Module):
       for _ in range(self.convs_per_stage):
         x = layers.Conv(width, (3, 3), padding=1, use_bias=False, dtype=self.dtype)(x)
         # PyTorch's default momentum (0.1 there is 0.9 here) suits runs of a few thousand steps.
-        x = layers.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(x)
-        x = nn.relu(x)
+        x = layers.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype,
+                             activation=nn.relu)(x)
       x = layers.max_pool(x, 2)
     x = jnp.mean(x, axis=(1, 2))
     if self.hidden:

@@ -52,10 +52,11 @@ class MBConv(nn.Module):
     y = x
     channels = x.shape[-1] * self.expansion
     if self.expansion != 1:
-      y = nn.relu6(norm(name='bn0')(Conv(channels, (1, 1), dtype=self.dtype, name='expand_conv')(y)))
+      y = norm(name='bn0', activation=nn.relu6)(
+          Conv(channels, (1, 1), dtype=self.dtype, name='expand_conv')(y))
     y = Conv(channels, (self.kernel, self.kernel), self.stride, feature_group_count=channels,
              dtype=self.dtype, name='depthwise_conv')(y)
-    y = nn.relu6(norm(name='bn1')(y))
+    y = norm(name='bn1', activation=nn.relu6)(y)
     y = norm(name='bn2')(Conv(self.out_channels, (1, 1), dtype=self.dtype, name='project_conv')(y))
     if self.stride == 1 and x.shape[-1] == self.out_channels:
       # Stochastic depth: a dropped branch leaves the identity (rescaled like dropout).
@@ -78,7 +79,7 @@ class EfficientNetLite(nn.Module):
     norm = functools.partial(layers.BatchNorm, use_running_average=not train or self.batch_norm_frozen,
                              momentum=0.99, epsilon=1e-3, dtype=self.dtype)
     x = Conv(_STEM, (3, 3), 2, dtype=self.dtype, name='conv_stem')(x.astype(self.dtype))
-    x = nn.relu6(norm(name='bn0')(x))
+    x = norm(name='bn0', activation=nn.relu6)(x)
     blocks = []
     for index, (repeats, kernel, stride, expansion, channels) in enumerate(STAGES):
       # Lite keeps the first and last stages' depth fixed.
@@ -88,7 +89,7 @@ class EfficientNetLite(nn.Module):
     for index, (channels, kernel, stride, expansion) in enumerate(blocks):
       x = MBConv(channels, kernel, stride, expansion, self.drop_path * index / len(blocks),
                  self.dtype, self.batch_norm_frozen, name=f'blocks_{index}')(x, train)
-    x = nn.relu6(norm(name='bn1')(Conv(_HEAD, (1, 1), dtype=self.dtype, name='conv_head')(x)))
+    x = norm(name='bn1', activation=nn.relu6)(Conv(_HEAD, (1, 1), dtype=self.dtype, name='conv_head')(x))
     x = jnp.mean(x, axis=(1, 2))
     x = nn.Dropout(dropout if self.dropout < 0 else self.dropout, deterministic=not train)(x)
     return nn.Dense(self.num_classes, dtype=self.dtype, name='fc')(x).astype(jnp.float32)

@@ -33,11 +33,11 @@ class BasicBlock(_Block):
     norm = functools.partial(BatchNorm, use_running_average=not train or self.batch_norm_frozen,
                              dtype=self.dtype)
     y = Conv(self.width, (3, 3), self.stride, padding=1, dtype=self.dtype, name='conv1')(x)
-    y = nn.relu(norm(name='bn1')(y))
+    y = norm(name='bn1', activation=nn.relu)(y)
     y = Conv(self.width, (3, 3), padding=1, dtype=self.dtype, name='conv2')(y)
     # Zero-initialised last scale: each block starts as the identity (Goyal et al., 2017).
-    y = norm(name='bn2', scale_init=nn.initializers.zeros)(y)
-    return nn.relu(y + _shortcut(x, self.width, self.stride, norm, self.dtype))
+    return norm(name='bn2', scale_init=nn.initializers.zeros, activation=nn.relu)(
+        y, _shortcut(x, self.width, self.stride, norm, self.dtype))
 
 
 class Bottleneck(_Block):
@@ -46,12 +46,12 @@ class Bottleneck(_Block):
     norm = functools.partial(BatchNorm, use_running_average=not train or self.batch_norm_frozen,
                              dtype=self.dtype)
     y = Conv(self.width, (1, 1), dtype=self.dtype, name='conv1')(x)
-    y = nn.relu(norm(name='bn1')(y))
+    y = norm(name='bn1', activation=nn.relu)(y)
     y = Conv(self.width, (3, 3), self.stride, padding=1, dtype=self.dtype, name='conv2')(y)
-    y = nn.relu(norm(name='bn2')(y))
+    y = norm(name='bn2', activation=nn.relu)(y)
     y = Conv(self.width * 4, (1, 1), dtype=self.dtype, name='conv3')(y)
-    y = norm(name='bn3', scale_init=nn.initializers.zeros)(y)
-    return nn.relu(y + _shortcut(x, self.width * 4, self.stride, norm, self.dtype))
+    return norm(name='bn3', scale_init=nn.initializers.zeros, activation=nn.relu)(
+        y, _shortcut(x, self.width * 4, self.stride, norm, self.dtype))
 
 
 def _shortcut(x: jax.Array, width: int, stride: int, norm: Any, dtype: Any) -> jax.Array:
@@ -80,11 +80,11 @@ class ResNet(nn.Module):
                              dtype=self.dtype)
     if self.stem == 'imagenet':
       x = Conv(self.width, (7, 7), 2, padding=3, dtype=self.dtype, name='conv1')(x)
-      x = nn.relu(norm(name='bn1')(x))
+      x = norm(name='bn1', activation=nn.relu)(x)
       x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     else:
       x = Conv(self.width, (3, 3), padding=1, dtype=self.dtype, name='conv1')(x)
-      x = nn.relu(norm(name='bn1')(x))
+      x = norm(name='bn1', activation=nn.relu)(x)
     for stage, size in enumerate(self.stage_sizes):
       for index in range(size):
         stride = 2 if stage > 0 and index == 0 else 1
