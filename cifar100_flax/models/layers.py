@@ -151,13 +151,16 @@ def _batch_norm_train_fwd(x, scale, bias, residual, epsilon, activation):
 def _batch_norm_train_bwd(epsilon, activation, residuals, cotangents):
   del epsilon
   x, residual, mean, inv_std, scale, bias = residuals
-  x_hat = (x.astype(jnp.float32) - mean) * inv_std
-  _, activation_vjp = jax.vjp(lambda z: _activate(z, residual, activation), x_hat * scale + bias)
+  x32 = x.astype(jnp.float32)
+  _, activation_vjp = jax.vjp(lambda z: _activate(z, residual, activation),
+                              _normalise(x32, mean, inv_std, scale, bias))
   dz = activation_vjp(cotangents[0].astype(jnp.float32))[0]
   axes = tuple(range(x.ndim - 1))
   count = x.size // x.shape[-1]
   dbias = jnp.sum(dz, axes)
-  dscale = jnp.sum(dz * x_hat, axes)
+  # sum(dz * x_hat) from sum(dz * x): XLA then never writes x_hat out for the reduction.
+  dscale = inv_std * (jnp.sum(dz * x32, axes) - mean * dbias)
+  x_hat = (x32 - mean) * inv_std
   dx = (scale * inv_std / count) * (count * dz - dbias - x_hat * dscale)
   dresidual = None if residual is None else dz.astype(residual.dtype)
   return dx.astype(x.dtype), dscale, dbias, dresidual
