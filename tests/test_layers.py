@@ -19,6 +19,14 @@ def test_max_pool_and_its_gradient_equal_flaxs(shape):
   np.testing.assert_allclose(actual_grad, expected_grad, rtol=1e-6)
 
 
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
+def test_max_pool_gives_a_tied_windows_gradient_to_its_first_maximum(dtype):
+  x = jnp.array([[1.0, 3.0], [3.0, 0.0]], dtype).reshape(1, 2, 2, 1)  # maxima at (0, 1) and (1, 0)
+  grad = jax.grad(lambda x: jnp.sum(layers.max_pool(x, 2).astype(jnp.float32) * 5.0))(x)
+  assert grad.dtype == dtype
+  np.testing.assert_array_equal(grad.reshape(2, 2).astype(jnp.float32), [[0.0, 5.0], [0.0, 0.0]])
+
+
 def _variables(features):
   scale = jnp.linspace(0.5, 1.5, features)
   return {'params': {'scale': scale, 'bias': jnp.linspace(-1.0, 1.0, features)},

@@ -4,8 +4,9 @@ Autodiff of `flax.linen.BatchNorm` in training mode makes several passes over th
 the gradient of `nn.max_pool` is XLA's select-and-scatter; on the project's 2-core CPU the two cost
 the custom CNN's training step more than a third of its time beyond the convolutions. Here the
 BatchNorm gradient is the textbook closed form (two reductions and one elementwise pass) and
-non-overlapping max-pooling is a reshape and a max, whose gradient is a mask. Values equal Flax's
-(tested); parameter and statistics names are Flax's, so checkpoints and converted weights fit.
+non-overlapping max-pooling is a reshape and a max, whose gradient is one masked pass. Values
+equal Flax's (tested; max-pooling's gradient at ties aside); parameter and statistics names are
+Flax's, so checkpoints and converted weights fit.
 
 XLA:CPU rewrites a convolution whose output is at most 2x2 (a ResNet's last stages on 32x32
 images) into forms with trimmed or reversed windows that run on a naive loop: a 3x3 conv on 2x2x512
@@ -101,11 +102,49 @@ def _depthwise_as_shifts(x, kernel, strides, padding):
 Conv = functools.partial(nn.Conv, conv_general_dilated=conv_general_dilated)
 
 
-def max_pool(x: jax.Array, window: int) -> jax.Array:
-  """`nn.max_pool(x, (window, window), strides=(window, window))` of NHWC images."""
+def _windows(x, window):
+  """x cut to whole windows ('VALID' pooling drops an incomplete one), as (n, h, k, w, k, c)."""
   n, h, w, c = x.shape
-  h, w = h - h % window, w - w % window  # Like 'VALID' pooling: an incomplete window is dropped.
-  return x[:, :h, :w].reshape(n, h // window, window, w // window, window, c).max(axis=(2, 4))
+  h, w = h - h % window, w - w % window
+  return x[:, :h, :w].reshape(n, h // window, window, w // window, window, c)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def max_pool(x: jax.Array, window: int) -> jax.Array:
+  """`nn.max_pool(x, (window, window), strides=(window, window))` of NHWC images.
+
+  The gradient goes to each window's first maximum (PyTorch's rule; JAX's splits it among ties):
+  one elementwise pass, where splitting costs a reduction over a mask XLA:CPU writes out first.
+  """
+  return _windows(x, window).max(axis=(2, 4))
+
+
+def _max_pool_fwd(x, window):
+  y = max_pool(x, window)
+  return y, (x, y)
+
+
+def _max_pool_bwd(window, residuals, cotangent):
+  x, y = residuals
+  windows = _windows(x, window)
+  # In float32 (exact for the comparisons): XLA:CPU's bfloat16 elementwise passes run slower.
+  windows, y, cotangent = (a.astype(jnp.float32) for a in (windows, y, cotangent))
+  taken = jnp.zeros(y.shape, bool)
+  rows = []
+  for i in range(window):
+    row = []
+    for j in range(window):
+      first = (windows[:, :, i, :, j] == y) & ~taken
+      taken = taken | first
+      row.append(jnp.where(first, cotangent, 0.0))
+    rows.append(jnp.stack(row, axis=3))  # (n, h, w, k, c)
+  dx = jnp.stack(rows, axis=2).reshape(windows.shape[0], -1, windows.shape[3] * window, x.shape[3])
+  dx = dx.astype(x.dtype)
+  return (jnp.pad(dx, ((0, 0), (0, x.shape[1] - dx.shape[1]), (0, x.shape[2] - dx.shape[2]),
+                       (0, 0))),)
+
+
+max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
 def _moments(x: jax.Array) -> tuple[jax.Array, jax.Array]:
