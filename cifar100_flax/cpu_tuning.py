@@ -1,6 +1,7 @@
 """Process-wide settings that make XLA:CPU train convnets faster; call `configure()` before JAX starts.
 
-All were measured with bench/throughput.py on the project's 2-core CPU (see README, Speed):
+The flags and malloc settings were measured with bench/throughput.py on the project's 2-core CPU
+(see README, Speed):
 - XLA hands convolutions to YNNPACK by default, and YNNPACK computes the kernel gradient of a 3x3
   convolution 2-5x slower than XLA's own Eigen kernels; dots and reductions stay with YNNPACK.
   XNNPACK (the older library) takes the convolutions instead: its forward and input gradient of a

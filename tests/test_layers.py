@@ -60,9 +60,11 @@ def test_batch_norm_equals_flaxs_values_gradients_and_statistics(train):
 
 
 @pytest.mark.parametrize('train', [True, False])
-@pytest.mark.parametrize('activation', [nn.relu, nn.relu6, functools.partial(nn.gelu, approximate=True)])
+@pytest.mark.parametrize('activation',
+                         [nn.relu, nn.relu6, functools.partial(nn.gelu, approximate=True)])
 @pytest.mark.parametrize('with_residual', [False, True])
-def test_batch_norm_with_activation_equals_flaxs_then_the_activation(train, activation, with_residual):
+def test_batch_norm_with_activation_equals_flaxs_then_the_activation(train, activation,
+                                                                     with_residual):
   """activation(BatchNorm(x) + residual) in one op: values, all gradients and statistics."""
   x = 3.0 * jax.random.normal(jax.random.key(0), (4, 5, 5, 6)) + 1.0
   residual = jax.random.normal(jax.random.key(1), x.shape) if with_residual else None

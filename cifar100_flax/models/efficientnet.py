@@ -89,7 +89,8 @@ class EfficientNetLite(nn.Module):
     for index, (channels, kernel, stride, expansion) in enumerate(blocks):
       x = MBConv(channels, kernel, stride, expansion, self.drop_path * index / len(blocks),
                  self.dtype, self.batch_norm_frozen, name=f'blocks_{index}')(x, train)
-    x = norm(name='bn1', activation=nn.relu6)(Conv(_HEAD, (1, 1), dtype=self.dtype, name='conv_head')(x))
+    x = norm(name='bn1', activation=nn.relu6)(
+        Conv(_HEAD, (1, 1), dtype=self.dtype, name='conv_head')(x))
     x = jnp.mean(x, axis=(1, 2))
     x = nn.Dropout(dropout if self.dropout < 0 else self.dropout, deterministic=not train)(x)
     return nn.Dense(self.num_classes, dtype=self.dtype, name='fc')(x).astype(jnp.float32)

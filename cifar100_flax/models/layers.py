@@ -16,7 +16,7 @@ Depthwise convolutions (EfficientNet's) are a naive loop too, forward and backwa
 64x48x48x96 took 421 ms forward and 1028 ms with its gradients, and 224 / 303 ms as a sum of the
 input's shifted views times the taps (XLA fuses the sum into one pass; its reverse mode is pads and
 reductions). XLA:CPU's YNNPACK elementwise fusions slow that sum (50 ms forward without them):
-configs that use it turn them off.
+cpu_tuning.py turns them off.
 """
 
 import functools
@@ -210,8 +210,8 @@ batch_norm_train.defvjp(_batch_norm_train_fwd, _batch_norm_train_bwd)
 
 class BatchNorm(nn.Module):
   """`nn.BatchNorm` over the last axis (same variables and running-average rule), then
-  `activation(y + residual)`: `BatchNorm(..., activation=nn.relu)(x)` is `nn.relu(nn.BatchNorm(...)(x))`
-  in one op whose gradient makes fewer passes over the activations."""
+  `activation(y + residual)`: `BatchNorm(..., activation=nn.relu)(x)` is
+  `nn.relu(nn.BatchNorm(...)(x))` in one op whose gradient makes fewer passes over the activations."""
   use_running_average: bool
   momentum: float = 0.99
   epsilon: float = 1e-5
