@@ -91,6 +91,24 @@ def test_batch_norm_with_activation_equals_flaxs_then_the_activation(train, acti
   assert (results[0][1][2] is None) == (residual is None)
 
 
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
+def test_bias_activation_equals_autodiff_of_the_plain_expression(dtype):
+  x = jax.random.normal(jax.random.key(0), (3, 5, 5, 4)).astype(dtype)
+  bias = jax.random.normal(jax.random.key(1), (4,))
+  cotangent = jax.random.normal(jax.random.key(2), x.shape).astype(dtype)
+  gelu = functools.partial(nn.gelu, approximate=True)
+  plain = lambda x, bias: gelu(x.astype(jnp.float32) + bias).astype(x.dtype)
+  fused = lambda x, bias: layers.bias_activation(x, bias, gelu)
+  results = []
+  for f in (fused, plain):
+    y, vjp = jax.vjp(f, x, bias)
+    results.append((y, *vjp(cotangent)))
+  for got, expected in zip(*results):
+    assert got.dtype == expected.dtype
+    np.testing.assert_allclose(got.astype(jnp.float32), expected.astype(jnp.float32),
+                               rtol=1e-5, atol=1e-5)
+
+
 def test_batch_norm_in_bfloat16_keeps_float32_variables():
   x = jax.random.normal(jax.random.key(0), (4, 5, 5, 6)).astype(jnp.bfloat16)
   module = layers.BatchNorm(use_running_average=False, dtype=jnp.bfloat16)

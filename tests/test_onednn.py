@@ -123,3 +123,51 @@ def test_without_a_compiler_auto_falls_back_to_xla_and_onednn_is_an_error(monkey
   assert onednn.resolve('auto') == 'xla'
   with pytest.raises(ConfigError, match='building onednn_conv.cc failed'):
     onednn.resolve('onednn')
+
+
+@needs_onednn
+@pytest.mark.parametrize('shapes', [((37, 20), (20, 9)), ((1, 64), (64, 3))])
+def test_matmul_values_and_gradients_equal_xlas(shapes):
+  a, b = (jax.random.normal(jax.random.key(i), shape) for i, shape in enumerate(shapes))
+
+  def values_and_gradients(matmul, a, b):
+    return matmul(a, b), jax.grad(lambda a, b: jnp.sum(jnp.sin(matmul(a, b))), (0, 1))(a, b)
+
+  xla_matmul = functools.partial(jnp.matmul, precision=jax.lax.Precision.HIGHEST)
+  expected = values_and_gradients(xla_matmul, a, b)
+  got = jax.jit(functools.partial(values_and_gradients, onednn.matmul))(a, b)
+  for g, e in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):
+    assert g.shape == e.shape and g.dtype == e.dtype
+    np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5)
+
+
+@needs_onednn
+def test_bfloat16_matmul_accumulates_in_float32():
+  a = jax.random.normal(jax.random.key(0), (8, 4096)).astype(jnp.bfloat16)
+  b = jax.random.normal(jax.random.key(1), (4096, 4)).astype(jnp.bfloat16)
+  got = onednn.matmul(a, b)
+  assert got.dtype == jnp.bfloat16
+  expected = a.astype(jnp.float32) @ b.astype(jnp.float32)
+  # Summed in bfloat16, 4096 products of ~1 would be off by far more than one final rounding.
+  np.testing.assert_allclose(got.astype(jnp.float32), expected, rtol=1e-2, atol=0.5)
+
+
+@needs_onednn
+def test_small_maps_convolve_as_a_matmul_on_onednn():
+  """A 3x3 output (a CIFAR net's last stage) goes to oneDNN's matmul over patches, same gradients."""
+  conv = layers.Conv(6, (3, 3), padding=1, use_bias=False)
+  x = jax.random.normal(jax.random.key(0), (2, 3, 3, 5))
+  variables = conv.init(jax.random.key(1), x)
+
+  def values_and_gradients(variables, x):
+    loss = lambda variables, x: jnp.sum(jnp.sin(conv.apply(variables, x)))
+    return conv.apply(variables, x), jax.grad(loss, (0, 1))(variables, x)
+
+  with onednn.convolutions('onednn'):
+    lowered = jax.jit(values_and_gradients).lower(variables, x)
+    got = jax.jit(values_and_gradients)(variables, x)
+  assert 'onednn_matmul' in lowered.as_text() and 'onednn_conv' not in lowered.as_text()
+  with onednn.convolutions('xla'):
+    expected = values_and_gradients(variables, x)
+  for g, e in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):
+    np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4)

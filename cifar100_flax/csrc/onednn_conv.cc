@@ -1,4 +1,5 @@
-// 2-D convolutions (forward, input gradient, kernel gradient) on oneDNN, as XLA FFI handlers.
+// 2-D convolutions (forward, input gradient, kernel gradient) and matrix products on oneDNN, as
+// XLA FFI handlers.
 //
 // Why by hand: XLA:CPU runs convolutions on Eigen, XNNPACK or YNNPACK, whose kernel gradients are
 // slow and which compute bfloat16 convolutions in float32; oneDNN (PyTorch's CPU convolution
@@ -7,6 +8,8 @@
 //
 // Layouts are JAX's: images NHWC, kernels HWIO (grouped: feature_group_count's). float32 and bfloat16 buffers; a bfloat16 pass
 // accumulates in float32 inside oneDNN. Primitives are created once per shape and cached.
+// The matrix product is here because XLA:CPU's dot has no AMX kernels: a bfloat16 4608x4608x512
+// product runs at ~180 GFLOP/s in XLA and ~930 in oneDNN on the Sapphire Rapids CPU.
 
 #include <cstdint>
 #include <map>
@@ -219,6 +222,64 @@ ffi::Error KernelGradient(ffi::AnyBuffer image, ffi::AnyBuffer output_gradient,
              padding_low, padding_high, groups);
 }
 
+// A row-major (rows, cols) buffer as a matrix, or as its transpose.
+memory::desc MatrixDesc(ffi::AnyBuffer::Dimensions d, memory::data_type type, bool transposed) {
+  if (transposed) return memory::desc({d[1], d[0]}, type, memory::dims{1, d[1]});
+  return memory::desc({d[0], d[1]}, type, memory::dims{d[1], 1});
+}
+
+dnnl::matmul CreateMatmul(const memory::desc& a, const memory::desc& b, const memory::desc& out) {
+#if DNNL_VERSION_MAJOR >= 3
+  return dnnl::matmul(dnnl::matmul::primitive_desc(Engine(), a, b, out));
+#else
+  return dnnl::matmul(dnnl::matmul::primitive_desc(dnnl::matmul::desc(a, b, out), Engine()));
+#endif
+}
+
+// out = op(a) @ op(b), op transposing where asked; out may be float32 for bfloat16 operands.
+ffi::Error Matmul(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer> out,
+                  bool transpose_a, bool transpose_b) {
+  auto a_type = DataType(a.element_type()), b_type = DataType(b.element_type());
+  auto out_type = DataType(out->element_type());
+  if (a_type == memory::data_type::undef || b_type == memory::data_type::undef ||
+      out_type == memory::data_type::undef) {
+    return ffi::Error::InvalidArgument("onednn_matmul: buffers must be float32 or bfloat16");
+  }
+  if (a.dimensions().size() != 2 || b.dimensions().size() != 2 || out->dimensions().size() != 2) {
+    return ffi::Error::InvalidArgument("onednn_matmul: operands must be matrices");
+  }
+  memory::desc a_desc = MatrixDesc(a.dimensions(), a_type, transpose_a);
+  memory::desc b_desc = MatrixDesc(b.dimensions(), b_type, transpose_b);
+  memory::desc out_desc = MatrixDesc(out->dimensions(), out_type, false);
+  std::ostringstream key;
+  key << transpose_a << transpose_b << '|' << static_cast<int>(a_type) << static_cast<int>(b_type)
+      << static_cast<int>(out_type);
+  for (auto dims : {a.dimensions(), b.dimensions(), out->dimensions()}) {
+    for (int64_t d : dims) key << ',' << d;
+  }
+  try {
+    static std::mutex mutex;
+    static std::map<std::string, std::unique_ptr<dnnl::matmul>> cache;
+    dnnl::matmul* matmul;
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      auto& entry = cache[key.str()];
+      if (!entry) entry = std::make_unique<dnnl::matmul>(CreateMatmul(a_desc, b_desc, out_desc));
+      matmul = entry.get();
+    }
+    dnnl::engine& engine = Engine();
+    dnnl::stream stream(engine);
+    memory a_memory(a_desc, engine, a.untyped_data()), b_memory(b_desc, engine, b.untyped_data());
+    memory out_memory(out_desc, engine, out->untyped_data());
+    matmul->execute(stream, {{DNNL_ARG_SRC, a_memory}, {DNNL_ARG_WEIGHTS, b_memory},
+                             {DNNL_ARG_DST, out_memory}});
+    stream.wait();
+  } catch (const dnnl::error& e) {
+    return ffi::Error::Internal(std::string("onednn_matmul: ") + e.what());
+  }
+  return ffi::Error::Success();
+}
+
 }  // namespace
 
 #define CONV_ATTRS                                   \
@@ -242,3 +303,10 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnConvKernelGradient, KernelGradient,
                                   .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>() CONV_ATTRS);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnMatmul, Matmul,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Attr<bool>("transpose_a")
+                                  .Attr<bool>("transpose_b"));

@@ -59,7 +59,8 @@ class Airbench(nn.Module):
     # Frozen: the filters are fitted to the data, never trained (their bias is).
     x = jax.lax.conv_general_dilated(x.astype(self.dtype), jax.lax.stop_gradient(kernel).astype(self.dtype),
                                      (1, 1), 'VALID', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-    x = _gelu(x + self.param('whitening_bias', nn.initializers.zeros, (kernel.shape[-1],)))
+    x = layers.bias_activation(
+        x, self.param('whitening_bias', nn.initializers.zeros, (kernel.shape[-1],)), _gelu)
     for width in self.widths:
       for index in range(self.convs_per_stage):
         x = layers.Conv(width, (3, 3), padding=1, use_bias=False, dtype=self.dtype,

@@ -30,6 +30,10 @@ import numpy as np
 from cifar100_flax.models import onednn
 
 _SMALL_OUTPUT_PIXELS = 4  # Output sizes up to 2x2 take the matmul path (measured, see above).
+# On oneDNN, up to 3x3: its bfloat16 matmul runs on AMX at ~1 TFLOP/s where its convolutions of
+# 3x3 maps reach 0.15-0.5 (cnn_fast's 3x3, 512 -> 512 layer: 240 -> ~110 ms for all three passes);
+# at 7x7 the patches cost more than they save (cnn_fast's step 1030 -> 1260 ms).
+_SMALL_OUTPUT_PIXELS_ONEDNN = 9
 
 
 def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int],
@@ -42,14 +46,17 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
   if plain or depthwise:
     if isinstance(padding, str):
       padding = jax.lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
-    if (onednn.active() and onednn.supports(lhs, rhs)
-        and kwargs.get('preferred_element_type') in (None, lhs.dtype)):
-      return onednn.conv(lhs, rhs, tuple(window_strides), tuple(tuple(p) for p in padding),
-                         kwargs.get('feature_group_count', 1))
     out_shape = [(size + lo + hi - k) // s + 1 for size, (lo, hi), k, s in
                  zip(lhs.shape[1:3], padding, rhs.shape[:2], window_strides)]
+    if (onednn.active() and onednn.supports(lhs, rhs)
+        and kwargs.get('preferred_element_type') in (None, lhs.dtype)):
+      if plain and np.prod(out_shape) <= _SMALL_OUTPUT_PIXELS_ONEDNN:
+        return _conv_as_matmul(lhs, rhs, window_strides, padding, onednn.matmul)
+      return onednn.conv(lhs, rhs, tuple(window_strides), tuple(tuple(p) for p in padding),
+                         kwargs.get('feature_group_count', 1))
     if plain and np.prod(out_shape) <= _SMALL_OUTPUT_PIXELS:
-      return _conv_as_matmul(lhs, rhs, window_strides, padding, kwargs.get('precision'))
+      return _conv_as_matmul(lhs, rhs, window_strides, padding,
+                             functools.partial(jnp.matmul, precision=kwargs.get('precision')))
     if depthwise:
       return _depthwise_as_shifts(lhs, rhs, window_strides, padding)
   return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, **kwargs)
@@ -86,11 +93,11 @@ def _shifted_views(x, kernel_shape, strides, padding):
       yield i, j, x[:, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
 
 
-def _conv_as_matmul(x, kernel, strides, padding, precision):
+def _conv_as_matmul(x, kernel, strides, padding, matmul):
   patches = jnp.concatenate([view for _, _, view in _shifted_views(x, kernel.shape[:2], strides, padding)],
                             axis=-1)
-  return jnp.einsum('nhwk,kd->nhwd', patches, kernel.reshape(-1, kernel.shape[-1]),
-                    precision=precision)
+  out = matmul(patches.reshape(-1, patches.shape[-1]), kernel.reshape(-1, kernel.shape[-1]))
+  return out.reshape(*patches.shape[:-1], kernel.shape[-1])
 
 
 def _depthwise_as_shifts(x, kernel, strides, padding):
@@ -145,6 +152,37 @@ def _max_pool_bwd(window, residuals, cotangent):
 
 
 max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
+
+
+def _sum_over_rows(x: jax.Array) -> jax.Array:
+  """x summed over all but its last axis, in float32, as a product with a row of ones.
+
+  XLA:CPU hands a sum to YNNPACK, which first writes every broadcast and elementwise input of the
+  summed expression out in full: the whitening bias gradient (24 channels of 31x31 maps) took ~150
+  ms of cnn_fast's step that way. A dot's operand is one fused pass instead.
+  """
+  rows = x.reshape(-1, x.shape[-1]).astype(jnp.float32)
+  return (jnp.ones((1, rows.shape[0]), jnp.float32) @ rows)[0]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def bias_activation(x: jax.Array, bias: jax.Array, activation: Callable) -> jax.Array:
+  """`activation(x + bias)` (bias over x's last axis), computed in float32, returned in x's dtype."""
+  return activation(x.astype(jnp.float32) + bias).astype(x.dtype)
+
+
+def _bias_activation_fwd(x, bias, activation):
+  return bias_activation(x, bias, activation), (x, bias)
+
+
+def _bias_activation_bwd(activation, residuals, cotangent):
+  x, bias = residuals
+  _, activation_vjp = jax.vjp(activation, x.astype(jnp.float32) + bias)
+  dz = activation_vjp(cotangent.astype(jnp.float32))[0]
+  return dz.astype(x.dtype), _sum_over_rows(dz).astype(bias.dtype)
+
+
+bias_activation.defvjp(_bias_activation_fwd, _bias_activation_bwd)
 
 
 def _moments(x: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -85,6 +85,8 @@ def _register() -> None:
     jax.ffi.register_ffi_target(f'cifar100_flax_onednn_conv_{name}',
                                 jax.ffi.pycapsule(getattr(library, f'OnednnConv{name}')),
                                 platform='cpu')
+  jax.ffi.register_ffi_target('cifar100_flax_onednn_matmul', jax.ffi.pycapsule(library.OnednnMatmul),
+                              platform='cpu')
 
 
 @functools.cache
@@ -173,3 +175,33 @@ def _conv_backward(strides, padding, groups, residuals, output_gradient):
 
 
 conv.defvjp(_conv_forward, _conv_backward)
+
+
+def _matmul_call(a: jax.Array, b: jax.Array, dtype, transpose_a: bool = False,
+                 transpose_b: bool = False) -> jax.Array:
+  rows = a.shape[1] if transpose_a else a.shape[0]
+  cols = b.shape[0] if transpose_b else b.shape[1]
+  return jax.ffi.ffi_call('cifar100_flax_onednn_matmul', jax.ShapeDtypeStruct((rows, cols), dtype))(
+      a, b, transpose_a=transpose_a, transpose_b=transpose_b)
+
+
+@jax.custom_vjp
+def matmul(a: jax.Array, b: jax.Array) -> jax.Array:
+  """`a @ b` of two matrices of one dtype (float32 or bfloat16), accumulated in float32."""
+  _register()
+  return _matmul_call(a, b, a.dtype)
+
+
+def _matmul_forward(a, b):
+  return matmul(a, b), (a, b)
+
+
+def _matmul_backward(residuals, output_gradient):
+  a, b = residuals
+  output_gradient = output_gradient.astype(a.dtype)
+  b_gradient = _matmul_call(a, output_gradient, jnp.float32, transpose_a=True)
+  return (_matmul_call(output_gradient, b, a.dtype, transpose_b=True),
+          b_gradient.astype(b.dtype))
+
+
+matmul.defvjp(_matmul_forward, _matmul_backward)
