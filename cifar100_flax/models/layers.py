@@ -10,7 +10,9 @@ Flax's, so checkpoints and converted weights fit.
 
 XLA:CPU rewrites a convolution whose output is at most 2x2 (a ResNet's last stages on 32x32
 images) into forms with trimmed or reversed windows that run on a naive loop: a 3x3 conv on 2x2x512
-inputs took 517 ms forward for a batch of 256, 6 ms as one matmul over its patches. `conv` does that.
+inputs took 517 ms forward for a batch of 256, 6 ms as one matmul over its patches. `conv` does that,
+and on oneDNN does it for outputs up to 3x3, whose convolutions oneDNN runs far below its matmul's
+speed (AMX bfloat16: ~1 TFLOP/s).
 
 Depthwise convolutions (EfficientNet's) are a naive loop too, forward and backward: a 3x3 one on
 64x48x48x96 took 421 ms forward and 1028 ms with its gradients, and 224 / 303 ms as a sum of the
