@@ -33,6 +33,14 @@ dnnl::engine& Engine() {
   return engine;
 }
 
+// XLA runs independent custom calls at once (a backward pass's two gradients, test-time views),
+// and oneDNN's primitives share one scratchpad (libdnnl is built without concurrent execution):
+// unserialised, concurrent calls overwrote each other's intermediates. Each call uses all cores.
+std::mutex& ExecutionMutex() {
+  static std::mutex mutex;
+  return mutex;
+}
+
 memory::data_type DataType(ffi::DataType type) {
   switch (type) {
     case ffi::DataType::F32: return memory::data_type::f32;
@@ -160,6 +168,7 @@ ffi::Error Run(Pass pass, ffi::AnyBuffer image, ffi::AnyBuffer kernel, ffi::AnyB
   try {
     const Conv& conv = Cached(geometry, pass);
     dnnl::engine& engine = Engine();
+    std::lock_guard<std::mutex> serialised(ExecutionMutex());
     dnnl::stream stream(engine);
     memory image_memory(ImageDesc(geometry.image, geometry.image_type), engine,
                         image.untyped_data());
@@ -268,6 +277,7 @@ ffi::Error Matmul(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer
       matmul = entry.get();
     }
     dnnl::engine& engine = Engine();
+    std::lock_guard<std::mutex> serialised(ExecutionMutex());
     dnnl::stream stream(engine);
     memory a_memory(a_desc, engine, a.untyped_data()), b_memory(b_desc, engine, b.untyped_data());
     memory out_memory(out_desc, engine, out->untyped_data());
