@@ -142,12 +142,14 @@ struct Geometry {
   }
 };
 
-const Conv& Cached(const Geometry& geometry, Pass pass) {
+// The primitive for `key`, made by `create()` on first use (one cache per call site).
+template <typename Primitive, typename Create>
+const Primitive& Cached(const std::string& key, Create create) {
   static std::mutex mutex;
-  static std::map<std::string, std::unique_ptr<Conv>> cache;
+  static std::map<std::string, std::unique_ptr<Primitive>> cache;
   std::lock_guard<std::mutex> lock(mutex);
-  auto& entry = cache[geometry.Key(pass)];
-  if (!entry) entry = std::make_unique<Conv>(geometry.Create(pass));
+  auto& entry = cache[key];
+  if (!entry) entry = std::make_unique<Primitive>(create());
   return *entry;
 }
 
@@ -166,7 +168,7 @@ ffi::Error Run(Pass pass, ffi::AnyBuffer image, ffi::AnyBuffer kernel, ffi::AnyB
     }
   }
   try {
-    const Conv& conv = Cached(geometry, pass);
+    const Conv& conv = Cached<Conv>(geometry.Key(pass), [&] { return geometry.Create(pass); });
     dnnl::engine& engine = Engine();
     std::lock_guard<std::mutex> serialised(ExecutionMutex());
     dnnl::stream stream(engine);
@@ -267,21 +269,14 @@ ffi::Error Matmul(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer
     for (int64_t d : dims) key << ',' << d;
   }
   try {
-    static std::mutex mutex;
-    static std::map<std::string, std::unique_ptr<dnnl::matmul>> cache;
-    dnnl::matmul* matmul;
-    {
-      std::lock_guard<std::mutex> lock(mutex);
-      auto& entry = cache[key.str()];
-      if (!entry) entry = std::make_unique<dnnl::matmul>(CreateMatmul(a_desc, b_desc, out_desc));
-      matmul = entry.get();
-    }
+    const dnnl::matmul& matmul = Cached<dnnl::matmul>(
+        key.str(), [&] { return CreateMatmul(a_desc, b_desc, out_desc); });
     dnnl::engine& engine = Engine();
     std::lock_guard<std::mutex> serialised(ExecutionMutex());
     dnnl::stream stream(engine);
     memory a_memory(a_desc, engine, a.untyped_data()), b_memory(b_desc, engine, b.untyped_data());
     memory out_memory(out_desc, engine, out->untyped_data());
-    matmul->execute(stream, {{DNNL_ARG_SRC, a_memory}, {DNNL_ARG_WEIGHTS, b_memory},
+    matmul.execute(stream, {{DNNL_ARG_SRC, a_memory}, {DNNL_ARG_WEIGHTS, b_memory},
                              {DNNL_ARG_DST, out_memory}});
     stream.wait();
   } catch (const dnnl::error& e) {
