@@ -277,7 +277,7 @@ ffi::Error Matmul(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer
     memory a_memory(a_desc, engine, a.untyped_data()), b_memory(b_desc, engine, b.untyped_data());
     memory out_memory(out_desc, engine, out->untyped_data());
     matmul.execute(stream, {{DNNL_ARG_SRC, a_memory}, {DNNL_ARG_WEIGHTS, b_memory},
-                             {DNNL_ARG_DST, out_memory}});
+                            {DNNL_ARG_DST, out_memory}});
     stream.wait();
   } catch (const dnnl::error& e) {
     return ffi::Error::Internal(std::string("onednn_matmul: ") + e.what());
