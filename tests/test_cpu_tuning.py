@@ -1,5 +1,7 @@
 import ctypes
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -38,3 +40,43 @@ def test_configure_is_granted_the_amx_registers():
   libc = ctypes.CDLL(None)
   assert libc.syscall(158, 0x1022, ctypes.byref(granted)) == 0  # ARCH_GET_XCOMP_PERM
   assert granted.value & (1 << 18)  # XFEATURE_XTILEDATA
+
+
+_FAULTS_OF_A_REUSED_BLOCK = """
+import ctypes, resource, sys, threading
+from cifar100_flax import cpu_tuning
+if sys.argv[1] == 'tuned':
+  cpu_tuning.configure()
+libc = ctypes.CDLL(None)
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+size = 256 << 20
+
+def allocate_touch_free():  # as XLA's worker threads do with a step's buffers
+  block = libc.malloc(size)
+  ctypes.memset(block, 1, size)
+  libc.free(block)
+
+def in_a_thread():
+  thread = threading.Thread(target=allocate_touch_free)
+  thread.start()
+  thread.join()
+
+in_a_thread()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+in_a_thread()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def _faults_of_a_reused_block(mode: str) -> int:
+  out = subprocess.run([sys.executable, '-c', _FAULTS_OF_A_REUSED_BLOCK, mode], check=True,
+                       capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+  return int(out.stdout.split()[-1])
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason="glibc's malloc")
+def test_a_freed_large_block_is_reused_without_page_faults():
+  pages = (256 << 20) // os.sysconf('SC_PAGE_SIZE')
+  assert _faults_of_a_reused_block('default') > pages // 2  # mapped anew, faulted in anew
+  assert _faults_of_a_reused_block('tuned') < pages // 100
