@@ -30,8 +30,9 @@ def get_config():
   config.batch_size = 512
   # 18 epochs on 45,000 images: validation top-1 0.7376. On the Sapphire Rapids CPU (AMX) a step
   # of 512 took ~1.13 s and 28 epochs on all 50,000 images fit in the hour (README, Results).
-  # The step now takes ~0.8 s; 35 epochs (not validated) scored lower, see README: the epoch
-  # count is to be chosen again on the validation split.
+  # The step now takes ~0.59 s (oneDNN 3.2 and the malloc fix of 2026-12-02; ~0.8 before them);
+  # 35 epochs (not validated) scored lower, see README: how to spend the faster step is to be
+  # chosen again on the validation split.
   config.num_epochs = 28
   # airbench's hyperparameters for a mean (not summed) loss over 512 images: lr 11.5 / 1024 per
   # image / (1 + 1 / (1 - momentum)) x 512, and the same per-step weight decay.
