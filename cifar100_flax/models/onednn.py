@@ -8,8 +8,8 @@ the whole networks). csrc/onednn_conv.cc wraps oneDNN's three convolution passes
 handlers; this module builds it on first use with a C++17 compiler against oneDNN 3.2 from PyPI
 (requirements.txt: `onednn-cpu-gomp`, `onednn-devel-cpu-gomp`) or, without them, the system's
 oneDNN 2.x or 3.x (`apt-get install libdnnl-dev`), caches the library, and exposes `conv` and
-`matmul` with custom VJPs. oneDNN 3.2 trains airbench 3% and ResNet-18 7% faster in float32 than
-Debian's 2.6 (bfloat16 airbench 8%; README, Speed).
+`matmul` with custom VJPs. With oneDNN 3.2 airbench's float32 step ran 5% and ResNet-18's 2% faster
+than with Debian's 2.6 (interleaved whole steps; bfloat16 airbench 7%; README, Speed).
 
 Which convolutions use it is chosen at trace time: `with convolutions(config.conv_backend):`
 around the traced step makes `layers.Conv` send plain NHWC convolutions here. 'auto' picks oneDNN
