@@ -142,7 +142,7 @@ struct Geometry {
   }
 };
 
-// The primitive for `key`, made by `create()` on first use (one cache per call site).
+// The primitive for `key`, made by `create()` on first use (one cache per primitive type).
 template <typename Primitive, typename Create>
 const Primitive& Cached(const std::string& key, Create create) {
   static std::mutex mutex;
