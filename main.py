@@ -1,14 +1,21 @@
 """Train, evaluate and report on a CIFAR-100 classifier.
 
   python main.py --config configs/cnn.py --workdir runs/cnn               # train (or resume)
-  python main.py --config configs/cnn.py --workdir runs/cnn --mode eval   # test-set metrics
+  python main.py --workdir runs/cnn --mode eval                           # test-set metrics
   python main.py --mode eval --workdir runs/a --workdir runs/b --output runs/ab   # an ensemble
   python main.py --mode report --workdir runs/cnn [--workdir runs/b ...]  # report.html, report.pdf
+
+Errors in what the user gave (flags, config values, data, checkpoints) are one line without a
+traceback; --traceback (or CIFAR100_FLAX_TRACEBACK=1) shows it. TensorFlow's, XLA's and absl's
+start-up messages are off unless --verbosity=0 (absl's flag: 0 is INFO, 1 DEBUG) asks for them.
 """
 
 import logging as logging_lib
+import os
+import pathlib
 import sys
 
+import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -21,6 +28,8 @@ _OUTPUT = flags.DEFINE_string('output', None, 'report: the folder to write to (d
                               'workdir); eval of several workdirs: where the ensemble\'s results go.')
 _GRADCAM_LAYER = flags.DEFINE_string('gradcam_layer', None, 'report: the submodule (path, e.g. '
                                      'layer4_2) Grad-CAM explains; default: the last feature map.')
+_TRACEBACK = flags.DEFINE_bool('traceback', os.environ.get('CIFAR100_FLAX_TRACEBACK') == '1',
+                               'Show the full traceback of an error in the input, not one line.')
 flags.mark_flags_as_required(['workdir'])
 
 
@@ -33,28 +42,61 @@ class _QuietOrbax(logging_lib.Filter):
 
 def _parse_flags(argv: list[str]) -> list[str]:
   # config_flags raises a bare AttributeError/KeyError/ValueError with a traceback for an unknown
-  # key or a value of the wrong type; say it in one line instead.
+  # key or a value of the wrong type, or a config file that does not load; say it in one line.
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
-    sys.exit(f'error: {e}')
+    sys.exit(f'error: {_one_line(e)}')
   except Exception as e:  # pylint: disable=broad-except
-    sys.exit(f'error: cannot apply the command-line flags: {type(e).__name__}: {e}. Every config '
-             f'key, with its type, is listed in configs/default.py.')
+    if '--traceback' in argv:
+      raise
+    sys.exit(f'error: cannot apply the command-line flags: {type(e).__name__}: {_one_line(e)}. '
+             f'Every config key, with its type, is listed in cifar100_flax/defaults.py.')
+
+
+def _one_line(error: BaseException) -> str:
+  """The error's message as one line (config_flags' messages hold escaped newlines)."""
+  text = str(error).strip().strip('\'"').replace('\\n', '\n').replace("\\'", "'")
+  return ' '.join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _quiet_start_up() -> None:
+  """Hides TensorFlow's C++ and absl's INFO logs unless --verbosity was given."""
+  if flags.FLAGS['verbosity'].present:
+    return
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+  # TensorFlow only gathers batches here; its oneDNN kernels (which announce themselves at import
+  # whatever the log level) would compute none of the model.
+  os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
+  logging.set_verbosity(logging.WARNING)
+
+
+def _config() -> ml_collections.ConfigDict | None:
+  """The --config, or None; a file that does not load is a one-line error."""
+  path = flags.FLAGS['config'].config_filename
+  if path and not pathlib.Path(path).is_file():
+    sys.exit(f'error: --config={path}: no such file (the configs are in configs/*.py)')
+  try:
+    return _CONFIG.value
+  except OSError as e:  # config_flags defers the file's own error (a syntax error, an import)
+    if _TRACEBACK.value:
+      raise
+    sys.exit(f'error: --config={path} does not load: {_one_line(e.__cause__ or e)}')
 
 
 def main(argv):
   del argv
+  _quiet_start_up()
   logging.get_absl_handler().addFilter(_QuietOrbax())
-  from cifar100_flax import cpu_tuning
-  cpu_tuning.configure()  # Before JAX initialises its backend.
+  from cifar100_flax.cpu import tuning
+  tuning.configure()  # Before JAX initialises its backend.
   # TensorFlow only feeds data; keep it off any GPU so that JAX has the memory.
   import tensorflow as tf
   tf.config.set_visible_devices([], 'GPU')
   from cifar100_flax import configuration, evaluate, report, train
   from cifar100_flax.errors import UserError
 
-  workdirs, config = _WORKDIR.value, _CONFIG.value
+  workdirs, config = _WORKDIR.value, _config()
   if _MODE.value == 'train' and (config is None or len(workdirs) != 1):
     sys.exit('error: --mode=train needs --config and one --workdir')
   if _MODE.value == 'eval' and len(workdirs) > 1 and not _OUTPUT.value:
@@ -73,7 +115,9 @@ def main(argv):
       written = report.report(workdirs, _OUTPUT.value, config, _GRADCAM_LAYER.value)
       print(f"wrote {written['html']}, {written['pdf']} and {len(written) - 2} figures")
   except UserError as e:
-    sys.exit(f'error: {e}')
+    if _TRACEBACK.value:
+      raise
+    sys.exit(f'error: {_one_line(e)}')
   except KeyboardInterrupt as e:
     sys.exit(f'interrupted: {e}')
 

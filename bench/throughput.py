@@ -5,7 +5,7 @@
 
 JAX runs the project's own jitted training step (on-device augmentation, label smoothing, SGD with
 Nesterov momentum and weight decay; convolutions on oneDNN where config.conv_backend's 'auto'
-picks it, see cifar100_flax/models/onednn.py); PyTorch runs the same network (bench/torch_peers.py, equal
+picks it, see cifar100_flax/cpu/); PyTorch runs the same network (bench/torch_peers.py, equal
 parameter counts) with the same loss and optimiser, channels_last, on already-augmented floats.
 The machine is shared and noisy, so each round times every (framework, precision) pair in turn and
 the fastest round counts. Ratios compare equal precisions; a ratio above 1 means JAX is faster:
@@ -15,27 +15,25 @@ the fastest round counts. Ratios compare equal precisions; a ratio above 1 means
 
 import functools
 import os
+import pathlib
 import sys
 import time
 from typing import Callable
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
-import jax  # pylint: disable=g-import-not-at-top
-import jax.numpy as jnp
-import ml_collections
-import numpy as np
-import torch
-from absl import app, flags
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import ml_collections  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch_peers  # noqa: E402
+from absl import app, flags  # noqa: E402
 
-import torch_peers
-from cifar100_flax import cpu_tuning, input_pipeline, train
-from cifar100_flax.models import onednn
-from configs import cnn as cnn_config
-from configs import cnn_fast as cnn_fast_config
-from configs import efficientnet_lite0 as efficientnet_lite0_config
-from configs import resnet18 as resnet18_config
+from cifar100_flax import configuration, dataset, input_pipeline, steps  # noqa: E402
+from cifar100_flax.cpu import onednn, tuning  # noqa: E402
+
+_CONFIGS = pathlib.Path(__file__).resolve().parents[1] / 'configs'
 
 _MODELS = flags.DEFINE_list('models', ['cnn', 'airbench', 'resnet18', 'resnet50', 'efficientnet_lite0'],
                             'Models to time.')
@@ -44,15 +42,19 @@ _STEPS = flags.DEFINE_integer('steps', 3, 'Timed steps per round.')
 _ROUNDS = flags.DEFINE_integer('rounds', 3, 'Rounds; the fastest counts.')
 _IMAGE_SIZE = flags.DEFINE_integer('image_size', 96, 'Input side for efficientnet_lite0 (resized on the '
                                    'device; 224 is its native size).')
-_CPU_TUNING = flags.DEFINE_bool('cpu_tuning', True, 'Apply cifar100_flax.cpu_tuning, as main.py does.')
+_CPU_TUNING = flags.DEFINE_bool('cpu_tuning', True, 'Apply cifar100_flax.cpu.tuning, as main.py does.')
 _CONV_BACKEND = flags.DEFINE_enum('conv_backend', 'auto', onednn.BACKENDS,
                                   "JAX's convolutions (config.conv_backend).")
 
 
 
+def _config(name: str) -> ml_collections.ConfigDict:
+  return configuration.config_from_file(str(_CONFIGS / f'{name}.py'))
+
+
 def _resnet50_config() -> ml_collections.ConfigDict:
   """ResNet-50 with its ImageNet stem, on 32x32 inputs (the transfer recipe's cheapest size)."""
-  config = resnet18_config.get_config()
+  config = _config('resnet18')
   config.model = 'resnet50'
   config.model_kwargs.stem = 'imagenet'
   return config
@@ -60,21 +62,22 @@ def _resnet50_config() -> ml_collections.ConfigDict:
 
 def _airbench_config() -> ml_collections.ConfigDict:
   """configs/cnn_fast.py's recipe on Keller Jordan's airbench widths (its own last stage is wider)."""
-  config = cnn_fast_config.get_config()
+  config = _config('cnn_fast')
   config.model_kwargs = dict(config.model_kwargs, widths=(64, 256, 256))
   return config
 
 
 def _efficientnet_lite0_config() -> ml_collections.ConfigDict:
-  """EfficientNet-Lite0 at --image_size (96: the README's transfer run); no weights needed to time it."""
-  config = efficientnet_lite0_config.get_config()
+  """EfficientNet-Lite0 at --image_size (96: the recorded transfer run); no weights needed to time
+  it."""
+  config = _config('efficientnet_lite0')
   config.pretrained = ''
   config.image_size = _IMAGE_SIZE.value
   return config
 
 
-CONFIGS = {'cnn': cnn_config.get_config, 'airbench': _airbench_config,
-           'resnet18': resnet18_config.get_config, 'resnet50': _resnet50_config,
+CONFIGS = {'cnn': functools.partial(_config, 'cnn'), 'airbench': _airbench_config,
+           'resnet18': functools.partial(_config, 'resnet18'), 'resnet50': _resnet50_config,
            'efficientnet_lite0': _efficientnet_lite0_config}
 PEERS = {'cnn': torch_peers.CNN, 'airbench': torch_peers.Airbench,
          'resnet18': functools.partial(torch_peers.ResNet, block='basic', stage_sizes=(2, 2, 2, 2)),
@@ -86,8 +89,8 @@ PRECISIONS = {'fp32': 'float32', 'bf16': 'bfloat16'}
 
 def _synthetic_batch(batch_size: int, seed: int = 0) -> dict:
   rng = np.random.default_rng(seed)
-  return {'image': rng.integers(0, 256, (batch_size, *input_pipeline.IMAGE_SHAPE), np.uint8),
-          'label': rng.integers(0, input_pipeline.NUM_CLASSES, batch_size).astype(np.int32),
+  return {'image': rng.integers(0, 256, (batch_size, *dataset.IMAGE_SHAPE), np.uint8),
+          'label': rng.integers(0, dataset.NUM_CLASSES, batch_size).astype(np.int32),
           'flip': rng.random(batch_size) < 0.5}
 
 
@@ -105,12 +108,12 @@ class JaxRunner:
   """The project's jitted training and evaluation steps for one config."""
 
   def __init__(self, config: ml_collections.ConfigDict, batch: dict):
-    self.state, _ = train.create_train_state(config, steps_per_epoch=100)
+    self.state, _ = steps.create_train_state(config, steps_per_epoch=100)
     self.params = sum(x.size for x in jax.tree.leaves(self.state.params))
     self.batch = jax.device_put(batch)
     self.batch_eval = {**self.batch, 'mask': jnp.ones(len(batch['label']), bool)}
-    self._train = train.jit_train_step(config)
-    self._eval = train.jit_eval_step(config)
+    self._train = steps.jit_train_step(config)
+    self._eval = steps.jit_eval_step(config)
     start = time.perf_counter()
     self.train()
     self.infer()
@@ -128,12 +131,13 @@ class TorchRunner:
   """The PyTorch peer: same network, loss and optimiser; bfloat16 by autocast."""
 
   def __init__(self, name: str, config: ml_collections.ConfigDict, batch: dict, precision: str):
-    self.model = PEERS[name](input_pipeline.NUM_CLASSES, **config.model_kwargs).to(memory_format=torch.channels_last)
+    self.model = PEERS[name](dataset.NUM_CLASSES, **config.model_kwargs).to(
+        memory_format=torch.channels_last)
     self.params = sum(p.numel() for p in self.model.parameters())
     self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=config.momentum,
                                      nesterov=config.nesterov, weight_decay=config.weight_decay)
     self.loss = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    images = (batch['image'] - np.array(input_pipeline.MEAN_RGB)) / np.array(input_pipeline.STDDEV_RGB)
+    images = (batch['image'] - np.array(dataset.MEAN_RGB)) / np.array(dataset.STDDEV_RGB)
     images = torch.tensor(images.transpose(0, 3, 1, 2), dtype=torch.float32)
     if config.image_size:  # JAX resizes inside its step; the peer gets resized images.
       images = torch.nn.functional.interpolate(images, size=config.image_size, mode='bilinear')
@@ -182,10 +186,10 @@ def time_model(name: str, batch_size: int, steps: int, rounds: int) -> dict:
 
 def time_input(batch_size: int, num_batches: int = 40) -> dict:
   """img/s of the host pipeline (tf.data gather + transfer) and of the on-device augmentation."""
-  n = input_pipeline.NUM_TRAIN_EXAMPLES
+  n = dataset.NUM_TRAIN_EXAMPLES
   rng = np.random.default_rng(0)
-  split = input_pipeline.Split(
-      images=rng.integers(0, 256, (n, *input_pipeline.IMAGE_SHAPE), np.uint8),
+  split = dataset.Split(
+      images=rng.integers(0, 256, (n, *dataset.IMAGE_SHAPE), np.uint8),
       labels=rng.integers(0, 100, n).astype(np.int32), coarse_labels=np.zeros(n, np.int32),
       ids=np.arange(n).astype(str))
   batches = input_pipeline.train_batches(split, batch_size, seed=0)
@@ -195,9 +199,9 @@ def time_input(batch_size: int, num_batches: int = 40) -> dict:
     jax.block_until_ready(jax.device_put(next(batches)))
   host = num_batches * batch_size / (time.perf_counter() - start)
 
-  config = cnn_config.get_config()
+  config = _config('cnn')
   images = jax.device_put(_synthetic_batch(batch_size)['image'])
-  augment = jax.jit(functools.partial(train.preprocess, config=config))
+  augment = jax.jit(functools.partial(steps.preprocess, config=config))
   key = jax.random.key(0)
   jax.block_until_ready(augment(images, key=key))
   seconds = _seconds(lambda: jax.block_until_ready(augment(images, key=key)), 5)
@@ -207,7 +211,7 @@ def time_input(batch_size: int, num_batches: int = 40) -> dict:
 def main(argv):
   del argv
   if _CPU_TUNING.value:
-    cpu_tuning.configure()  # Before JAX initialises its backend (the imports above do not).
+    tuning.configure()  # Before JAX initialises its backend (the imports above do not).
   torch.set_num_threads(os.cpu_count())
   print(f'jax {jax.__version__} ({jax.default_backend()}, {jax.device_count()} devices), '
         f'torch {torch.__version__}, {os.cpu_count()} CPUs, batch {_BATCH_SIZE.value}, '

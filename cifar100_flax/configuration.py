@@ -1,6 +1,11 @@
 """Checks a config before anything is compiled, so that a bad value fails in a second, clearly;
-reads back the config a run was trained with."""
+loads a config file by path; reads back the config a run was trained with.
 
+Checking is pure and fast: it builds nothing (the oneDNN extension is built by the entry points
+that run a model, see cifar100_flax/cpu/) and reads no data.
+"""
+
+import importlib.util
 import json
 import pathlib
 import re
@@ -8,12 +13,22 @@ import re
 import jax
 import ml_collections
 
-from cifar100_flax import input_pipeline, models, optim, pretrained
+from cifar100_flax import dataset, defaults, models, optim, pretrained
+from cifar100_flax.cpu import onednn
 from cifar100_flax.errors import ConfigError
-from cifar100_flax.models import onednn
-from configs import default
 
 EARLY_STOPPING_METRICS = {'val_accuracy': 'max', 'val_top5_accuracy': 'max', 'val_loss': 'min'}
+
+
+def config_from_file(path: str) -> ml_collections.ConfigDict:
+  """`get_config()` of a config file such as configs/cnn.py, loaded by its path (as
+  `--config=path` does)."""
+  spec = importlib.util.spec_from_file_location(pathlib.Path(path).stem, path)
+  if spec is None or not pathlib.Path(path).is_file():
+    raise ConfigError(f'{path}: no such config file')
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
@@ -23,7 +38,7 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     raise ConfigError(f'{path} is missing: training writes it when it starts; for a run trained '
                       f'before that, pass the config it was trained with: --config=configs/....py')
   saved = json.loads(path.read_text())
-  _fill_missing(saved, default.get_config().to_dict())
+  _fill_missing(saved, defaults.get_config().to_dict())
   return ml_collections.ConfigDict(saved)
 
 
@@ -53,8 +68,9 @@ def _require_regex(key: str, pattern: str) -> None:
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError naming the first key whose value cannot work."""
-  models.create_model(config.model, 100, config.dtype, **config.model_kwargs)
-  onednn.resolve(config.conv_backend)
+  models.create_model(config.model, dataset.NUM_CLASSES, config.dtype, **config.model_kwargs)
+  _require(config.conv_backend in onednn.BACKENDS,
+           f'config.conv_backend={config.conv_backend!r} is not one of {list(onednn.BACKENDS)}')
   _require(config.optimizer in optim.OPTIMIZERS,
            f'config.optimizer={config.optimizer!r} is unknown; choose one of {list(optim.OPTIMIZERS)}')
   _require(config.schedule in optim.SCHEDULES,
@@ -70,8 +86,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _require(value > 0, f'config.{key} must be > 0, got {value}')
     _require(value % devices == 0,
              f'config.{key}={value} must be divisible by the number of devices ({devices})')
-  _require(0 <= config.validation_size < input_pipeline.NUM_TRAIN_EXAMPLES - config.batch_size,
-           f'config.validation_size must be in [0, {input_pipeline.NUM_TRAIN_EXAMPLES - config.batch_size}), '
+  largest_validation = dataset.NUM_TRAIN_EXAMPLES - config.batch_size
+  _require(0 <= config.validation_size < largest_validation,
+           f'config.validation_size must be in [0, {largest_validation}), '
            f'got {config.validation_size}')
   _require(config.validation_size or not config.early_stopping_patience,
            'config.validation_size=0 leaves nothing to stop early on: set '
@@ -88,9 +105,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _require(config.checkpoint_keep > 0, f'config.checkpoint_keep must be > 0, got {config.checkpoint_keep}')
   _require(0 < config.plateau_factor < 1,
            f'config.plateau_factor must be in (0, 1), got {config.plateau_factor}')
-  _require(config.normalisation in input_pipeline.NORMALISATIONS,
+  _require(config.normalisation in dataset.NORMALISATIONS,
            f'config.normalisation={config.normalisation!r} is unknown; choose one of '
-           f'{sorted(input_pipeline.NORMALISATIONS)}')
+           f'{sorted(dataset.NORMALISATIONS)}')
   for key in ('image_size', 'backbone_frozen_epochs', 'backbone_learning_rate_multiplier'):
     _require(config[key] >= 0, f'config.{key} must be >= 0, got {config[key]}')
   _require(not config.pretrained or config.model in pretrained.CONVERTERS

@@ -17,5 +17,9 @@ class CheckpointError(UserError):
   """A checkpoint is missing, corrupt or does not fit the configured model."""
 
 
+class UsageError(UserError, ValueError):
+  """A flag or argument that names something that does not exist (e.g. a Grad-CAM layer)."""
+
+
 class TrainingDivergedError(UserError):
   """The loss became NaN or infinite."""

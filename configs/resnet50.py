@@ -6,14 +6,16 @@
 `huggingface_hub`); a local torchvision/timm `.safetensors` or `.pth` file works the same way,
 and `--config.pretrained=''` trains from scratch. Images are resized on the device to
 `image_size` (ImageNet's 224; smaller sizes cost quadratically less) and normalised with
-ImageNet's statistics, as the weights expect; the rest is configs/transfer.py's recipe.
+ImageNet's statistics, as the weights expect; the rest is `defaults.get_transfer_config()`.
 """
 
-from configs import transfer
+import ml_collections
+
+from cifar100_flax import defaults
 
 
-def get_config():
-  config = transfer.get_config()
+def get_config() -> ml_collections.ConfigDict:
+  config = defaults.get_transfer_config()
   config.model = 'resnet50'
   config.model_kwargs = dict(stem='imagenet', dropout=0.0, batch_norm_frozen=False)
   config.pretrained = 'timm/resnet50.tv_in1k'

@@ -4,11 +4,13 @@
   python main.py --config configs/smoke.py --workdir runs/smoke --mode eval
 """
 
-from configs import default
+import ml_collections
+
+from cifar100_flax import defaults
 
 
-def get_config():
-  config = default.get_config()
+def get_config() -> ml_collections.ConfigDict:
+  config = defaults.get_config()
   config.model_kwargs.widths = (16, 32)
   config.model_kwargs.convs_per_stage = 1
   config.model_kwargs.hidden = 0

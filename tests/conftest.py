@@ -1,46 +1,16 @@
-"""Shared fixtures: mock CIFAR-100 (tfds.testing.mock_data) and a tiny, fast config."""
+"""Fixtures: mock CIFAR-100 and a tiny model trained on it (helpers.py has what they share)."""
 
-import contextlib
 import os
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
-import ml_collections
-import pytest
-import tensorflow as tf
-import tensorflow_datasets as tfds
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
-from cifar100_flax import evaluate, input_pipeline, train
-from configs import default
+from cifar100_flax import evaluate, train  # noqa: E402
+from tests.helpers import mocked_cifar, tiny_config  # noqa: E402
 
 tf.config.set_visible_devices([], 'GPU')
-MOCK_EXAMPLES = 200  # per split; the validation carve-out comes out of the training split
-
-
-def tiny_config(**overrides) -> ml_collections.ConfigDict:
-  config = default.get_config()
-  config.model_kwargs.widths = (8,)
-  config.model_kwargs.convs_per_stage = 1
-  config.model_kwargs.hidden = 0
-  config.model_kwargs.dropout = 0.0
-  config.data_dir = '/nonexistent'  # mock data ignores it; real data must not leak in
-  config.validation_size = 40
-  config.batch_size = 16
-  config.eval_batch_size = 48  # does not divide 200: the last batch is padded
-  config.num_epochs = 2
-  config.log_every_steps = 5
-  config.warmup_epochs = 0.5
-  config.learning_rate = 0.05
-  config.update(overrides)
-  return config
-
-
-@contextlib.contextmanager
-def mocked_cifar(monkeypatch: pytest.MonkeyPatch):
-  """Deterministic random CIFAR-100-shaped data; 'downloading' it is a no-op."""
-  monkeypatch.setattr(input_pipeline, '_why_offline', lambda: None)
-  with tfds.testing.mock_data(num_examples=MOCK_EXAMPLES):
-    yield
 
 
 @pytest.fixture

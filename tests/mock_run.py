@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from cifar100_flax import evaluate, train
-from tests.conftest import mocked_cifar, tiny_config
+from tests.helpers import mocked_cifar, tiny_config
 
 if __name__ == '__main__':
   config = tiny_config(model_kwargs=dict(widths=(8,), convs_per_stage=1, hidden=16, dropout=0.2))

@@ -1,21 +1,45 @@
+import functools
 import os
 import subprocess
 import sys
 
 import pytest
 
-from cifar100_flax import configuration
+from cifar100_flax import configuration, defaults
+from cifar100_flax.cpu import onednn
 from cifar100_flax.errors import ConfigError
-from configs import cnn, cnn_fast, default, efficientnet_lite0, resnet18, resnet50, smoke
-from tests.conftest import tiny_config
+from tests.helpers import REPO, tiny_config
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHIPPED = sorted(p.name for p in (REPO / 'configs').glob('*.py'))
 
 
-@pytest.mark.parametrize('module', [default, smoke, cnn, cnn_fast, resnet18, resnet50,
-                                    efficientnet_lite0])
-def test_shipped_configs_are_valid(module):
-  configuration.validate(module.get_config())
+def test_every_config_is_shipped_and_tested():
+  assert SHIPPED == ['cnn.py', 'cnn_fast.py', 'efficientnet_lite0.py', 'resnet18.py',
+                     'resnet50.py', 'smoke.py']
+
+
+@pytest.mark.parametrize('name', SHIPPED)
+def test_shipped_configs_load_by_path_and_are_valid(name):
+  config = configuration.config_from_file(str(REPO / 'configs' / name))
+  configuration.validate(config)
+  assert set(config) == set(defaults.get_config())  # every key in defaults.py, no new ones
+
+
+def test_a_missing_config_file_is_named():
+  with pytest.raises(ConfigError, match='nope.py: no such config file'):
+    configuration.config_from_file('configs/nope.py')
+
+
+def test_validating_builds_nothing(monkeypatch, tmp_path):
+  """Checking a config is pure: it does not build the oneDNN extension (nor fail without it)."""
+  monkeypatch.setenv('CXX', 'false')  # a "compiler" that always fails
+  monkeypatch.setenv('CIFAR100_FLAX_CACHE', str(tmp_path))
+  for cached in (onednn._register, onednn.available):
+    monkeypatch.setattr(onednn, cached.__name__, functools.cache(cached.__wrapped__))
+  configuration.validate(tiny_config(conv_backend='onednn'))
+  assert not any(tmp_path.iterdir())
+  with pytest.raises(ConfigError, match="conv_backend='mkl' is not one of"):
+    configuration.validate(tiny_config(conv_backend='mkl'))
 
 
 @pytest.mark.parametrize('key, value, message', [

@@ -1,12 +1,15 @@
 import json
 import shutil
 
+import jax
 import numpy as np
 import pytest
 
-from cifar100_flax import evaluate, train, writers
+from cifar100_flax import checkpointing, configuration, evaluate, input_pipeline, steps, writers
 from cifar100_flax.errors import CheckpointError
-from tests.conftest import MOCK_EXAMPLES, mocked_cifar, tiny_config
+from tests.helpers import MOCK_EXAMPLES, REPO, run_main, tiny_config
+
+OLD_RUN = REPO / 'tests' / 'fixtures' / 'old_run'
 
 
 def test_eval_counts_every_test_image_and_matches_a_numpy_recount(trained):
@@ -20,16 +23,70 @@ def test_eval_counts_every_test_image_and_matches_a_numpy_recount(trained):
   assert written['top1_accuracy'] == pytest.approx((probs.argmax(1) == labels).mean())
   top5 = (np.argsort(-probs, 1)[:, :5] == labels[:, None]).any(1).mean()
   assert written['top5_accuracy'] == pytest.approx(top5)
-  val = [(r['val_accuracy'], -r['step']) for r in writers.read_history(str(workdir)) if 'val_accuracy' in r]
+  val = [(r['val_accuracy'], -r['step']) for r in writers.read_history(str(workdir))
+         if 'val_accuracy' in r]
   assert written['checkpoint_step'] == -max(val)[1]  # the best checkpoint, the first at the top
   assert written == json.loads(json.dumps(report))
   assert np.array(written['confusion_matrix']).sum() == MOCK_EXAMPLES
   assert len(written['per_class']['f1']) == 100
 
 
-def test_eval_is_reproducible(trained, mock_cifar):
+def test_eval_probabilities_are_the_model_applied_to_each_test_image(trained, mock_cifar):
+  """The padded, batched, sharded evaluation gives what one plain call of the model gives."""
+  workdir, _ = trained
+  state, _ = evaluate.restore_model(tiny_config(), str(workdir))
+  test = input_pipeline.load_splits(tiny_config(), with_train=False)['test']
+  logits = state.apply_fn({'params': state.params, 'batch_stats': state.batch_stats},
+                          steps.preprocess(test.images, tiny_config()), train=False)
+  saved = np.load(workdir / 'predictions_test.npz')
+  np.testing.assert_array_equal(saved['ids'], test.ids)
+  np.testing.assert_allclose(saved['probs'], jax.nn.softmax(logits), rtol=1e-5, atol=1e-6)
+
+
+def _copy_with_config(workdir, destination, **changes):
+  shutil.copytree(workdir, destination)
+  saved = json.loads((destination / 'config.json').read_text())
+  saved.update(changes)
+  (destination / 'config.json').write_text(json.dumps(saved))
+  return destination
+
+
+# Keys that change only the optimiser's state, whose structure the checkpoint records.
+OPTIMISER_CHANGES = dict(optimizer='adamw', lookahead_every=4, frozen_params='^Conv_0/kernel$',
+                         schedule='reduce_on_plateau', grad_clip_norm=1.0, num_epochs=7)
+
+
+def test_a_run_evaluates_after_its_optimiser_keys_change(trained, mock_cifar, tmp_path):
   workdir, report = trained
-  assert evaluate.evaluate(tiny_config(), str(workdir))['top1_accuracy'] == report['top1_accuracy']
+  changed = _copy_with_config(workdir, tmp_path / 'changed', **OPTIMISER_CHANGES)
+  config = configuration.load_config(str(changed))
+  # Resuming needs the optimiser's state as saved: that still refuses the changed config.
+  template, _ = steps.create_train_state(config, steps_per_epoch=1)
+  with pytest.raises(CheckpointError):
+    checkpointing.Checkpointer(str(changed), read_only=True).restore_latest(template)
+  again = evaluate.evaluate(config, str(changed))
+  assert again['top1_accuracy'] == report['top1_accuracy']
+  np.testing.assert_allclose(np.load(changed / 'predictions_test.npz')['probs'],
+                             np.load(workdir / 'predictions_test.npz')['probs'], atol=1e-6)
+
+
+def test_main_evaluates_a_run_whose_optimiser_keys_changed(trained, tmp_path):
+  changed = _copy_with_config(trained[0], tmp_path / 'changed', **OPTIMISER_CHANGES)
+  (changed / 'eval_test.json').unlink()
+  result = run_main('--mode', 'eval', '--workdir', str(changed))
+  assert result.returncode == 0, result.stderr
+  assert 'top-1 accuracy' in result.stdout and (changed / 'eval_test.json').exists()
+
+
+def test_a_checkpoint_written_before_the_restructuring_still_evaluates(mock_cifar, tmp_path):
+  """tests/fixtures/old_run: trained with lookahead and a frozen parameter by the code of commit
+  bbf6a98, with the probabilities that code's evaluation wrote."""
+  workdir = shutil.copytree(OLD_RUN, tmp_path / 'old_run')
+  (workdir / 'predictions_test.npz').unlink()
+  report = evaluate.evaluate(configuration.load_config(str(workdir)), str(workdir))
+  assert report['checkpoint_step'] == 10
+  np.testing.assert_allclose(np.load(workdir / 'predictions_test.npz')['probs'],
+                             np.load(OLD_RUN / 'predictions_test.npz')['probs'], atol=1e-5)
 
 
 def test_eval_without_checkpoint_says_so(tmp_path, mock_cifar):
@@ -41,8 +98,10 @@ def test_checkpoint_of_another_model_is_refused(trained, mock_cifar):
   workdir, _ = trained
   config = tiny_config()
   config.model_kwargs.widths = (16,)
-  with pytest.raises(CheckpointError, match='written for another model'):
+  with pytest.raises(CheckpointError, match='written for another model') as raised:
     evaluate.evaluate(config, str(workdir))
+  assert str(workdir / 'checkpoints' / 'best') in str(raised.value)
+  assert "['BatchNorm_0']['bias'] (8,) (the model has (16,))" in str(raised.value)
 
 
 def test_corrupt_checkpoint_is_refused(trained, mock_cifar, tmp_path):
@@ -51,5 +110,16 @@ def test_corrupt_checkpoint_is_refused(trained, mock_cifar, tmp_path):
   for path in (workdir / 'checkpoints').rglob('*'):
     if path.is_file() and 'state' in path.parts and path.stat().st_size > 1000:
       path.write_bytes(b'garbage')
-  with pytest.raises(CheckpointError, match='corrupt'):
+  with pytest.raises(CheckpointError, match='corrupt') as raised:
     evaluate.evaluate(tiny_config(), str(workdir))
+  assert raised.value.__cause__ is not None
+
+
+def test_an_unreadable_checkpoint_is_a_permission_error_not_corrupt(trained, mock_cifar, tmp_path,
+                                                                    monkeypatch):
+  def denied(*args, **kwargs):
+    raise PermissionError(13, 'Permission denied', str(tmp_path / 'state'))
+  monkeypatch.setattr(checkpointing.ocp.CheckpointManager, 'restore', denied)
+  with pytest.raises(CheckpointError, match='permission denied') as raised:
+    evaluate.evaluate(tiny_config(), str(trained[0]))
+  assert 'corrupt' not in str(raised.value)

@@ -40,18 +40,19 @@ def test_default_layer_is_the_last_feature_map_and_maps_have_the_image_size():
   images = _images(n=4, size=32)
   variables = model.init(jax.random.key(1), images, train=False)
   apply = functools.partial(model.apply, variables, train=False)
-  layers = gradcam.feature_maps(apply, images)
-  assert layers and all(layer for layer in layers)
+  # Conv, BatchNorm (+ ReLU), 2x2 max-pooling, twice: the last map is the second BatchNorm's.
+  assert gradcam.feature_maps(apply, images) == ['Conv_0', 'BatchNorm_0', 'Conv_1', 'BatchNorm_1']
   cams = gradcam.grad_cam(apply, images)
   assert cams.shape == (4, 32, 32)
   assert np.isfinite(cams).all() and cams.min() >= 0 and cams.max() <= 1
   assert (cams.max(axis=(1, 2)) - cams.min(axis=(1, 2)) > 0.5).all()  # not constant
-  np.testing.assert_allclose(cams, gradcam.grad_cam(apply, images, layer=layers[-1]))
+  np.testing.assert_allclose(cams, gradcam.grad_cam(apply, images, layer='BatchNorm_1'))
+  assert not np.allclose(cams, gradcam.grad_cam(apply, images, layer='BatchNorm_0'))
   assert gradcam.grad_cam(apply, images, size=(16, 16)).shape == (4, 16, 16)
 
 
 def test_an_unknown_layer_is_named_in_the_error():
   model, images = _ConvThenLinear(), _images()
   apply = functools.partial(model.apply, model.init(jax.random.key(1), images))
-  with pytest.raises(ValueError, match="no submodule 'nope'"):
+  with pytest.raises(ValueError, match="no submodule 'nope'; its feature maps are at features"):
     gradcam.grad_cam(apply, images, layer='nope')

@@ -5,7 +5,7 @@ import pytest
 
 from cifar100_flax import input_pipeline
 from cifar100_flax.errors import DataError
-from tests.conftest import MOCK_EXAMPLES, tiny_config
+from tests.helpers import MOCK_EXAMPLES, tiny_config
 
 
 def test_split_sizes_and_dtypes(mock_cifar):
@@ -63,20 +63,6 @@ def test_each_process_gets_its_part_of_the_batch(mock_cifar):
   whole = next(input_pipeline.train_batches(split, 16, seed=0))
   parts = [next(input_pipeline.train_batches(split, 16, 0, 0, p, 2)) for p in range(2)]
   np.testing.assert_array_equal(np.concatenate([p['label'] for p in parts]), whole['label'])
-
-
-def test_eval_batches_cover_every_example_once():
-  split = input_pipeline.Split(
-      images=np.arange(10, dtype=np.uint8)[:, None, None, None] * np.ones((1, 32, 32, 3), np.uint8),
-      labels=np.arange(10, dtype=np.int32), coarse_labels=np.zeros(10, np.int32),
-      ids=np.array([str(i) for i in range(10)]))
-  batches = list(input_pipeline.eval_batches(split, 4))
-  assert [len(b['label']) for b in batches] == [4, 4, 4]
-  mask = np.concatenate([b['mask'] for b in batches])
-  labels = np.concatenate([b['label'] for b in batches])
-  assert mask.sum() == 10
-  np.testing.assert_array_equal(labels[mask], np.arange(10))
-  assert (batches[-1]['image'][2:] == 0).all()
 
 
 def test_missing_data_offline_fails_fast_and_says_how_to_fix(tmp_path, monkeypatch):

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cifar100_flax.models import layers
+from cifar100_flax.cpu import layers
 
 
 @pytest.mark.parametrize('shape', [(2, 8, 8, 3), (1, 7, 9, 2)])

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from cifar100_flax import models
-from cifar100_flax.models import airbench
 from cifar100_flax.errors import ConfigError
+from cifar100_flax.models import airbench
 
 
 def _init(model):
@@ -19,27 +19,44 @@ def test_cnn_logits_shape_and_batchnorm_updates():
   assert model.apply(variables, x, train=False).shape == (2, 100)
   logits, updates = model.apply(variables, x, train=True, rngs={'dropout': jax.random.PRNGKey(1)},
                                 mutable=['batch_stats'])
-  assert logits.shape == (2, 100) and logits.dtype == jnp.float32
+  assert logits.shape == (2, 100)
   changed = jax.tree_util.tree_map(lambda a, b: not np.allclose(a, b), variables['batch_stats'],
                                    updates['batch_stats'])
   assert all(jax.tree_util.tree_leaves(changed))
 
 
 def test_dropout_only_in_training():
-  model = models.create_model('cnn', 100, widths=(8,), convs_per_stage=1, hidden=32, dropout=0.5)
+  kwargs = dict(widths=(8,), convs_per_stage=1, hidden=32)
+  model = models.create_model('cnn', 100, dropout=0.5, **kwargs)
   x, variables = _init(model)
-  train = lambda seed: model.apply(variables, x, train=True, rngs={'dropout': jax.random.PRNGKey(seed)},
-                                   mutable=['batch_stats'])[0]
-  assert not np.allclose(train(0), train(1))
-  np.testing.assert_array_equal(model.apply(variables, x, train=False),
-                                model.apply(variables, x, train=False))
+
+  def apply(seed, train, model=model):
+    return model.apply(variables, x, train=train, rngs={'dropout': jax.random.PRNGKey(seed)},
+                       mutable=['batch_stats'])[0]
+
+  assert not np.allclose(apply(0, train=True), apply(1, train=True))
+  # In evaluation the output is that of the same weights without dropout, whatever the key.
+  without = models.create_model('cnn', 100, dropout=0.0, **kwargs)
+  for seed in (0, 1):
+    np.testing.assert_allclose(apply(seed, train=False), apply(0, False, without), rtol=1e-6)
 
 
-def test_bfloat16_compute_keeps_float32_params():
-  model = models.create_model('cnn', 100, 'bfloat16', widths=(8,), convs_per_stage=1)
+@pytest.mark.parametrize('name, kwargs', [
+    ('cnn', dict(widths=(8,), convs_per_stage=1)),
+    ('airbench', dict(widths=(8, 8, 8), convs_per_stage=1)),
+    ('resnet18', dict(width=4, stem='cifar')),
+    ('efficientnet_lite0', {}),
+])
+def test_bfloat16_computes_in_bfloat16_and_keeps_float32_params_and_logits(name, kwargs):
+  model = models.create_model(name, 100, 'bfloat16', **kwargs)
   x, variables = _init(model)
   assert all(p.dtype == jnp.float32 for p in jax.tree_util.tree_leaves(variables['params']))
-  assert model.apply(variables, x, train=False).dtype == jnp.float32
+  logits, state = model.apply(variables, x, train=False, capture_intermediates=True)
+  outputs = jax.tree_util.tree_flatten_with_path(state['intermediates'])[0]
+  convolutions = [out for path, out in outputs if 'Conv' in jax.tree_util.keystr(path)
+                  or 'conv' in jax.tree_util.keystr(path)]
+  assert convolutions and all(out.dtype == jnp.bfloat16 for out in convolutions)
+  assert logits.dtype == jnp.float32
 
 
 @pytest.mark.parametrize('name, kwargs, message', [

@@ -7,10 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cifar100_flax import train
+from cifar100_flax import steps
+from cifar100_flax.cpu import layers, onednn
 from cifar100_flax.errors import ConfigError
-from cifar100_flax.models import layers, onednn
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 needs_onednn = pytest.mark.skipif(not onednn.available(),
                                   reason='oneDNN extension unavailable (apt-get install g++ libdnnl-dev)')
@@ -76,20 +76,34 @@ def test_bfloat16_accumulates_in_float32():
 
 @needs_onednn
 @pytest.mark.parametrize('features,groups', [(8, 1), (4, 4)])  # plain and depthwise
-def test_layers_conv_uses_onednn_only_inside_the_block(features, groups):
-  conv = layers.Conv(features, (3, 3), padding=1, feature_group_count=groups, use_bias=False)
+def test_the_conv_module_of_each_backend_runs_its_convolutions(features, groups):
   x = jax.random.normal(jax.random.key(0), (2, 8, 8, 4))
-  variables = conv.init(jax.random.key(1), x)
 
-  def hlo(backend):
-    with onednn.convolutions(backend):
-      return jax.jit(conv.apply).lower(variables, x).as_text()
+  def conv(backend):
+    return layers.conv_module(onednn.resolve(backend))(features, (3, 3), padding=1,
+                                                       feature_group_count=groups, use_bias=False)
 
-  assert 'onednn_conv_Forward' in hlo('onednn') and 'onednn_conv_Forward' in hlo('auto')
-  assert 'onednn_conv' not in hlo('xla')
-  with onednn.convolutions('onednn'):
-    got = jax.jit(conv.apply)(variables, x)
-  np.testing.assert_allclose(got, conv.apply(variables, x), rtol=1e-5, atol=1e-5)
+  variables = conv('xla').init(jax.random.key(1), x)
+  hlo = {backend: jax.jit(conv(backend).apply).lower(variables, x).as_text()
+         for backend in onednn.BACKENDS}
+  assert 'onednn_conv_Forward' in hlo['onednn'] and 'onednn_conv_Forward' in hlo['auto']
+  assert 'onednn_conv' not in hlo['xla']
+  np.testing.assert_allclose(jax.jit(conv('onednn').apply)(variables, x),
+                             conv('xla').apply(variables, x), rtol=1e-5, atol=1e-5)
+
+
+@needs_onednn
+def test_a_model_built_with_onednn_traces_oneDNN_and_one_built_with_xla_does_not():
+  """The convolution is the model's own: no setting read at trace time can swap it."""
+  config = tiny_config()
+  images = np.zeros((2, 32, 32, 3), np.uint8)
+  hlo = {}
+  for backend in ('xla', 'onednn'):
+    model = steps.create_model(config, backend)
+    variables = model.init(jax.random.key(0), steps.preprocess(images, config), train=False)
+    hlo[backend] = jax.jit(lambda v, x, m=model: m.apply(v, x, train=False)).lower(
+        variables, steps.preprocess(images, config)).as_text()
+  assert 'onednn_conv' in hlo['onednn'] and 'onednn_conv' not in hlo['xla']
 
 
 @needs_onednn
@@ -101,8 +115,8 @@ def test_a_training_step_on_onednn_matches_xla():
   results = []
   for backend in ('xla', 'onednn'):
     config.conv_backend = backend
-    state, _ = train.create_train_state(config, steps_per_epoch=10, sample_images=batch['image'])
-    state, step_metrics = train.jit_train_step(config)(state, batch)
+    state, _ = steps.create_train_state(config, steps_per_epoch=10, sample_images=batch['image'])
+    state, step_metrics = steps.jit_train_step(config)(state, batch)
     results.append((state.params, state.batch_stats, step_metrics.compute()['loss']))
   for got, expected in zip(jax.tree.leaves(results[1]), jax.tree.leaves(results[0])):
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
@@ -155,20 +169,19 @@ def test_bfloat16_matmul_accumulates_in_float32():
 @needs_onednn
 def test_small_maps_convolve_as_a_matmul_on_onednn():
   """A 3x3 output (a CIFAR net's last stage) goes to oneDNN's matmul over patches, same gradients."""
-  conv = layers.Conv(6, (3, 3), padding=1, use_bias=False)
   x = jax.random.normal(jax.random.key(0), (2, 3, 3, 5))
-  variables = conv.init(jax.random.key(1), x)
+  onednn_conv, xla_conv = (module(6, (3, 3), padding=1, use_bias=False)
+                           for module in (layers.OnednnConv, layers.Conv))
+  variables = xla_conv.init(jax.random.key(1), x)
 
-  def values_and_gradients(variables, x):
+  def values_and_gradients(conv, variables, x):
     loss = lambda variables, x: jnp.sum(jnp.sin(conv.apply(variables, x)))
     return conv.apply(variables, x), jax.grad(loss, (0, 1))(variables, x)
 
-  with onednn.convolutions('onednn'):
-    lowered = jax.jit(values_and_gradients).lower(variables, x)
-    got = jax.jit(values_and_gradients)(variables, x)
+  lowered = jax.jit(functools.partial(values_and_gradients, onednn_conv)).lower(variables, x)
+  got = lowered.compile()(variables, x)
   assert 'onednn_matmul' in lowered.as_text() and 'onednn_conv' not in lowered.as_text()
-  with onednn.convolutions('xla'):
-    expected = values_and_gradients(variables, x)
+  expected = values_and_gradients(xla_conv, variables, x)
   for g, e in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):
     np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4)
 

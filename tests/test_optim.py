@@ -6,7 +6,7 @@ import pytest
 
 from cifar100_flax import optim
 from cifar100_flax.errors import ConfigError
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 
 def _schedule(**overrides):

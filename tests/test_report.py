@@ -7,7 +7,7 @@ import pytest
 
 from cifar100_flax import configuration, evaluate, report
 from cifar100_flax.errors import UserError
-from tests.conftest import mocked_cifar, tiny_config
+from tests.helpers import mocked_cifar, run_main, tiny_config
 
 FIGURES = ('curves', 'augmented', 'confusion', 'superclass_confusion', 'per_class',
            'superclass_accuracy', 'misclassified', 'reliability', 'gradcam')
@@ -121,3 +121,16 @@ def test_report_loads_in_headless_chromium_with_every_image(written):
     driver.quit()
   assert sorted(alt for alt, _ in images) == sorted(f'run0_{figure}' for figure in FIGURES)
   assert all(loaded for _, loaded in images), images
+
+
+def test_main_names_an_unknown_gradcam_layer_in_one_line_before_drawing(trained, tmp_path):
+  args = ('--mode', 'report', '--workdir', str(trained[0]), '--output', str(tmp_path / 'report'),
+          '--gradcam_layer=nope')
+  result = run_main(*args)
+  assert result.returncode != 0
+  # The last line; the lines before are mock_data's own warnings (a real run has none).
+  assert result.stderr.strip().splitlines()[-1] == (
+      "error: the model has no submodule 'nope'; its feature maps are at Conv_0, BatchNorm_0")
+  assert 'Traceback' not in result.stderr
+  assert not (tmp_path / 'report' / 'report.html').exists()
+  assert 'Traceback' in run_main(*args, '--traceback').stderr  # when asked for

@@ -1,15 +1,13 @@
-import functools
 import os
 import signal
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cifar100_flax import checkpointing, input_pipeline, train, writers
+from cifar100_flax import checkpointing, input_pipeline, steps, train, writers
 from cifar100_flax.errors import TrainingDivergedError
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 # Dropout and every augmentation on, so that resuming must restore the RNG exactly.
 RESUME_CONFIG = dict(num_epochs=2, eval_every_steps=5, model_kwargs=dict(
@@ -23,18 +21,18 @@ def _config(**overrides):
 
 
 def _final_params(config, workdir):
-  template, _ = train.create_train_state(config, steps_per_epoch=1)
+  template, _ = steps.create_train_state(config, steps_per_epoch=1)
   state, progress = checkpointing.Checkpointer(workdir).restore_latest(template)
   return state, progress
 
 
-def _stop_after(monkeypatch, steps, stop):
-  """Crashes, or sends this process SIGINT (Ctrl-C), while fetching batch `steps`."""
+def _stop_after(monkeypatch, count, stop):
+  """Crashes, or sends this process SIGINT (Ctrl-C), while fetching batch `count`."""
   real = input_pipeline.train_batches
 
   def batches(*args, **kwargs):
     for i, batch in enumerate(real(*args, **kwargs)):
-      if i == steps:
+      if i == count:
         if stop == 'crash':
           raise RuntimeError('simulated crash')
         os.kill(os.getpid(), signal.SIGINT)
@@ -47,6 +45,12 @@ def test_training_lowers_the_loss(mock_cifar, tmp_path):
   losses = [r['train_loss'] for r in writers.read_history(str(tmp_path)) if 'train_loss' in r]
   assert len(losses) == 8 and losses[-1] < losses[0] - 0.3
   assert (tmp_path / 'checkpoints' / 'latest' / '40').is_dir()
+
+
+def test_no_logged_point_averages_only_a_few_steps():
+  logged = [step for step in range(1, 352) if train._logs_at(step, 25, 351)]
+  assert logged == list(range(25, 326, 25)) + [351]  # 350 joins the last period
+  assert [step for step in range(1, 41) if train._logs_at(step, 5, 40)] == list(range(5, 41, 5))
 
 
 @pytest.mark.parametrize('stop', ['crash', 'ctrl-c'])
@@ -91,72 +95,13 @@ def test_diverging_loss_stops_with_a_clear_error(mock_cifar, tmp_path):
     train.train_and_evaluate(config, str(tmp_path))
 
 
-@pytest.mark.parametrize('tta', [False, True])
-def test_flip_tta_predicts_an_image_and_its_mirror_alike(tta):
-  config = tiny_config(eval_flip_tta=tta)
-  state, _ = train.create_train_state(config, steps_per_epoch=1)
-  images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), np.uint8)
-  predict = lambda images: train.eval_step(
-      state, {'image': images, 'label': np.zeros(4, np.int32), 'mask': np.ones(4, bool)}, config)[1]
-  same = np.allclose(predict(images), predict(images[:, :, ::-1]), atol=1e-6)
-  assert same == tta
-
-
-@pytest.mark.parametrize('flip', [False, True])
-def test_translate_tta_weights_the_image_and_its_two_shifted_copies(flip):
-  config = tiny_config(eval_flip_tta=flip, eval_translate_tta=1)
-  weights = np.random.default_rng(1).normal(size=(6, 5, 2, 3)).astype(np.float32)
-  predict = lambda x: jnp.einsum('nhwc,hwck->nk', x, weights)  # position-sensitive, linear
-  images = np.random.default_rng(0).normal(size=(2, 6, 5, 2)).astype(np.float32)
-
-  def expected_for(x):
-    return (predict(x) + predict(x[:, :, ::-1])) / 2 if flip else predict(x)
-
-  padded = np.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)), mode='reflect')
-  expected = (expected_for(images) / 2 + expected_for(padded[:, :6, :5]) / 4
-              + expected_for(padded[:, 2:, 2:]) / 4)
-  np.testing.assert_allclose(train._test_time_augmented(predict, images, config), expected,
-                             rtol=1e-5, atol=1e-5)
-
-
-def test_flops_per_step_counts_the_convolutions_and_scales_with_the_batch():
-  config = tiny_config()  # one 3x3 convolution, 3 -> 8 channels, on 32x32 images
-  state, _ = train.create_train_state(config, steps_per_epoch=1)
-  small, large = (train.flops_per_step(config, state, n) for n in (16, 32))
-  # Per image; its kernel gradient costs as much again. Counted with XLA's convolutions even when
-  # the step runs oneDNN's (the default where it builds).
-  conv_forward = 2 * 32 * 32 * 9 * 3 * 8
-  assert 2 * conv_forward * 16 < small < 4 * conv_forward * 16
-  assert large == pytest.approx(2 * small, rel=0.05)
-
-
-def test_xla_cpu_options_reach_the_compiled_step():
-  config = tiny_config()
-  assert train.compiler_options(config) is None
-  config.xla_cpu_options.xla_cpu_experimental_ynn_fusion_type = 'NOT_A_FUSION_TYPE'
-  assert train.compiler_options(config) == {'xla_cpu_experimental_ynn_fusion_type': 'NOT_A_FUSION_TYPE'}
-  state, _ = train.create_train_state(config, steps_per_epoch=1)
-  batch = {'image': np.zeros((4, 32, 32, 3), np.uint8), 'label': np.zeros(4, np.int32)}
-  with pytest.raises(Exception, match='xla_cpu_experimental_ynn_fusion_type'):
-    train.jit_train_step(config)(state, batch)
-
-
-def test_preprocess_resizes_and_normalises_for_a_pretrained_backbone():
-  config = tiny_config(image_size=48, normalisation='unit')
-  images = np.zeros((2, 32, 32, 3), np.uint8)
-  images[1] = 255
-  out = np.asarray(train.preprocess(images, config))
-  assert out.shape == (2, 48, 48, 3)
-  np.testing.assert_allclose(out[0], -1.0)
-  np.testing.assert_allclose(out[1], 1.0)
-
-
 def test_pretrained_weights_replace_all_but_the_head(tmp_path):
   import flax  # pylint: disable=g-import-not-at-top
+
   from cifar100_flax import models  # pylint: disable=g-import-not-at-top
   config = tiny_config(model='resnet18')
   config.model_kwargs = {'stem': 'cifar', 'width': 4}
-  state, _ = train.create_train_state(config, steps_per_epoch=1)
+  state, _ = steps.create_train_state(config, steps_per_epoch=1)
   other = models.create_model('resnet18', 10, stem='cifar', width=4).init(
       jax.random.PRNGKey(123), np.zeros((1, 32, 32, 3), np.float32), train=False)
   path = tmp_path / 'weights.msgpack'

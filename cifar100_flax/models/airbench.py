@@ -8,13 +8,13 @@ is initialised: initialise it on a batch of (preprocessed) training images.
 """
 
 import functools
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cifar100_flax.models import layers
+from cifar100_flax.cpu import layers
 
 _WHITENING_EPSILON = 5e-4  # added to the patch covariance's eigenvalues, as airbench does
 _gelu = functools.partial(nn.gelu, approximate=True)
@@ -52,6 +52,7 @@ class Airbench(nn.Module):
   logit_scale: float = 1 / 9
   batch_norm_momentum: float = 0.6  # PyTorch's 0.4: short runs need fast running statistics
   dtype: Any = jnp.float32
+  conv: Callable[..., nn.Module] = layers.Conv  # layers.conv_module(backend)
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -63,7 +64,7 @@ class Airbench(nn.Module):
         x, self.param('whitening_bias', nn.initializers.zeros, (kernel.shape[-1],)), _gelu)
     for width in self.widths:
       for index in range(self.convs_per_stage):
-        x = layers.Conv(width, (3, 3), padding=1, use_bias=False, dtype=self.dtype,
+        x = self.conv(width, (3, 3), padding=1, use_bias=False, dtype=self.dtype,
                         kernel_init=_identity_init)(x)
         if index == 0:
           x = layers.max_pool(x, 2)

@@ -1,12 +1,12 @@
 """A VGG-style CNN: stages of (3x3 conv, BatchNorm, ReLU) x n then 2x2 max-pooling, a dense head."""
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cifar100_flax.models import layers
+from cifar100_flax.cpu import layers
 
 
 class CNN(nn.Module):
@@ -16,12 +16,13 @@ class CNN(nn.Module):
   hidden: int = 256
   dropout: float = 0.3
   dtype: Any = jnp.float32
+  conv: Callable[..., nn.Module] = layers.Conv  # layers.conv_module(backend)
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     for width in self.widths:
       for _ in range(self.convs_per_stage):
-        x = layers.Conv(width, (3, 3), padding=1, use_bias=False, dtype=self.dtype)(x)
+        x = self.conv(width, (3, 3), padding=1, use_bias=False, dtype=self.dtype)(x)
         # PyTorch's default momentum (0.1 there is 0.9 here) suits runs of a few thousand steps.
         x = layers.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype,
                              activation=nn.relu)(x)

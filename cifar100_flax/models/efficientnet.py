@@ -9,13 +9,13 @@ Inputs are expected scaled to mean 0.5, std 0.5 per channel, like the weights we
 
 import functools
 import math
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cifar100_flax.models import layers
+from cifar100_flax.cpu import layers
 
 # (repeats, kernel, stride, expansion, output channels) of each stage, for width/depth 1.0.
 STAGES = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),
@@ -25,7 +25,6 @@ VARIANTS = {0: (1.0, 1.0, 224, 0.2), 1: (1.0, 1.1, 240, 0.2), 2: (1.1, 1.2, 260,
             3: (1.2, 1.4, 280, 0.3), 4: (1.4, 1.8, 300, 0.3)}
 _STEM, _HEAD = 32, 1280
 
-Conv = functools.partial(layers.Conv, use_bias=False, padding='SAME')
 
 
 def round_channels(channels: int, multiplier: float, divisor: int = 8) -> int:
@@ -43,21 +42,23 @@ class MBConv(nn.Module):
   expansion: int
   drop_path: float  # probability of dropping the residual branch of this block (stochastic depth)
   dtype: Any
+  conv: Callable[..., nn.Module]
   batch_norm_frozen: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     norm = functools.partial(layers.BatchNorm, use_running_average=not train or self.batch_norm_frozen,
                              momentum=0.99, epsilon=1e-3, dtype=self.dtype)
+    conv = functools.partial(self.conv, use_bias=False, padding='SAME', dtype=self.dtype)
     y = x
     channels = x.shape[-1] * self.expansion
     if self.expansion != 1:
       y = norm(name='bn0', activation=nn.relu6)(
-          Conv(channels, (1, 1), dtype=self.dtype, name='expand_conv')(y))
-    y = Conv(channels, (self.kernel, self.kernel), self.stride, feature_group_count=channels,
-             dtype=self.dtype, name='depthwise_conv')(y)
+          conv(channels, (1, 1), name='expand_conv')(y))
+    y = conv(channels, (self.kernel, self.kernel), self.stride, feature_group_count=channels,
+             name='depthwise_conv')(y)
     y = norm(name='bn1', activation=nn.relu6)(y)
-    y = norm(name='bn2')(Conv(self.out_channels, (1, 1), dtype=self.dtype, name='project_conv')(y))
+    y = norm(name='bn2')(conv(self.out_channels, (1, 1), name='project_conv')(y))
     if self.stride == 1 and x.shape[-1] == self.out_channels:
       # Stochastic depth: a dropped branch leaves the identity (rescaled like dropout).
       y = nn.Dropout(self.drop_path, broadcast_dims=(1, 2, 3), deterministic=not train)(y)
@@ -72,13 +73,15 @@ class EfficientNetLite(nn.Module):
   drop_path: float = 0.2  # stochastic depth of the last block (linear in depth from 0)
   batch_norm_frozen: bool = False  # True: use the (pretrained) running statistics in training too
   dtype: Any = jnp.float32
+  conv: Callable[..., nn.Module] = layers.Conv  # layers.conv_module(backend)
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     width, depth, _, dropout = VARIANTS[self.variant]
     norm = functools.partial(layers.BatchNorm, use_running_average=not train or self.batch_norm_frozen,
                              momentum=0.99, epsilon=1e-3, dtype=self.dtype)
-    x = Conv(_STEM, (3, 3), 2, dtype=self.dtype, name='conv_stem')(x.astype(self.dtype))
+    conv = functools.partial(self.conv, use_bias=False, padding='SAME', dtype=self.dtype)
+    x = conv(_STEM, (3, 3), 2, name='conv_stem')(x.astype(self.dtype))
     x = norm(name='bn0', activation=nn.relu6)(x)
     blocks = []
     for index, (repeats, kernel, stride, expansion, channels) in enumerate(STAGES):
@@ -88,9 +91,9 @@ class EfficientNetLite(nn.Module):
                  for i in range(repeats)]
     for index, (channels, kernel, stride, expansion) in enumerate(blocks):
       x = MBConv(channels, kernel, stride, expansion, self.drop_path * index / len(blocks),
-                 self.dtype, self.batch_norm_frozen, name=f'blocks_{index}')(x, train)
+                 self.dtype, self.conv, self.batch_norm_frozen, name=f'blocks_{index}')(x, train)
     x = norm(name='bn1', activation=nn.relu6)(
-        Conv(_HEAD, (1, 1), dtype=self.dtype, name='conv_head')(x))
+        conv(_HEAD, (1, 1), name='conv_head')(x))
     x = jnp.mean(x, axis=(1, 2))
     x = nn.Dropout(dropout if self.dropout < 0 else self.dropout, deterministic=not train)(x)
-    return nn.Dense(self.num_classes, dtype=self.dtype, name='fc')(x).astype(jnp.float32)
+    return nn.Dense(self.num_classes, name='fc')(x).astype(jnp.float32)

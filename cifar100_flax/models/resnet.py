@@ -6,58 +6,64 @@ the 7x7/2 convolution and max-pooling for one 3x3/1 convolution, the usual choic
 """
 
 import functools
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from cifar100_flax.cpu import layers
 from cifar100_flax.errors import ConfigError
-from cifar100_flax.models import layers
 
-Conv = functools.partial(layers.Conv, use_bias=False)
+ModuleDef = Callable[..., nn.Module]
 # PyTorch's BatchNorm: momentum 0.1 there is 0.9 here; eps 1e-5.
 BatchNorm = functools.partial(layers.BatchNorm, momentum=0.9, epsilon=1e-5)
+
+
+def _conv_and_norm(conv: ModuleDef, dtype: Any, frozen_statistics: bool) -> tuple[ModuleDef, ModuleDef]:
+  """The convolution and BatchNorm of every layer: no conv bias, BatchNorm from running
+  statistics in evaluation (or always, when frozen)."""
+  return (functools.partial(conv, use_bias=False, dtype=dtype),
+          functools.partial(BatchNorm, use_running_average=frozen_statistics, dtype=dtype))
 
 
 class _Block(nn.Module):
   width: int  # of the 3x3 convolutions; a bottleneck outputs 4x as many channels
   stride: int  # of the first 3x3 convolution and the shortcut
   dtype: Any
+  conv: ModuleDef
   batch_norm_frozen: bool = False
 
 
 class BasicBlock(_Block):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    norm = functools.partial(BatchNorm, use_running_average=not train or self.batch_norm_frozen,
-                             dtype=self.dtype)
-    y = Conv(self.width, (3, 3), self.stride, padding=1, dtype=self.dtype, name='conv1')(x)
+    conv, norm = _conv_and_norm(self.conv, self.dtype, not train or self.batch_norm_frozen)
+    y = conv(self.width, (3, 3), self.stride, padding=1, name='conv1')(x)
     y = norm(name='bn1', activation=nn.relu)(y)
-    y = Conv(self.width, (3, 3), padding=1, dtype=self.dtype, name='conv2')(y)
+    y = conv(self.width, (3, 3), padding=1, name='conv2')(y)
     # Zero-initialised last scale: each block starts as the identity (Goyal et al., 2017).
     return norm(name='bn2', scale_init=nn.initializers.zeros, activation=nn.relu)(
-        y, _shortcut(x, self.width, self.stride, norm, self.dtype))
+        y, _shortcut(x, self.width, self.stride, conv, norm))
 
 
 class Bottleneck(_Block):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    norm = functools.partial(BatchNorm, use_running_average=not train or self.batch_norm_frozen,
-                             dtype=self.dtype)
-    y = Conv(self.width, (1, 1), dtype=self.dtype, name='conv1')(x)
+    conv, norm = _conv_and_norm(self.conv, self.dtype, not train or self.batch_norm_frozen)
+    y = conv(self.width, (1, 1), name='conv1')(x)
     y = norm(name='bn1', activation=nn.relu)(y)
-    y = Conv(self.width, (3, 3), self.stride, padding=1, dtype=self.dtype, name='conv2')(y)
+    y = conv(self.width, (3, 3), self.stride, padding=1, name='conv2')(y)
     y = norm(name='bn2', activation=nn.relu)(y)
-    y = Conv(self.width * 4, (1, 1), dtype=self.dtype, name='conv3')(y)
+    y = conv(self.width * 4, (1, 1), name='conv3')(y)
     return norm(name='bn3', scale_init=nn.initializers.zeros, activation=nn.relu)(
-        y, _shortcut(x, self.width * 4, self.stride, norm, self.dtype))
+        y, _shortcut(x, self.width * 4, self.stride, conv, norm))
 
 
-def _shortcut(x: jax.Array, width: int, stride: int, norm: Any, dtype: Any) -> jax.Array:
+def _shortcut(x: jax.Array, width: int, stride: int, conv: ModuleDef, norm: ModuleDef) -> jax.Array:
   if x.shape[-1] == width and stride == 1:
     return x
-  x = Conv(width, (1, 1), stride, dtype=dtype, name='downsample_conv')(x)
+  x = conv(width, (1, 1), stride, name='downsample_conv')(x)
   return norm(name='downsample_bn')(x)
 
 
@@ -70,30 +76,29 @@ class ResNet(nn.Module):
   dropout: float = 0.0
   batch_norm_frozen: bool = False  # True: use the (pretrained) running statistics in training too
   dtype: Any = jnp.float32
+  conv: ModuleDef = layers.Conv  # layers.conv_module(backend)
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     if self.stem not in ('imagenet', 'cifar'):
       raise ConfigError(f"config.model_kwargs.stem={self.stem!r}; choose 'imagenet' or 'cifar'")
     block = {'basic': BasicBlock, 'bottleneck': Bottleneck}[self.block]
-    norm = functools.partial(BatchNorm, use_running_average=not train or self.batch_norm_frozen,
-                             dtype=self.dtype)
+    conv, norm = _conv_and_norm(self.conv, self.dtype, not train or self.batch_norm_frozen)
     if self.stem == 'imagenet':
-      x = Conv(self.width, (7, 7), 2, padding=3, dtype=self.dtype, name='conv1')(x)
+      x = conv(self.width, (7, 7), 2, padding=3, name='conv1')(x)
       x = norm(name='bn1', activation=nn.relu)(x)
       x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     else:
-      x = Conv(self.width, (3, 3), padding=1, dtype=self.dtype, name='conv1')(x)
+      x = conv(self.width, (3, 3), padding=1, name='conv1')(x)
       x = norm(name='bn1', activation=nn.relu)(x)
     for stage, size in enumerate(self.stage_sizes):
       for index in range(size):
         stride = 2 if stage > 0 and index == 0 else 1
-        x = block(self.width * 2**stage, stride, self.dtype, self.batch_norm_frozen,
+        x = block(self.width * 2**stage, stride, self.dtype, self.conv, self.batch_norm_frozen,
                   name=f'layer{stage + 1}_{index}')(x, train)
     x = jnp.mean(x, axis=(1, 2))
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
     return nn.Dense(self.num_classes, dtype=self.dtype, name='fc')(x).astype(jnp.float32)
-
 
 
 # Each depth's block and blocks per stage, as in torchvision.

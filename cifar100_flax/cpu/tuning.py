@@ -1,23 +1,20 @@
 """Process-wide settings that make XLA:CPU train convnets faster; call `configure()` before JAX starts.
 
-The flags and malloc settings were measured with bench/throughput.py on the project's 2-core CPU
-(see README, Speed):
-- XLA hands convolutions to YNNPACK by default, and YNNPACK computes the kernel gradient of a 3x3
-  convolution 2-5x slower than XLA's own Eigen kernels; dots and reductions stay with YNNPACK.
-  XNNPACK (the older library) takes the convolutions instead: its forward and input gradient of a
-  3x3 conv on 32x32x32 run in 27 ms against Eigen's 38 (batch 256), and the kernel gradients it
-  cannot take fall back to Eigen.
+Each was measured with bench/throughput.py (the figures are in docs/speed.md):
+- XLA hands convolutions to YNNPACK by default, whose kernel gradient of a 3x3 convolution is
+  several times slower than XLA's own Eigen kernels; XNNPACK (the older library) takes the
+  convolutions instead, and the kernel gradients it cannot take fall back to Eigen. Dots and
+  reductions stay with YNNPACK.
 - Elementwise ops stay with XLA's own loop fusions: YNNPACK's elementwise fusions cannot take a
-  broadcast operand, so XLA writes every broadcast bias or constant out to a whole activation-sized
-  tensor first (the custom CNN's step, batch 256: 119 of its 402 ms).
+  broadcast operand, so XLA writes every broadcast bias or constant out to a whole
+  activation-sized tensor first.
 - Linux lends a process the AMX tile registers (Sapphire Rapids and later) only once it asks;
   YNNPACK's bfloat16 reductions use them without asking and die of SIGILL unless oneDNN happened
   to ask first, so `configure` asks.
-- XLA:CPU allocates each step's buffers (airbench's float32 step at batch 256: one 426 MB block)
-  on its worker threads, from glibc's per-thread arenas, which cannot hold a block that large: it
-  was mapped and unmapped every step, and the step paid a page fault and a zeroed page for every 4
-  KiB of it (104,000 faults; the step took 710 ms, now 625; resnet18: 300,000, 3.28 s, now 2.94).
-  One arena, no mmap and no trimming keep freed blocks in the heap for the next step.
+- XLA:CPU allocates each step's buffers on its worker threads, from glibc's per-thread arenas,
+  which map any block above 64 MB afresh: every step then paid a page fault and a zeroed page for
+  every 4 KiB of its buffers. One arena, no mmap and no trimming keep freed blocks in the heap for
+  the next step.
 """
 
 import ctypes

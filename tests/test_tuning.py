@@ -1,28 +1,46 @@
-import ctypes
+"""cpu.tuning changes process-wide settings (malloc, AMX, XLA_FLAGS): each test runs it in a
+subprocess, so that the test process keeps its own."""
+
 import os
 import subprocess
 import sys
 
 import pytest
 
-from cifar100_flax import cpu_tuning
+from cifar100_flax.cpu import tuning
+from tests.helpers import REPO
+
+_CONFIGURED = """
+import ctypes, os, sys
+from cifar100_flax.cpu import tuning
+tuning.configure()
+granted = ctypes.c_uint64()
+if sys.platform.startswith('linux'):
+  ctypes.CDLL(None).syscall(158, 0x1022, ctypes.byref(granted))  # ARCH_GET_XCOMP_PERM
+print(granted.value)
+print(os.environ['XLA_FLAGS'])
+"""
 
 
-def test_configure_adds_the_xla_flags_and_keeps_the_users(monkeypatch):
-  monkeypatch.setenv('XLA_FLAGS', '--xla_force_host_platform_device_count=4')
-  cpu_tuning.configure()
-  flags = os.environ['XLA_FLAGS'].split()
+def _configured(xla_flags: str) -> tuple[int, str]:
+  """(the AMX permission bits, $XLA_FLAGS) of a process after configure()."""
+  env = {**os.environ, 'XLA_FLAGS': xla_flags}
+  out = subprocess.run([sys.executable, '-c', _CONFIGURED], check=True, capture_output=True,
+                       text=True, cwd=REPO, env=env).stdout.splitlines()
+  return int(out[0]), out[1]
+
+
+def test_configure_adds_the_xla_flags_and_keeps_the_users():
+  flags = _configured('--xla_force_host_platform_device_count=4')[1].split()
   assert flags[0] == '--xla_force_host_platform_device_count=4'
-  for name, value in cpu_tuning.XLA_CPU_FLAGS.items():
+  for name, value in tuning.XLA_CPU_FLAGS.items():
     assert f'--{name}={value}' in flags
 
 
-def test_a_flag_the_user_set_wins(monkeypatch):
-  name = next(iter(cpu_tuning.XLA_CPU_FLAGS))
-  monkeypatch.setenv('XLA_FLAGS', f'--{name}=individual_dot')
-  cpu_tuning.configure()
-  assert os.environ['XLA_FLAGS'].count(f'--{name}=') == 1
-  assert f'--{name}=individual_dot' in os.environ['XLA_FLAGS']
+def test_a_flag_the_user_set_wins():
+  name = next(iter(tuning.XLA_CPU_FLAGS))
+  flags = _configured(f'--{name}=individual_dot')[1]
+  assert flags.count(f'--{name}=') == 1 and f'--{name}=individual_dot' in flags
 
 
 def _cpu_flags() -> set:
@@ -35,18 +53,14 @@ def _cpu_flags() -> set:
 
 @pytest.mark.skipif('amx_tile' not in _cpu_flags(), reason='the CPU has no AMX')
 def test_configure_is_granted_the_amx_registers():
-  cpu_tuning.configure()
-  granted = ctypes.c_uint64()
-  libc = ctypes.CDLL(None)
-  assert libc.syscall(158, 0x1022, ctypes.byref(granted)) == 0  # ARCH_GET_XCOMP_PERM
-  assert granted.value & (1 << 18)  # XFEATURE_XTILEDATA
+  assert _configured('')[0] & (1 << 18)  # XFEATURE_XTILEDATA
 
 
 _FAULTS_OF_A_REUSED_BLOCK = """
 import ctypes, resource, sys, threading
-from cifar100_flax import cpu_tuning
+from cifar100_flax.cpu import tuning
 if sys.argv[1] == 'tuned':
-  cpu_tuning.configure()
+  tuning.configure()
 libc = ctypes.CDLL(None)
 libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
 libc.free.argtypes = [ctypes.c_void_p]
@@ -71,7 +85,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 
 def _faults_of_a_reused_block(mode: str) -> int:
   out = subprocess.run([sys.executable, '-c', _FAULTS_OF_A_REUSED_BLOCK, mode], check=True,
-                       capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+                       capture_output=True, text=True, cwd=REPO)
   return int(out.stdout.split()[-1])
 
 

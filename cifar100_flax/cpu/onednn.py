@@ -1,24 +1,20 @@
-"""2-D convolutions on oneDNN inside jitted JAX code on the CPU, with their gradients.
+"""2-D convolutions and matmuls on oneDNN inside jitted JAX code on the CPU, with their gradients.
 
 XLA:CPU's convolutions (Eigen, XNNPACK, YNNPACK) run a 3x3 convolution's forward and backward
-passes 1.4-2x slower than oneDNN, PyTorch's CPU library, and compute bfloat16 ones in float32;
-measured on the project's 2-core CPU (batch 256, 15x15, 64->256 channels, forward + both
-gradients): XLA 437 ms float32, oneDNN 275 ms float32 and 177 ms bfloat16 (bench/throughput.py has
-the whole networks). csrc/onednn_conv.cc wraps oneDNN's three convolution passes as XLA FFI
-handlers; this module builds it on first use with a C++17 compiler against oneDNN 3.2 from PyPI
+passes markedly slower than oneDNN, PyTorch's CPU library, and compute bfloat16 ones in float32
+(docs/speed.md). csrc/onednn_conv.cc wraps oneDNN's three convolution passes and its matmul as XLA
+FFI handlers; this module builds it with a C++17 compiler against oneDNN 3.2 from PyPI
 (requirements.txt: `onednn-cpu-gomp`, `onednn-devel-cpu-gomp`) or, without them, the system's
 oneDNN 2.x or 3.x (`apt-get install libdnnl-dev`), caches the library, and exposes `conv` and
-`matmul` with custom VJPs. With oneDNN 3.2 airbench's float32 step ran 5% and ResNet-18's 2% faster
-than with Debian's 2.6 (interleaved whole steps; bfloat16 airbench 7%; README, Speed).
+`matmul` with custom VJPs.
 
-Which convolutions use it is chosen at trace time: `with convolutions(config.conv_backend):`
-around the traced step makes `layers.Conv` send plain NHWC convolutions here. 'auto' picks oneDNN
-on a single CPU device when the extension builds, XLA otherwise (XLA cannot split a foreign call
-across devices, nor run it on an accelerator).
+Nothing is built on import or by validating a config: `resolve(config.conv_backend)` builds the
+extension the first time an entry point asks for oneDNN, and the model is then built with
+`layers.conv_module(backend)`. 'auto' picks oneDNN on a single CPU device when the extension
+builds, XLA otherwise (XLA cannot split a foreign call across devices, nor run it on an
+accelerator).
 """
 
-import contextlib
-import contextvars
 import ctypes
 import functools
 import hashlib
@@ -29,18 +25,17 @@ import shutil
 import subprocess
 import sysconfig
 import tempfile
-from typing import Iterator
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cifar100_flax import console
 from cifar100_flax.errors import ConfigError
 
 BACKENDS = ('auto', 'onednn', 'xla')
-_SOURCE = pathlib.Path(__file__).resolve().parents[1] / 'csrc' / 'onednn_conv.cc'
+_SOURCE = pathlib.Path(__file__).resolve().parent / 'csrc' / 'onednn_conv.cc'
 _PASSES = ('Forward', 'InputGradient', 'KernelGradient')
-_ACTIVE = contextvars.ContextVar('onednn_convolutions', default=False)
 
 
 class Unavailable(RuntimeError):
@@ -72,7 +67,8 @@ def _build(compiler: str) -> pathlib.Path:
   if library.exists():
     return library
   library.parent.mkdir(parents=True, exist_ok=True)
-  with tempfile.TemporaryDirectory(dir=library.parent) as tmp:
+  with (tempfile.TemporaryDirectory(dir=library.parent) as tmp,
+        console.phase(f'building the oneDNN convolutions into {library} (once)')):
     built = pathlib.Path(tmp) / library.name
     command = [compiler, '-O2', '-std=c++17', '-shared', '-fPIC', '-Wno-return-type',
                *onednn_flags, f'-I{jax.ffi.include_dir()}', str(_SOURCE), '-o', str(built),
@@ -133,21 +129,6 @@ def resolve(backend: str) -> str:
       raise ConfigError('config.conv_backend=onednn runs on one device; this run has '
                         f"{jax.device_count()}: use 'auto' or 'xla'.")
   return backend
-
-
-@contextlib.contextmanager
-def convolutions(backend: str) -> Iterator[None]:
-  """Within this block, functions traced send `layers.Conv`'s plain and depthwise convolutions to
-  `backend`."""
-  token = _ACTIVE.set(resolve(backend) == 'onednn')
-  try:
-    yield
-  finally:
-    _ACTIVE.reset(token)
-
-
-def active() -> bool:
-  return _ACTIVE.get()
 
 
 def supports(lhs: jax.Array, rhs: jax.Array) -> bool:

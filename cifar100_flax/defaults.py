@@ -1,7 +1,9 @@
-"""Every configuration key, with its default and what it means.
+"""Every configuration key, with its default and what it means; and the shared transfer recipe.
 
-Other configs derive from this one and change only what differs. Any key can be
-overridden on the command line, e.g. `--config.learning_rate=0.05`.
+The configs in configs/ derive from `get_config()` (or `get_transfer_config()`) and change only what
+differs. Any key can be overridden on the command line, e.g. `--config.learning_rate=0.05`. They
+live in the library, not in configs/, because a run's saved config.json is read back against them
+(keys added later take these defaults) wherever the package is installed.
 """
 
 import ml_collections
@@ -22,18 +24,20 @@ def get_config() -> ml_collections.ConfigDict:
   # Face hub id (e.g. 'timm/resnet50.tv_in1k'), or a .msgpack from `cifar100_flax.pretrained convert`.
   config.pretrained = ''
   config.image_size = 0  # images are resized on the device to this side (0: CIFAR's own 32)
-  config.normalisation = 'cifar100'  # cifar100 | imagenet (torchvision/timm) | unit ([-1, 1], EfficientNet-Lite)
+  # cifar100 | imagenet (torchvision/timm) | unit ([-1, 1], EfficientNet-Lite)
+  config.normalisation = 'cifar100'
   # Transfer: the backbone (all but 'fc') is frozen for this many epochs, then learns at
   # backbone_learning_rate_multiplier x the learning rate.
   config.backbone_frozen_epochs = 0.0
   config.backbone_learning_rate_multiplier = 1.0
   # 'float32', or 'bfloat16' for mixed precision (bfloat16 compute, float32 params).
   config.dtype = 'float32'
-  config.init_sample_size = 5000  # training images the model is initialised on (see create_train_state)
+  config.init_sample_size = 5000  # training images the model is initialised on (steps.create_train_state)
 
   # Data.
   config.dataset = 'cifar100'
-  config.data_dir = ml_collections.config_dict.placeholder(str)  # default: $TFDS_DATA_DIR or ~/tensorflow_datasets
+  # tfds data_dir; default: $TFDS_DATA_DIR or ~/tensorflow_datasets
+  config.data_dir = ml_collections.config_dict.placeholder(str)
   config.validation_size = 5000  # images carved from the training split
   config.split_seed = 0  # seeds which training images form the validation split
   config.batch_size = 256  # global, split across all devices
@@ -41,10 +45,10 @@ def get_config() -> ml_collections.ConfigDict:
   # XLA:CPU options for the jitted steps, on top of cifar100_flax/cpu_tuning.py's (CPU only).
   config.xla_cpu_options = ml_collections.ConfigDict()
   # Convolutions: 'onednn' (a C++ extension built on first use; CPU, one device), 'xla', or 'auto'
-  # (oneDNN where it builds and applies, else XLA). See cifar100_flax/models/onednn.py.
+  # (oneDNN where it builds and applies, else XLA). See cifar100_flax/cpu/.
   config.conv_backend = 'auto'
   config.eval_flip_tta = False  # evaluate on the mean logits of each image and its mirror image
-  config.eval_translate_tta = 0  # also on copies shifted by this many pixels (0: off; see train.py)
+  config.eval_translate_tta = 0  # also on copies shifted by this many pixels (0: off; steps.py)
   config.shuffle_seed = 0
 
   # On-device augmentation (inside the jitted step), each switchable.
@@ -93,4 +97,23 @@ def get_config() -> ml_collections.ConfigDict:
   config.early_stopping_metric = 'val_accuracy'  # val_accuracy | val_loss | val_top5_accuracy
   config.early_stopping_patience = 10  # stop after this many evaluations without improvement (0: off)
   config.early_stopping_min_delta = 0.0
+  return config
+
+
+def get_transfer_config() -> ml_collections.ConfigDict:
+  """The fine-tuning recipe shared by the pretrained-backbone configs.
+
+  A new 100-class head; images resized on the device to the backbone's resolution; the backbone
+  frozen for the first epoch while the head learns, then fine-tuned at a fraction of its rate.
+  """
+  config = get_config()
+  config.image_size = 224
+  config.backbone_frozen_epochs = 1.0
+  config.backbone_learning_rate_multiplier = 0.1
+  config.batch_size = 128
+  config.eval_batch_size = 200
+  config.num_epochs = 10
+  config.learning_rate = 0.05
+  config.weight_decay = 1e-4
+  config.warmup_epochs = 1.0
   return config

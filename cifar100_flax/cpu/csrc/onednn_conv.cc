@@ -4,12 +4,12 @@
 // Why by hand: XLA:CPU runs convolutions on Eigen, XNNPACK or YNNPACK, whose kernel gradients are
 // slow and which compute bfloat16 convolutions in float32; oneDNN (PyTorch's CPU convolution
 // library) has direct kernels for all three passes and uses AVX512_BF16. No maintained package
-// exposes oneDNN to JAX. Built and loaded by cifar100_flax/models/onednn.py.
+// exposes oneDNN to JAX. Built and loaded by cifar100_flax/cpu/onednn.py.
 //
-// Layouts are JAX's: images NHWC, kernels HWIO (grouped: feature_group_count's). float32 and bfloat16 buffers; a bfloat16 pass
-// accumulates in float32 inside oneDNN. Primitives are created once per shape and cached.
-// The matrix product is here because XLA:CPU's dot has no AMX kernels: a bfloat16 4608x4608x512
-// product runs at ~180 GFLOP/s in XLA and ~930 in oneDNN on the Sapphire Rapids CPU.
+// Layouts are JAX's: images NHWC, kernels HWIO (grouped: feature_group_count's). float32 and
+// bfloat16 buffers; a bfloat16 pass accumulates in float32 inside oneDNN. Primitives are created
+// once per shape and cached. The matrix product is here because XLA:CPU's dot has no AMX kernels
+// (oneDNN's bfloat16 matmul is about 5x faster on an AMX CPU; docs/speed.md).
 
 #include <cstdint>
 #include <map>

@@ -1,24 +1,23 @@
 """Convolution, BatchNorm and max-pooling written so that XLA:CPU runs them (and their reverse mode) fast.
 
 Autodiff of `flax.linen.BatchNorm` in training mode makes several passes over the activations, and
-the gradient of `nn.max_pool` is XLA's select-and-scatter; on the project's 2-core CPU the two cost
-the custom CNN's training step more than a third of its time beyond the convolutions. Here the
-BatchNorm gradient is the textbook closed form (two reductions and one elementwise pass) and
-non-overlapping max-pooling is the maximum of strided views, whose gradient is one masked pass. Values
-equal Flax's (tested; max-pooling's gradient at ties aside); parameter and statistics names are
-Flax's, so checkpoints and converted weights fit.
+the gradient of `nn.max_pool` is XLA's select-and-scatter; on a 2-core CPU the two cost the custom
+CNN's training step more than a third of its time beyond the convolutions. Here the BatchNorm
+gradient is the textbook closed form (two reductions and one elementwise pass) and non-overlapping
+max-pooling is the maximum of strided views, whose gradient is one masked pass. Values equal
+Flax's (tested; max-pooling's gradient at ties aside); parameter and statistics names are Flax's,
+so checkpoints and converted weights fit.
 
 XLA:CPU rewrites a convolution whose output is at most 2x2 (a ResNet's last stages on 32x32
-images) into forms with trimmed or reversed windows that run on a naive loop: a 3x3 conv on 2x2x512
-inputs took 517 ms forward for a batch of 256, 6 ms as one matmul over its patches. `conv` does that,
-and on oneDNN does it for outputs up to 3x3, whose convolutions oneDNN runs far below its matmul's
-speed (AMX bfloat16: ~1 TFLOP/s).
+images) into forms with trimmed or reversed windows that run on a naive loop, two orders of
+magnitude slower than one matmul over its patches: `conv_general_dilated` does that, and on
+oneDNN does it for outputs up to 3x3, whose convolutions oneDNN runs far below its matmul's speed.
+Depthwise convolutions (EfficientNet's) are a naive loop too, forward and backward; here they are
+a sum of the input's shifted views times the taps (XLA fuses the sum into one pass; its reverse
+mode is pads and reductions). The figures are in docs/speed.md.
 
-Depthwise convolutions (EfficientNet's) are a naive loop too, forward and backward: a 3x3 one on
-64x48x48x96 took 421 ms forward and 1028 ms with its gradients, and 224 / 303 ms as a sum of the
-input's shifted views times the taps (XLA fuses the sum into one pass; its reverse mode is pads and
-reductions). XLA:CPU's YNNPACK elementwise fusions slow that sum (50 ms forward without them):
-cpu_tuning.py turns them off.
+A model is built with its convolution: `conv_module('onednn')` or `conv_module('xla')`, as
+`onednn.resolve(config.conv_backend)` chose.
 """
 
 import functools
@@ -29,20 +28,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cifar100_flax.models import onednn
+from cifar100_flax.cpu import onednn
 
 _SMALL_OUTPUT_PIXELS = 4  # Output sizes up to 2x2 take the matmul path (measured, see above).
-# On oneDNN, up to 3x3: its bfloat16 matmul runs on AMX at ~1 TFLOP/s where its convolutions of
-# 3x3 maps reach 0.15-0.5 (cnn_fast's 3x3, 512 -> 512 layer: 240 -> ~110 ms for all three passes);
-# at 7x7 the patches cost more than they save (cnn_fast's step 1030 -> 1260 ms).
+# On oneDNN, up to 3x3: its bfloat16 matmul runs on AMX several times faster than its convolutions
+# of 3x3 maps; at 7x7 the patches cost more than they save.
 _SMALL_OUTPUT_PIXELS_ONEDNN = 9
 
 
 def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int],
-                         padding: Any, **kwargs) -> jax.Array:
-  """`lax.conv_general_dilated` for `nn.Conv(conv_general_dilated=...)`: on oneDNN where
-  `onednn.convolutions` turned it on, else small outputs as matmuls, depthwise convolutions as sums
-  of shifted views."""
+                         padding: Any, *, use_onednn: bool = False, **kwargs) -> jax.Array:
+  """`lax.conv_general_dilated` for `nn.Conv(conv_general_dilated=...)`: on oneDNN with
+  `use_onednn` (the caller has resolved it to be available), else small outputs as matmuls,
+  depthwise convolutions as sums of shifted views."""
   plain = _is_plain_2d(lhs.shape, rhs.shape, kwargs)
   depthwise = _is_depthwise_2d(lhs.shape, rhs.shape, kwargs)
   if plain or depthwise:
@@ -50,7 +48,7 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
       padding = jax.lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
     out_shape = [(size + lo + hi - k) // s + 1 for size, (lo, hi), k, s in
                  zip(lhs.shape[1:3], padding, rhs.shape[:2], window_strides)]
-    if (onednn.active() and onednn.supports(lhs, rhs)
+    if (use_onednn and onednn.supports(lhs, rhs)
         and kwargs.get('preferred_element_type') in (None, lhs.dtype)):
       if plain and np.prod(out_shape) <= _SMALL_OUTPUT_PIXELS_ONEDNN:
         return _conv_as_matmul(lhs, rhs, window_strides, padding, onednn.matmul)
@@ -107,8 +105,17 @@ def _depthwise_as_shifts(x, kernel, strides, padding):
              for i, j, view in _shifted_views(x, kernel.shape[:2], strides, padding))
 
 
-# `nn.Conv` (same parameters and initialisers) with `conv_general_dilated` above.
+# `nn.Conv` (same parameters and initialisers) with `conv_general_dilated` above, on XLA's
+# convolutions or on oneDNN's.
 Conv = functools.partial(nn.Conv, conv_general_dilated=conv_general_dilated)
+OnednnConv = functools.partial(
+    nn.Conv, conv_general_dilated=functools.partial(conv_general_dilated, use_onednn=True))
+CONV_MODULES = {'xla': Conv, 'onednn': OnednnConv}
+
+
+def conv_module(backend: str) -> Callable[..., nn.Module]:
+  """The `nn.Conv` a model is built with for a resolved backend ('xla' or 'onednn')."""
+  return CONV_MODULES[backend]
 
 
 def _windows(x, window):
@@ -126,8 +133,7 @@ def max_pool(x: jax.Array, window: int) -> jax.Array:
   one elementwise pass, where splitting costs a reduction over a mask XLA:CPU writes out first.
   """
   # The maximum of strided views is one fused pass over x; reducing `_windows(x, window)` first
-  # copied the cropped x out (airbench's 31x31 maps), then reduced it on YNNPACK: airbench's float32
-  # step spent 39 ms there, now 10 (README, Speed).
+  # copied the cropped x out (airbench's 31x31 maps), then reduced it on YNNPACK.
   h, w = x.shape[1] - x.shape[1] % window, x.shape[2] - x.shape[2] % window
   views = [x[:, i:h:window, j:w:window] for i in range(window) for j in range(window)]
   return functools.reduce(jnp.maximum, views)
@@ -165,8 +171,8 @@ def _sum_over_rows(x: jax.Array) -> jax.Array:
   """x summed over all but its last axis, in float32, as a product with a row of ones.
 
   XLA:CPU hands a sum to YNNPACK, which first writes every broadcast and elementwise input of the
-  summed expression out in full: the whitening bias gradient (24 channels of 31x31 maps) took ~150
-  ms of cnn_fast's step that way. A dot's operand is one fused pass instead.
+  summed expression out in full (airbench's whitening bias gradient: seven tensors the size of its
+  first activation). A dot's operand is one fused pass instead.
   """
   rows = x.reshape(-1, x.shape[-1]).astype(jnp.float32)
   return (jnp.ones((1, rows.shape[0]), jnp.float32) @ rows)[0]
@@ -218,7 +224,7 @@ def batch_norm_train(x: jax.Array, scale: jax.Array, bias: jax.Array,
   (y, mean, var).
 
   One op so that the pre-activation tensor is never stored: the backward pass recomputes it from x
-  inside its own elementwise passes (measured, README: Speed). Statistics and arithmetic are
+  inside its own elementwise passes (docs/speed.md). Statistics and arithmetic are
   float32; y has x's dtype. mean and var carry no gradient (they only feed the running averages).
   """
   return _batch_norm_train_fwd(x, scale, bias, residual, epsilon, activation)[0]

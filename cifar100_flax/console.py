@@ -1,0 +1,78 @@
+"""What the terminal shows: one line per logged training period, and progress for long phases.
+
+Only process 0 prints, so that a run of several processes shows one terminal's worth. Progress
+bars (tqdm, which tensorflow-datasets already depends on) appear only on a terminal; in a log file
+each phase is one line.
+"""
+
+import contextlib
+import sys
+import time
+from typing import Iterable, Iterator, Optional
+
+import jax
+import tqdm
+
+
+def _is_main_process() -> bool:
+  return jax.process_index() == 0
+
+
+def say(text: str) -> None:
+  if _is_main_process():
+    print(text, flush=True)
+
+
+@contextlib.contextmanager
+def phase(description: str) -> Iterator[None]:
+  """Prints `description...` and, once the block has finished, how long it took."""
+  if not _is_main_process():
+    yield
+    return
+  print(f'{description}...', end='', flush=True)
+  start = time.perf_counter()
+  try:
+    yield
+  except BaseException:
+    print(flush=True)
+    raise
+  print(f' {time.perf_counter() - start:.1f} s', flush=True)
+
+
+def progress(iterable: Iterable, description: str, total: Optional[int] = None) -> Iterable:
+  """`iterable`, with a progress bar on a terminal."""
+  return tqdm.tqdm(iterable, desc=description, total=total, leave=False, dynamic_ncols=True,
+                   disable=None if _is_main_process() else True, file=sys.stdout)
+
+
+def _duration(seconds: float) -> str:
+  seconds = int(round(seconds))
+  hours, rest = divmod(seconds, 3600)
+  return f'{hours}h{rest // 60:02d}m' if hours else f'{rest // 60}m{rest % 60:02d}s'
+
+
+class TrainingLine:
+  """Formats one line per log period: epoch, step, loss, accuracy, learning rate, speed and ETA.
+
+  Speed and the ETA are measured from the end of this session's first step, so that they leave
+  out its compilation (and, on a resumed run, the restore)."""
+
+  def __init__(self, total_steps: int, steps_per_epoch: int):
+    self.total_steps, self.steps_per_epoch = total_steps, steps_per_epoch
+    self._since: Optional[tuple[int, float]] = None  # (step, time) after the first step
+
+  def first_step_done(self, step: int) -> None:
+    """Called after every step; the first call (after compilation) starts the clock."""
+    if self._since is None:
+      self._since = (step, time.perf_counter())
+
+  def format(self, step: int, scalars: dict) -> str:
+    epoch = step / self.steps_per_epoch
+    parts = [f'epoch {epoch:6.2f}', f'step {step:>{len(str(self.total_steps))}}/{self.total_steps}']
+    names = {'train_loss': 'loss {:.4f}', 'train_accuracy': 'accuracy {:.4f}',
+             'learning_rate': 'lr {:.3g}'}
+    parts += [form.format(scalars[key]) for key, form in names.items() if key in scalars]
+    if self._since and step > self._since[0]:
+      rate = (step - self._since[0]) / (time.perf_counter() - self._since[1])
+      parts += [f'{rate:.2f} steps/s', f'ETA {_duration((self.total_steps - step) / rate)}']
+    return '  '.join(parts)

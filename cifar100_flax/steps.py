@@ -1,0 +1,201 @@
+"""The computations of training and evaluation, and the states they act on.
+
+Pure functions of (state, batch, config), jitted here: no files, no loop, no flags. train.py runs
+`train_step` and `evaluate_split` in its loop; evaluate.py, the report and Grad-CAM use
+`ModelState` (a trained model without its optimiser), `preprocess` and `eval_step`.
+"""
+
+import functools
+from typing import Any, Callable, Optional
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax.training import train_state
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh
+
+from cifar100_flax import augment, console, dataset, metrics, models, optim, sharding
+from cifar100_flax.cpu import layers, onednn
+
+
+class TrainState(train_state.TrainState):
+  batch_stats: Any
+  rng: jax.Array  # the run's key; step k uses fold_in(rng, k), so resuming needs nothing else
+
+
+class ModelState(flax.struct.PyTreeNode):
+  """A trained model without its optimiser: what evaluation and inference need."""
+  apply_fn: Callable = flax.struct.field(pytree_node=False)
+  params: Any
+  batch_stats: Any
+  step: jax.Array  # the training step the variables come from
+
+
+def create_model(config: ml_collections.ConfigDict, conv_backend: Optional[str] = None) -> nn.Module:
+  """config.model, built with the convolutions of `conv_backend` ('onednn' or 'xla'; default:
+  config.conv_backend resolved, which builds the oneDNN extension the first time it is chosen)."""
+  backend = conv_backend or onednn.resolve(config.conv_backend)
+  return models.create_model(config.model, dataset.NUM_CLASSES, config.dtype,
+                             conv=layers.conv_module(backend), **config.model_kwargs)
+
+
+def _init_variables(model: nn.Module, config: ml_collections.ConfigDict, rng: jax.Array,
+                    images: np.ndarray) -> dict:
+  return model.init(rng, preprocess(images, config), train=False)
+
+
+def abstract_variables(model: nn.Module, config: ml_collections.ConfigDict) -> dict:
+  """The shapes and dtypes of the model's {'params', 'batch_stats'}, computed without running it."""
+  images = jax.ShapeDtypeStruct((1, *dataset.IMAGE_SHAPE), jnp.uint8)
+  variables = jax.eval_shape(functools.partial(_init_variables, model, config),
+                             jax.random.PRNGKey(0), images)
+  return {'params': variables['params'], 'batch_stats': variables.get('batch_stats', {})}
+
+
+def create_train_state(config: ml_collections.ConfigDict, steps_per_epoch: int,
+                       sample_images: Optional[np.ndarray] = None,
+                       model: Optional[nn.Module] = None) -> tuple[TrainState, optim.Schedule]:
+  """A freshly initialised state, and the learning-rate schedule its optimiser follows.
+
+  `sample_images` (uint8 training images) are what the model is initialised on; models that fit
+  some weights to the data (airbench's whitening) need them, others only use their shape.
+  `model`: default `create_model(config)`.
+  """
+  tx, schedule = optim.create_optimizer(config, config.num_epochs * steps_per_epoch, steps_per_epoch)
+  model = model or create_model(config)
+  init_rng, run_rng = jax.random.split(jax.random.PRNGKey(config.seed))
+  if sample_images is None:
+    sample_images = np.zeros((1, *dataset.IMAGE_SHAPE), np.uint8)
+  variables = jax.jit(functools.partial(_init_variables, model, config))(init_rng, sample_images)
+  state = TrainState.create(apply_fn=model.apply, params=variables['params'], tx=tx,
+                            batch_stats=variables.get('batch_stats', {}), rng=run_rng)
+  return state, schedule
+
+
+def compiler_options(config: ml_collections.ConfigDict) -> Optional[dict]:
+  """config.xla_cpu_options for `jax.jit`, when running on CPU (other backends reject them)."""
+  if jax.default_backend() != 'cpu' or not config.xla_cpu_options:
+    return None
+  return dict(config.xla_cpu_options)
+
+
+def jit_train_step(config: ml_collections.ConfigDict, mesh: Optional[Mesh] = None) -> Callable:
+  """train_step for `config`, jitted; its input state is donated."""
+  return jax.jit(functools.partial(train_step, config=config), donate_argnums=0,
+                 out_shardings=sharding.replicated(mesh) if mesh else None,
+                 compiler_options=compiler_options(config))
+
+
+def jit_eval_step(config: ml_collections.ConfigDict) -> Callable:
+  return jax.jit(functools.partial(eval_step, config=config),
+                 compiler_options=compiler_options(config))
+
+
+def preprocess(images: jax.Array, config: ml_collections.ConfigDict,
+               key: Optional[jax.Array] = None, flips: Optional[jax.Array] = None) -> jax.Array:
+  """uint8 images -> normalised float images at config.image_size; augmented when a key is given
+  (`flips`: the input pipeline's alternating flips)."""
+  images = images.astype(jnp.float32)
+  if key is not None:
+    augment_key, cutout_key = jax.random.split(key)
+    images = augment.augment(images, augment_key, config.augment, flips)
+  mean, stddev = dataset.NORMALISATIONS[config.normalisation]
+  images = (images - jnp.array(mean)) / jnp.array(stddev)
+  if key is not None and config.augment.cutout_size:
+    images = augment.cutout(images, cutout_key, config.augment.cutout_size)
+  if config.image_size and config.image_size != images.shape[1]:
+    # Pretrained backbones see objects at their own scale: upsample on the device.
+    size = config.image_size
+    images = jax.image.resize(images, (images.shape[0], size, size, images.shape[3]), 'bilinear')
+  return images
+
+
+def train_step(state: TrainState, batch: dict,
+               config: ml_collections.ConfigDict) -> tuple[TrainState, metrics.TrainMetrics]:
+  augment_key, dropout_key = jax.random.split(jax.random.fold_in(state.rng, state.step))
+  images = preprocess(batch['image'], config, augment_key, batch.get('flip'))
+  targets = optax.smooth_labels(jax.nn.one_hot(batch['label'], dataset.NUM_CLASSES),
+                                config.label_smoothing)
+
+  def loss_fn(params):
+    logits, updates = state.apply_fn(
+        {'params': params, 'batch_stats': state.batch_stats}, images, train=True,
+        rngs={'dropout': dropout_key}, mutable=['batch_stats'])
+    return optax.softmax_cross_entropy(logits, targets).mean(), (logits, updates['batch_stats'])
+
+  (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  updates, opt_state = state.tx.update(grads, state.opt_state, state.params, value=loss)
+  state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                        opt_state=opt_state, batch_stats=batch_stats)
+  return state, metrics.TrainMetrics.single_from_model_output(
+      loss=loss, logits=logits, labels=batch['label'])
+
+
+def test_time_augmented(predict: Callable, images: jax.Array,
+                        config: ml_collections.ConfigDict) -> jax.Array:
+  """Logits of `images`, averaged over the test-time augmentations the config turns on.
+
+  Flip: the mean of the image's and its mirror's logits. Translate by p pixels (airbench's
+  multi-crop): half the weight to the image, a quarter each to its copies shifted by (-p, -p) and
+  (p, p), the border filled by reflection.
+  """
+  def flip_averaged(x):
+    return (predict(x) + predict(x[:, :, ::-1])) / 2 if config.eval_flip_tta else predict(x)
+
+  logits = flip_averaged(images)
+  p = config.eval_translate_tta
+  if p:
+    padded = jnp.pad(images, ((0, 0), (p, p), (p, p), (0, 0)), mode='reflect')
+    shifted = [padded[:, :-2 * p, :-2 * p], padded[:, 2 * p:, 2 * p:]]
+    logits = logits / 2 + sum(flip_averaged(x) for x in shifted) / 4
+  return logits
+
+
+def eval_step(state: TrainState | ModelState, batch: dict,
+              config: ml_collections.ConfigDict) -> tuple[metrics.EvalMetrics, jax.Array]:
+  """Metrics of a padded batch (its `mask` marks the real rows) and its class probabilities."""
+  images = preprocess(batch['image'], config)
+  predict = functools.partial(state.apply_fn,
+                              {'params': state.params, 'batch_stats': state.batch_stats},
+                              train=False)
+  logits = test_time_augmented(predict, images, config)
+  loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label'])
+  step_metrics = metrics.EvalMetrics.single_from_model_output(
+      loss=loss, logits=logits, labels=batch['label'], mask=batch['mask'])
+  return step_metrics, jax.nn.softmax(logits)
+
+
+def evaluate_split(jitted_eval_step: Callable, state: TrainState | ModelState,
+                   split: dataset.Split, batch_size: int, mesh: Mesh,
+                   description: str = '') -> tuple[dict, np.ndarray]:
+  """Metrics over every example of `split`, and its [N, classes] probabilities in split order.
+
+  `description`: the progress bar's label (none without it)."""
+  totals, probs = None, []
+  batches = dataset.eval_batches(split, batch_size, jax.process_index(), jax.process_count())
+  if description:
+    batches = console.progress(batches, description, total=-(-len(split) // batch_size))
+  for batch in batches:
+    step_metrics, batch_probs = jitted_eval_step(state, sharding.shard_batch(batch, mesh))
+    totals = step_metrics if totals is None else totals.merge(step_metrics)
+    probs.append(multihost_utils.process_allgather(batch_probs, tiled=True))
+  computed = {k: float(v) for k, v in totals.compute().items()}
+  return computed, np.concatenate(probs)[:len(split)]
+
+
+def flops_per_step(config: ml_collections.ConfigDict, state: TrainState, batch_size: int) -> float:
+  """XLA's count of one training step's floating-point operations (all devices together).
+
+  Counted on the model built with XLA's own convolutions: XLA cannot see into oneDNN's.
+  """
+  batch = {'image': jax.ShapeDtypeStruct((batch_size, *dataset.IMAGE_SHAPE), jnp.uint8),
+           'label': jax.ShapeDtypeStruct((batch_size,), jnp.int32),
+           'flip': jax.ShapeDtypeStruct((batch_size,), jnp.bool_)}
+  xla_state = state.replace(apply_fn=create_model(config, 'xla').apply)
+  step = jax.jit(functools.partial(train_step, config=config))
+  return float(step.lower(xla_state, batch).cost_analysis().get('flops', 0.0))

@@ -1,0 +1,27 @@
+import numpy as np
+
+from cifar100_flax import dataset
+
+
+def test_eval_batches_cover_every_example_once():
+  split = dataset.Split(
+      images=np.arange(10, dtype=np.uint8)[:, None, None, None] * np.ones((1, 32, 32, 3), np.uint8),
+      labels=np.arange(10, dtype=np.int32), coarse_labels=np.zeros(10, np.int32),
+      ids=np.array([str(i) for i in range(10)]))
+  batches = list(dataset.eval_batches(split, 4))
+  assert [len(b['label']) for b in batches] == [4, 4, 4]
+  mask = np.concatenate([b['mask'] for b in batches])
+  labels = np.concatenate([b['label'] for b in batches])
+  assert mask.sum() == 10
+  np.testing.assert_array_equal(labels[mask], np.arange(10))
+  assert (batches[-1]['image'][2:] == 0).all()
+
+
+def test_dataset_steps_and_models_import_without_tensorflow():
+  """Whatever applies a trained model to images needs no TensorFlow; only input_pipeline does."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  code = ('import sys; from cifar100_flax import dataset, steps, models, gradcam; '
+          'print("tensorflow" in sys.modules)')
+  out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
+  assert out.stdout.strip() == 'False'
