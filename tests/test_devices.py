@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -15,6 +16,7 @@ def _run(workdir, devices):
   return np.load(workdir / 'predictions_test.npz')['probs']
 
 
+@pytest.mark.slow
 def test_one_and_four_devices_train_the_same_model(tmp_path):
   """The global batch is split over 4 devices; BatchNorm still sees it whole."""
   one, four = _run(tmp_path / 'one', 1), _run(tmp_path / 'four', 4)

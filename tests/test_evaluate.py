@@ -70,6 +70,7 @@ def test_a_run_evaluates_after_its_optimiser_keys_change(trained, mock_cifar, tm
                              np.load(workdir / 'predictions_test.npz')['probs'], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_main_evaluates_a_run_whose_optimiser_keys_changed(trained, tmp_path):
   changed = _copy_with_config(trained[0], tmp_path / 'changed', **OPTIMISER_CHANGES)
   (changed / 'eval_test.json').unlink()

@@ -123,6 +123,7 @@ def test_report_loads_in_headless_chromium_with_every_image(written):
   assert all(loaded for _, loaded in images), images
 
 
+@pytest.mark.slow
 def test_main_names_an_unknown_gradcam_layer_in_one_line_before_drawing(trained, tmp_path):
   args = ('--mode', 'report', '--workdir', str(trained[0]), '--output', str(tmp_path / 'report'),
           '--gradcam_layer=nope')

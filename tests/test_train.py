@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cifar100_flax import checkpointing, input_pipeline, steps, train, writers
-from cifar100_flax.errors import TrainingDivergedError
+from cifar100_flax.errors import CheckpointError, TrainingDivergedError
 from tests.helpers import tiny_config
 
 # Dropout and every augmentation on, so that resuming must restore the RNG exactly.
@@ -53,6 +53,7 @@ def test_no_logged_point_averages_only_a_few_steps():
   assert [step for step in range(1, 41) if train._logs_at(step, 5, 40)] == list(range(5, 41, 5))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('stop', ['crash', 'ctrl-c'])
 def test_resuming_reproduces_the_uninterrupted_run(mock_cifar, tmp_path, monkeypatch, stop):
   config = _config(**RESUME_CONFIG)
@@ -120,3 +121,20 @@ def test_without_a_validation_split_the_last_model_is_the_best(mock_cifar, tmp_p
   steps = 2 * (200 // config.batch_size)  # every mock training image is trained on
   assert progress['best_step'] == steps and progress['total_steps'] == steps
   assert (tmp_path / 'checkpoints' / 'best' / str(steps)).is_dir()
+
+
+def test_a_full_disk_is_told_as_such_and_keeps_the_previous_checkpoint(mock_cifar, tmp_path,
+                                                                       monkeypatch):
+  config = tiny_config(num_epochs=1, eval_every_steps=5)
+  real_save = checkpointing.ocp.CheckpointManager.save
+
+  def save(manager, step, *args, **kwargs):
+    if step > 5:
+      raise OSError(28, 'No space left on device')  # ENOSPC, as orbax's writer would meet it
+    return real_save(manager, step, *args, **kwargs)
+
+  monkeypatch.setattr(checkpointing.ocp.CheckpointManager, 'save', save)
+  with pytest.raises(CheckpointError, match='the disk is full: free some space') as raised:
+    train.train_and_evaluate(config, str(tmp_path))
+  assert 'corrupt' not in str(raised.value) and isinstance(raised.value.__cause__, OSError)
+  assert sorted(p.name for p in (tmp_path / 'checkpoints' / 'latest').iterdir()) == ['5']
