@@ -24,8 +24,9 @@ _CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a configs/*.p
 _WORKDIR = flags.DEFINE_multi_string('workdir', None, 'Where checkpoints, logs and results go; '
                                      'report: once per run to compare.')
 _MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'report'], 'What to do.')
-_OUTPUT = flags.DEFINE_string('output', None, 'report: the folder to write to (default: the first '
-                              'workdir); eval of several workdirs: where the ensemble\'s results go.')
+_OUTPUT = flags.DEFINE_string('output', None, 'report: the folder to write to (default: the '
+                              'first workdir); eval of several workdirs: where the ensemble\'s '
+                              'results go.')
 _GRADCAM_LAYER = flags.DEFINE_string('gradcam_layer', None, 'report: the submodule (path, e.g. '
                                      'layer4_2) Grad-CAM explains; default: the last feature map.')
 _TRACEBACK = flags.DEFINE_bool('traceback', os.environ.get('CIFAR100_FLAX_TRACEBACK') == '1',

@@ -1,4 +1,5 @@
-"""Training and inference speed of the project's models in JAX, against the same networks in PyTorch.
+"""Training and inference speed of the project's models in JAX, against the same networks in
+PyTorch.
 
   pip install -r bench/requirements.txt
   python bench/throughput.py [--models=cnn,resnet18] [--batch_size=256] [--rounds=3]
@@ -35,14 +36,17 @@ from cifar100_flax.cpu import onednn, tuning  # noqa: E402
 
 _CONFIGS = pathlib.Path(__file__).resolve().parents[1] / 'configs'
 
-_MODELS = flags.DEFINE_list('models', ['cnn', 'airbench', 'resnet18', 'resnet50', 'efficientnet_lite0'],
+_MODELS = flags.DEFINE_list('models',
+                            ['cnn', 'airbench', 'resnet18', 'resnet50', 'efficientnet_lite0'],
                             'Models to time.')
 _BATCH_SIZE = flags.DEFINE_integer('batch_size', 256, 'Images per training step.')
 _STEPS = flags.DEFINE_integer('steps', 3, 'Timed steps per round.')
 _ROUNDS = flags.DEFINE_integer('rounds', 3, 'Rounds; the fastest counts.')
-_IMAGE_SIZE = flags.DEFINE_integer('image_size', 96, 'Input side for efficientnet_lite0 (resized on the '
+_IMAGE_SIZE = flags.DEFINE_integer('image_size', 96, 'Input side for efficientnet_lite0 (resized '
+                                   'on the '
                                    'device; 224 is its native size).')
-_CPU_TUNING = flags.DEFINE_bool('cpu_tuning', True, 'Apply cifar100_flax.cpu.tuning, as main.py does.')
+_CPU_TUNING = flags.DEFINE_bool('cpu_tuning', True,
+                                'Apply cifar100_flax.cpu.tuning, as main.py does.')
 _CONV_BACKEND = flags.DEFINE_enum('conv_backend', 'auto', onednn.BACKENDS,
                                   "JAX's convolutions (config.conv_backend).")
 
@@ -61,7 +65,8 @@ def _resnet50_config() -> ml_collections.ConfigDict:
 
 
 def _airbench_config() -> ml_collections.ConfigDict:
-  """configs/cnn_fast.py's recipe on Keller Jordan's airbench widths (its own last stage is wider)."""
+  """configs/cnn_fast.py's recipe on Keller Jordan's airbench widths (its own last stage is
+  wider)."""
   config = _config('cnn_fast')
   config.model_kwargs = dict(config.model_kwargs, widths=(64, 256, 256))
   return config

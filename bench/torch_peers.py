@@ -1,4 +1,5 @@
-"""The project's networks written in PyTorch, layer for layer, as the peers of bench/throughput.py."""
+"""The project's networks written in PyTorch, layer for layer, as the peers of
+bench/throughput.py."""
 
 import torch
 from torch import nn
@@ -102,7 +103,8 @@ class ResNet(nn.Module):
 
 
 class Airbench(nn.Module):
-  """cifar100_flax.models.airbench.Airbench: frozen whitening, BatchNorm with a bias and no scale."""
+  """cifar100_flax.models.airbench.Airbench: frozen whitening, BatchNorm with a bias and no
+  scale."""
 
   def __init__(self, num_classes: int, widths=(64, 256, 256), convs_per_stage: int = 2,
                logit_scale: float = 1 / 9, batch_norm_momentum: float = 0.6):
@@ -129,7 +131,8 @@ class Airbench(nn.Module):
 
 def efficientnet_lite0(num_classes: int, dropout: float = 0.2, drop_path: float = 0.2,
                        batch_norm_frozen: bool = False) -> nn.Module:
-  """cifar100_flax.models.efficientnet.EfficientNetLite0: the reference implementation it converts from."""
+  """cifar100_flax.models.efficientnet.EfficientNetLite0: the reference implementation it
+  converts from."""
   del batch_norm_frozen  # Both train their BatchNorm in the benchmark.
   from efficientnet_lite_pytorch import EfficientNet  # pylint: disable=g-import-not-at-top
   return EfficientNet.from_name('efficientnet-lite0', num_classes=num_classes,

@@ -40,7 +40,8 @@ def _augment_one(image: jax.Array, key: jax.Array, flip: jax.Array,
   k_crop, k_flip, k_affine = jax.random.split(key, 3)
   if config.crop_padding:
     p = config.crop_padding
-    padded = jnp.pad(image, ((p, p), (p, p), (0, 0)), mode='reflect' if config.crop_reflect else 'constant')
+    mode = 'reflect' if config.crop_reflect else 'constant'
+    padded = jnp.pad(image, ((p, p), (p, p), (0, 0)), mode=mode)
     image = pix.random_crop(k_crop, padded, image.shape)
   if config.flip and config.alternating_flip:
     image = jnp.where(flip, image[:, ::-1], image)

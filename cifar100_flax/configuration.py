@@ -72,13 +72,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _require(config.conv_backend in onednn.BACKENDS,
            f'config.conv_backend={config.conv_backend!r} is not one of {list(onednn.BACKENDS)}')
   _require(config.optimizer in optim.OPTIMIZERS,
-           f'config.optimizer={config.optimizer!r} is unknown; choose one of {list(optim.OPTIMIZERS)}')
+           f'config.optimizer={config.optimizer!r} is unknown; choose one of '
+           f'{list(optim.OPTIMIZERS)}')
   _require(config.schedule in optim.SCHEDULES,
-           f'config.schedule={config.schedule!r} is unknown; choose one of {sorted(optim.SCHEDULES)}')
+           f'config.schedule={config.schedule!r} is unknown; choose one of '
+           f'{sorted(optim.SCHEDULES)}')
   _require(config.early_stopping_metric in EARLY_STOPPING_METRICS,
            f'config.early_stopping_metric={config.early_stopping_metric!r} is unknown; choose one '
            f'of {sorted(EARLY_STOPPING_METRICS)}')
-  _require(config.learning_rate > 0, f'config.learning_rate must be > 0, got {config.learning_rate}')
+  _require(config.learning_rate > 0,
+           f'config.learning_rate must be > 0, got {config.learning_rate}')
   _require(config.num_epochs > 0, f'config.num_epochs must be > 0, got {config.num_epochs}')
   devices = jax.device_count()
   for key in ('batch_size', 'eval_batch_size'):
@@ -101,8 +104,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
            f'config.label_smoothing must be in [0, 1), got {config.label_smoothing}')
   _require(0 <= config.lookahead_decay <= 1,
            f'config.lookahead_decay must be in [0, 1], got {config.lookahead_decay}')
-  _require(config.log_every_steps > 0, f'config.log_every_steps must be > 0, got {config.log_every_steps}')
-  _require(config.checkpoint_keep > 0, f'config.checkpoint_keep must be > 0, got {config.checkpoint_keep}')
+  _require(config.log_every_steps > 0,
+           f'config.log_every_steps must be > 0, got {config.log_every_steps}')
+  _require(config.checkpoint_keep > 0,
+           f'config.checkpoint_keep must be > 0, got {config.checkpoint_keep}')
   _require(0 < config.plateau_factor < 1,
            f'config.plateau_factor must be in (0, 1), got {config.plateau_factor}')
   _require(config.normalisation in dataset.NORMALISATIONS,
@@ -117,7 +122,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _require_regex('frozen_params', config.frozen_params)
   for pair in config.learning_rate_multipliers:
     _require(len(pair) == 2 and isinstance(pair[1], (int, float)) and pair[1] > 0,
-             f'config.learning_rate_multipliers must hold (regex, multiplier > 0) pairs, got {pair!r}')
+             f'config.learning_rate_multipliers must hold (regex, multiplier > 0) pairs, '
+             f'got {pair!r}')
     _require_regex('learning_rate_multipliers', pair[0])
   _require(config.init_sample_size > 0,
            f'config.init_sample_size must be > 0, got {config.init_sample_size}')

@@ -43,7 +43,8 @@ class Split:
 
 def eval_batches(split: Split, batch_size: int, process_index: int = 0,
                  process_count: int = 1) -> Iterator[dict]:
-  """Every example exactly once, in order; the last batch is zero-padded and `mask` marks real rows."""
+  """Every example exactly once, in order; the last batch is zero-padded and `mask` marks real
+  rows."""
   local = batch_size // process_count
   for start in range(0, len(split), batch_size):
     index = np.arange(start, start + batch_size)[process_index * local:(process_index + 1) * local]

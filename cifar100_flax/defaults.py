@@ -21,7 +21,8 @@ def get_config() -> ml_collections.ConfigDict:
       dropout=0.3,
   ))
   # Pretrained weights for all but the classifier head ('fc'): a .safetensors/.pth file, a Hugging
-  # Face hub id (e.g. 'timm/resnet50.tv_in1k'), or a .msgpack from `cifar100_flax.pretrained convert`.
+  # Face hub id (e.g. 'timm/resnet50.tv_in1k'), or a .msgpack from
+  # `python -m cifar100_flax.pretrained convert`.
   config.pretrained = ''
   config.image_size = 0  # images are resized on the device to this side (0: CIFAR's own 32)
   # cifar100 | imagenet (torchvision/timm) | unit ([-1, 1], EfficientNet-Lite)
@@ -32,7 +33,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.backbone_learning_rate_multiplier = 1.0
   # 'float32', or 'bfloat16' for mixed precision (bfloat16 compute, float32 params).
   config.dtype = 'float32'
-  config.init_sample_size = 5000  # training images the model is initialised on (steps.create_train_state)
+  # Training images the model is initialised on (steps.create_train_state).
+  config.init_sample_size = 5000
 
   # Data.
   config.dataset = 'cifar100'
@@ -56,7 +58,8 @@ def get_config() -> ml_collections.ConfigDict:
       crop_padding=4,  # random crop of the padded image (0: off)
       crop_reflect=False,  # pad by reflecting the image (airbench), not with black
       flip=True,  # random horizontal flip
-      alternating_flip=False,  # flip: each image mirrored in every other epoch (airbench), not at random
+      # flip: each image mirrored in every other epoch (airbench), not at random
+      alternating_flip=False,
       rotation_degrees=0.0,  # uniform in [-x, x] (0: off)
       zoom=0.0,  # scale uniform in [1 - x, 1 + x] (0: off)
       shear_degrees=0.0,  # uniform in [-x, x] (0: off)
@@ -79,7 +82,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.frozen_params = ''  # regex: parameters whose '/'-joined path it matches are not trained
   # (regex, m) pairs: the parameters a regex matches learn at m x the learning rate (with momentum).
   config.learning_rate_multipliers = ()
-  # Schedule: constant | warmup_cosine | one_cycle | triangular | piecewise_constant | reduce_on_plateau
+  # Schedule: constant | warmup_cosine | one_cycle | triangular | piecewise_constant |
+  # reduce_on_plateau
   config.schedule = 'warmup_cosine'
   config.warmup_epochs = 1.0  # warmup_cosine, triangular
   config.triangular_start = 0.2  # triangular: the first and last rates, as fractions of the peak
@@ -95,7 +99,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_every_steps = 0  # 0: once per epoch
   config.checkpoint_keep = 2  # latest checkpoints kept for resuming; the best one is kept apart
   config.early_stopping_metric = 'val_accuracy'  # val_accuracy | val_loss | val_top5_accuracy
-  config.early_stopping_patience = 10  # stop after this many evaluations without improvement (0: off)
+  # Stop after this many evaluations without improvement (0: off).
+  config.early_stopping_patience = 10
   config.early_stopping_min_delta = 0.0
   return config
 

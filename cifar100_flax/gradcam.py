@@ -50,7 +50,8 @@ def feature_maps(apply: Callable[[jax.Array], jax.Array], images: jax.Array) -> 
 
 
 def _perturbed(apply: Callable, layer: str) -> Callable:
-  """apply(images, perturbation) -> (logits, feature map), with perturbation added to `layer`'s output."""
+  """apply(images, perturbation) -> (logits, feature map), with perturbation added to `layer`'s
+  output."""
 
   def forward(images, perturbation):
     captured = []
@@ -72,7 +73,8 @@ def _perturbed(apply: Callable, layer: str) -> Callable:
 def grad_cam(apply: Callable[[jax.Array], jax.Array], images: jax.Array,
              classes: Optional[jax.Array] = None, layer: Optional[str] = None,
              size: Optional[tuple[int, int]] = None) -> jax.Array:
-  """[N, H, W] maps in [0, 1] of where `layer` saw evidence for `classes` (default: the predicted ones).
+  """[N, H, W] maps in [0, 1] of where `layer` saw evidence for `classes` (default: the predicted
+  ones).
 
   apply: images -> logits (e.g. functools.partial(model.apply, variables, train=False)).
   size: the maps' size (default: the images').

@@ -1,4 +1,5 @@
-"""Metrics: clu collections accumulated on the device, and the numpy classification report of eval."""
+"""Metrics: clu collections accumulated on the device, and the numpy classification report of
+eval."""
 
 import flax
 import jax

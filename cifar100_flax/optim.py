@@ -13,12 +13,14 @@ from cifar100_flax.errors import ConfigError
 Schedule = Callable[[int], float]
 
 
-def _warmup_cosine(config: ml_collections.ConfigDict, total_steps: int, steps_per_epoch: int) -> Schedule:
+def _warmup_cosine(config: ml_collections.ConfigDict, total_steps: int,
+                   steps_per_epoch: int) -> Schedule:
   warmup = min(int(config.warmup_epochs * steps_per_epoch), total_steps - 1)
   return optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, warmup, total_steps)
 
 
-def _one_cycle(config: ml_collections.ConfigDict, total_steps: int, steps_per_epoch: int) -> Schedule:
+def _one_cycle(config: ml_collections.ConfigDict, total_steps: int,
+               steps_per_epoch: int) -> Schedule:
   return optax.cosine_onecycle_schedule(total_steps, config.learning_rate)
 
 
@@ -38,7 +40,8 @@ def _triangular(config: ml_collections.ConfigDict, total_steps: int,
       optax.linear_schedule(peak, config.triangular_end * peak, total_steps - warmup)], [warmup])
 
 
-def _constant(config: ml_collections.ConfigDict, total_steps: int, steps_per_epoch: int) -> Schedule:
+def _constant(config: ml_collections.ConfigDict, total_steps: int,
+              steps_per_epoch: int) -> Schedule:
   return optax.constant_schedule(config.learning_rate)
 
 
@@ -60,7 +63,8 @@ def _decay_mask(params):
 
 
 def _matching(pattern: str, key: str) -> Callable:
-  """params -> a tree of bools: does `pattern` match the leaf's '/'-joined path (e.g. 'Conv_0/kernel')?"""
+  """params -> a tree of bools: does `pattern` match the leaf's '/'-joined path (e.g.
+  'Conv_0/kernel')?"""
   regex = re.compile(pattern)
 
   def mask(params):
@@ -73,7 +77,8 @@ def _matching(pattern: str, key: str) -> Callable:
   return mask
 
 
-def _backbone_scale(config: ml_collections.ConfigDict, steps_per_epoch: int) -> optax.GradientTransformation:
+def _backbone_scale(config: ml_collections.ConfigDict,
+                    steps_per_epoch: int) -> optax.GradientTransformation:
   """Updates of all but the head ('fc') x 0 while frozen, then x the backbone multiplier.
 
   Applied to the optimiser's updates, so that a frozen backbone does not move at all (not even by
@@ -109,7 +114,8 @@ def lookahead(inner: optax.GradientTransformation, every: int, final_decay: floa
   inner = optax.with_extra_args_support(inner)
 
   def init(params):
-    return LookaheadState(inner.init(params), jax.tree.map(jnp.copy, params), jnp.zeros([], jnp.int32))
+    return LookaheadState(inner.init(params), jax.tree.map(jnp.copy, params),
+                          jnp.zeros([], jnp.int32))
 
   def update(updates, state, params=None, **extra_args):
     updates, inner_state = inner.update(updates, state.inner, params, **extra_args)
@@ -118,7 +124,8 @@ def lookahead(inner: optax.GradientTransformation, every: int, final_decay: floa
     sync = (count % every == 0) | last
     decay = jnp.where(last, 1.0, final_decay * (count / total_steps) ** 3)
     fast = optax.apply_updates(params, updates)
-    slow = jax.tree.map(lambda s, f: jnp.where(sync, decay * s + (1 - decay) * f, s), state.slow, fast)
+    slow = jax.tree.map(lambda s, f: jnp.where(sync, decay * s + (1 - decay) * f, s),
+                        state.slow, fast)
     new_params = jax.tree.map(lambda s, f: jnp.where(sync, s, f), slow, fast)
     updates = jax.tree.map(lambda n, p: n - p, new_params, params)
     return updates, LookaheadState(inner_state, slow, count)
@@ -126,8 +133,9 @@ def lookahead(inner: optax.GradientTransformation, every: int, final_decay: floa
   return optax.GradientTransformationExtraArgs(init, update)
 
 
-def create_optimizer(config: ml_collections.ConfigDict, total_steps: int,
-                     steps_per_epoch: int) -> tuple[optax.GradientTransformationExtraArgs, Schedule]:
+def create_optimizer(
+    config: ml_collections.ConfigDict, total_steps: int,
+    steps_per_epoch: int) -> tuple[optax.GradientTransformationExtraArgs, Schedule]:
   """The optimiser (its update takes `value=loss` for reduce_on_plateau) and its base schedule."""
   schedule = SCHEDULES[config.schedule](config, total_steps, steps_per_epoch)
   parts = []
@@ -153,7 +161,8 @@ def create_optimizer(config: ml_collections.ConfigDict, total_steps: int,
                               _matching(pattern, 'learning_rate_multipliers')))
   tx = optax.chain(*parts)
   if config.frozen_params:
-    # Frozen parameters get no update at all (and so no weight decay); XLA then drops their gradients.
+    # Frozen parameters get no update at all (and so no weight decay); XLA then drops their
+    # gradients.
     frozen = _matching(config.frozen_params, 'frozen_params')
     tx = optax.multi_transform({False: tx, True: optax.set_to_zero()}, frozen)
   if config.lookahead_every:

@@ -57,7 +57,8 @@ def image_grid(images: np.ndarray, titles: Sequence[str], columns: int = 8,
 
 
 def confusion_matrix(matrix: np.ndarray, class_names: Sequence[str]) -> Figure:
-  """The 100x100 matrix, classes ordered by superclass so that its 5x5 blocks show; row-normalised."""
+  """The 100x100 matrix, classes ordered by superclass so that its 5x5 blocks show;
+  row-normalised."""
   order = np.argsort(metrics.FINE_TO_COARSE, kind='stable')
   matrix = np.asarray(matrix)[np.ix_(order, order)]
   rates = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
@@ -71,7 +72,8 @@ def confusion_matrix(matrix: np.ndarray, class_names: Sequence[str]) -> Figure:
   for edge in np.arange(5, len(order), 5) - 0.5:  # superclass blocks
     ax.axhline(edge, color='white', lw=0.3)
     ax.axvline(edge, color='white', lw=0.3)
-  ax.set(xlabel='predicted', ylabel='true', title='Confusion matrix (row-normalised; by superclass)')
+  ax.set(xlabel='predicted', ylabel='true',
+         title='Confusion matrix (row-normalised; by superclass)')
   fig.colorbar(image, ax=ax, fraction=0.03)
   fig.tight_layout()
   return fig
@@ -144,7 +146,8 @@ def reliability(calibration: dict) -> Figure:
   return fig
 
 
-def heatmaps(images: np.ndarray, maps: np.ndarray, titles: Sequence[str], columns: int = 6) -> Figure:
+def heatmaps(images: np.ndarray, maps: np.ndarray, titles: Sequence[str],
+             columns: int = 6) -> Figure:
   """Each image above the same image overlaid with its [0, 1] heatmap (Grad-CAM)."""
   count = len(images)
   columns = min(columns, count)
@@ -153,7 +156,8 @@ def heatmaps(images: np.ndarray, maps: np.ndarray, titles: Sequence[str], column
   for ax in axes.flat:
     ax.axis('off')
   for index, (image, heatmap, title) in enumerate(zip(images, maps, titles)):
-    top, bottom = axes[2 * (index // columns), index % columns], axes[2 * (index // columns) + 1, index % columns]
+    row, column = 2 * (index // columns), index % columns
+    top, bottom = axes[row, column], axes[row + 1, column]
     top.imshow(image)
     top.set_title(title, fontsize=7)
     bottom.imshow(image)

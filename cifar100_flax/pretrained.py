@@ -44,8 +44,9 @@ def load_state_dict(source: str) -> StateDict:
     return load_file(path)
   if path.suffix in ('.pth', '.pt', '.bin'):
     return _read_with_torch(path)
-  raise PretrainedError(f'{source}: unknown weights format {path.suffix!r}; use .safetensors, .pth, '
-                        f'.pt, .bin or a .msgpack written by `python -m cifar100_flax.pretrained convert`')
+  raise PretrainedError(f'{source}: unknown weights format {path.suffix!r}; use .safetensors, '
+                        f'.pth, .pt, .bin or a .msgpack written by `python -m '
+                        f'cifar100_flax.pretrained convert`')
 
 
 def _download_from_hub(repo_id: str) -> pathlib.Path:
@@ -129,7 +130,8 @@ def convert_efficientnet(state: StateDict) -> Variables:
   return _convert(state, _efficientnet_module)
 
 
-def fit_to_model(converted: Variables, template: Variables, keep: tuple[str, ...] = ()) -> Variables:
+def fit_to_model(converted: Variables, template: Variables,
+                 keep: tuple[str, ...] = ()) -> Variables:
   """`template` (the model's initial variables) with every array replaced by the converted one.
 
   Top-level modules named in `keep` (e.g. a new classifier head) keep the template's values.
@@ -222,7 +224,8 @@ def main(argv: list[str]) -> None:
   convert.add_argument('source', help='.safetensors, .pth, .pt, .bin or a Hugging Face hub id')
   convert.add_argument('out', help='where to write the Flax variables (.msgpack)')
   convert.add_argument('--model', required=True, choices=sorted(CONVERTERS))
-  commands.add_parser('photos', help="EfficientNet-Lite0's ImageNet top-5 for scikit-image's photos")
+  commands.add_parser('photos',
+                      help="EfficientNet-Lite0's ImageNet top-5 for scikit-image's photos")
   args = parser.parse_args(argv)
   try:
     if args.command == 'convert':

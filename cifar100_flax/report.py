@@ -1,4 +1,5 @@
-"""The analysis a user reads: figures, tables and a written summary of evaluated runs, as HTML and PDF.
+"""The analysis a user reads: figures, tables and a written summary of evaluated runs, as HTML
+and PDF.
 
   python main.py --mode report --workdir runs/a [--workdir runs/b ...] [--output DIR]
 
@@ -56,12 +57,14 @@ class Run:
 
 def load_run(workdir: str, config: Optional[ml_collections.ConfigDict] = None) -> Run:
   directory = pathlib.Path(workdir)
-  evaluation_path, predictions_path = directory / 'eval_test.json', directory / 'predictions_test.npz'
+  evaluation_path = directory / 'eval_test.json'
+  predictions_path = directory / 'predictions_test.npz'
   if not evaluation_path.exists() or not predictions_path.exists():
     raise UserError(f'{directory} has no test evaluation: run `python main.py --mode eval '
                     f'--workdir {directory} ...` first')
   predictions = np.load(predictions_path)
-  return Run(workdir=directory, name=directory.name, config=config or configuration.load_config(workdir),
+  return Run(workdir=directory, name=directory.name,
+             config=config or configuration.load_config(workdir),
              evaluation=json.loads(evaluation_path.read_text()), probs=predictions['probs'],
              labels=predictions['labels'], ids=predictions['ids'],
              history=writers.read_history(workdir))
@@ -69,10 +72,12 @@ def load_run(workdir: str, config: Optional[ml_collections.ConfigDict] = None) -
 
 def augmented_samples(config: ml_collections.ConfigDict, images: np.ndarray,
                       seed: int = 0) -> np.ndarray:
-  """Training images as the training step sees them (steps.preprocess with a key), mapped to [0, 1]."""
-  flips = np.random.default_rng(seed).random(len(images)) < 0.5  # for config.augment.alternating_flip
-  augmented = np.asarray(steps.preprocess(jax.numpy.asarray(images), config, key=jax.random.key(seed),
-                                          flips=flips))
+  """Training images as the training step sees them (steps.preprocess with a key), mapped to
+  [0, 1]."""
+  # For config.augment.alternating_flip.
+  flips = np.random.default_rng(seed).random(len(images)) < 0.5
+  augmented = np.asarray(steps.preprocess(jax.numpy.asarray(images), config,
+                                          key=jax.random.key(seed), flips=flips))
   low = augmented.min(axis=(1, 2, 3), keepdims=True)
   high = augmented.max(axis=(1, 2, 3), keepdims=True)
   return (augmented - low) / np.maximum(high - low, 1e-6)
@@ -81,8 +86,8 @@ def augmented_samples(config: ml_collections.ConfigDict, images: np.ndarray,
 def gradcam_maps(run: Run, images: np.ndarray, layer: Optional[str] = None) -> np.ndarray:
   """Grad-CAM maps [N, 32, 32] of the run's best checkpoint for its predicted classes."""
   state, _ = evaluate.restore_model(run.config, str(run.workdir))
-  apply = functools.partial(state.apply_fn, {'params': state.params, 'batch_stats': state.batch_stats},
-                            train=False)
+  variables = {'params': state.params, 'batch_stats': state.batch_stats}
+  apply = functools.partial(state.apply_fn, variables, train=False)
   inputs = steps.preprocess(jax.numpy.asarray(images), run.config)
   return np.asarray(gradcam.grad_cam(apply, inputs, layer=layer, size=images.shape[1:3]))
 
@@ -198,7 +203,8 @@ def _png(figure: Figure) -> bytes:
 
 def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
   head = ''.join(f'<th>{html.escape(h)}</th>' for h in header)
-  body = ''.join('<tr>' + ''.join(f'<td>{html.escape(c)}</td>' for c in row) + '</tr>' for row in rows)
+  body = ''.join('<tr>' + ''.join(f'<td>{html.escape(c)}</td>' for c in row) + '</tr>'
+                 for row in rows)
   return f'<table><tr>{head}</tr>{body}</table>'
 
 
@@ -232,7 +238,8 @@ def write_report(runs: Sequence[Run], output: str, test: dataset.Split,
                         f'src="data:image/png;base64,{encoded}"><figcaption>{html.escape(name)}'
                         f'</figcaption></figure>')
         if name == 'superclass_confusion':
-          sections.append('<h3>Most confused class pairs</h3>' + _html_table(*_confused_pairs_table(run)))
+          sections.append('<h3>Most confused class pairs</h3>'
+                          + _html_table(*_confused_pairs_table(run)))
         pdf.savefig(figure)
   page = ('<!DOCTYPE html><html><head><meta charset="utf-8"><title>CIFAR-100 report</title>'
           '<style>body{font-family:sans-serif;max-width:1100px;margin:auto}img{max-width:100%}'

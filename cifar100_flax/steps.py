@@ -36,7 +36,8 @@ class ModelState(flax.struct.PyTreeNode):
   step: jax.Array  # the training step the variables come from
 
 
-def create_model(config: ml_collections.ConfigDict, conv_backend: Optional[str] = None) -> nn.Module:
+def create_model(config: ml_collections.ConfigDict,
+                 conv_backend: Optional[str] = None) -> nn.Module:
   """config.model, built with the convolutions of `conv_backend` ('onednn' or 'xla'; default:
   config.conv_backend resolved, which builds the oneDNN extension the first time it is chosen)."""
   backend = conv_backend or onednn.resolve(config.conv_backend)
@@ -66,7 +67,8 @@ def create_train_state(config: ml_collections.ConfigDict, steps_per_epoch: int,
   some weights to the data (airbench's whitening) need them, others only use their shape.
   `model`: default `create_model(config)`.
   """
-  tx, schedule = optim.create_optimizer(config, config.num_epochs * steps_per_epoch, steps_per_epoch)
+  tx, schedule = optim.create_optimizer(config, config.num_epochs * steps_per_epoch,
+                                        steps_per_epoch)
   model = model or create_model(config)
   init_rng, run_rng = jax.random.split(jax.random.PRNGKey(config.seed))
   if sample_images is None:

@@ -56,7 +56,8 @@ def _early_stopper(config: ml_collections.ConfigDict,
   # flax's EarlyStopping minimises, so metrics to maximise are negated on the way in; and it stops
   # at the (patience + 1)-th evaluation without improvement, so it gets patience - 1.
   patience = config.early_stopping_patience - 1 if config.early_stopping_patience else 2**31
-  stopper = early_stopping.EarlyStopping(min_delta=config.early_stopping_min_delta, patience=patience)
+  stopper = early_stopping.EarlyStopping(min_delta=config.early_stopping_min_delta,
+                                         patience=patience)
   return stopper.replace(**saved) if saved else stopper
 
 
@@ -65,7 +66,8 @@ def _signed(config: ml_collections.ConfigDict, value: float) -> float:
   return -value if mode == 'max' else value
 
 
-def _with_pretrained(state: steps.TrainState, config: ml_collections.ConfigDict) -> steps.TrainState:
+def _with_pretrained(state: steps.TrainState,
+                     config: ml_collections.ConfigDict) -> steps.TrainState:
   """`state` with config.pretrained's weights for everything but the classifier head ('fc')."""
   if not config.pretrained:
     return state

@@ -1,4 +1,4 @@
-"""A first run: a narrow CNN for one epoch (351 steps), which checks the whole loop in a minute or two.
+"""A first run: a narrow CNN for one epoch (351 steps), which checks the whole loop in a minute.
 
   python main.py --config configs/smoke.py --workdir runs/smoke
   python main.py --config configs/smoke.py --workdir runs/smoke --mode eval
@@ -17,7 +17,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.model_kwargs.dropout = 0.0
   config.batch_size = 128
   config.num_epochs = 1
-  # Higher rates learn a little faster here but make 1- and 4-device runs drift apart in float noise.
+  # Higher rates learn a little faster here but make 1- and 4-device runs drift apart in float
+  # noise.
   config.learning_rate = 0.05
   config.warmup_epochs = 0.2
   config.log_every_steps = 25

@@ -47,7 +47,8 @@ def test_alternating_flip_mirrors_exactly_the_images_it_is_told_to():
   images, flips = _images(6), np.array([True, False, False, True, True, False])
   out = augment.augment(images, jax.random.PRNGKey(0), _config(flip=True, alternating_flip=True),
                         flips)
-  np.testing.assert_array_equal(out, np.where(flips[:, None, None, None], images[:, :, ::-1], images))
+  np.testing.assert_array_equal(out, np.where(flips[:, None, None, None], images[:, :, ::-1],
+                                              images))
 
 
 @pytest.mark.parametrize('reflect,mode', [(False, 'constant'), (True, 'reflect')])

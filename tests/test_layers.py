@@ -137,7 +137,8 @@ def _assert_conv_equals_flaxs(x, **kwargs):
 
   expected = loss_and_grads(nn.Conv(**kwargs))
   actual = loss_and_grads(layers.Conv(**kwargs))
-  jax.tree.map(lambda a, e: np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-5), actual, expected)
+  jax.tree.map(lambda a, e: np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-5),
+               actual, expected)
 
 
 @pytest.mark.parametrize('size, kernel, stride, padding', [

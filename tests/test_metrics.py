@@ -16,7 +16,8 @@ def _naive_report(probs, labels):
     precision.append(pr)
     recall.append(rc)
     f1.append(2 * pr * rc / (pr + rc) if pr + rc else 0.0)
-  top5 = [t in sorted(range(probs.shape[1]), key=lambda c: -p[c])[:5] for p, t in zip(probs, labels)]
+  top5 = [t in sorted(range(probs.shape[1]), key=lambda c: -p[c])[:5]
+          for p, t in zip(probs, labels)]
   return {'top1_accuracy': np.mean(predictions == labels), 'top5_accuracy': np.mean(top5),
           'macro_precision': np.mean(precision), 'macro_recall': np.mean(recall),
           'macro_f1': np.mean(f1)}

@@ -115,7 +115,8 @@ def test_airbench_logits_and_a_whitening_fitted_at_init():
   model = models.create_model('airbench', 100, widths=(8, 16, 16), convs_per_stage=2)
   x = jax.random.normal(jax.random.PRNGKey(0), (4, 32, 32, 3))
   variables = model.init(jax.random.PRNGKey(1), x, train=False)
-  np.testing.assert_allclose(variables['params']['whitening'], airbench.whitening_kernel(x), atol=1e-5)
+  np.testing.assert_allclose(variables['params']['whitening'], airbench.whitening_kernel(x),
+                             atol=1e-5)
   logits, _ = model.apply(variables, x, train=True, mutable=['batch_stats'])
   assert logits.shape == (4, 100) and np.isfinite(logits).all()
 

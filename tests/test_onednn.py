@@ -1,4 +1,5 @@
-"""oneDNN convolutions: values and gradients against XLA's, routing, the fallback when unavailable."""
+"""oneDNN convolutions: values and gradients against XLA's, routing, the fallback when
+unavailable."""
 
 import functools
 
@@ -13,7 +14,8 @@ from cifar100_flax.errors import ConfigError
 from tests.helpers import tiny_config
 
 needs_onednn = pytest.mark.skipif(not onednn.available(),
-                                  reason='oneDNN extension unavailable (apt-get install g++ libdnnl-dev)')
+                                  reason='oneDNN extension unavailable (apt-get install g++; '
+                                  'pip install -r requirements.txt)')
 
 # (image NHWC, kernel HWIO, strides, padding, groups): ResNet's stem and downsampling, odd sizes,
 # 1x1 at stride 2, an output smaller than the kernel, EfficientNet's depthwise convolutions, groups.
@@ -168,7 +170,8 @@ def test_bfloat16_matmul_accumulates_in_float32():
 
 @needs_onednn
 def test_small_maps_convolve_as_a_matmul_on_onednn():
-  """A 3x3 output (a CIFAR net's last stage) goes to oneDNN's matmul over patches, same gradients."""
+  """A 3x3 output (a CIFAR net's last stage) goes to oneDNN's matmul over patches, same
+  gradients."""
   x = jax.random.normal(jax.random.key(0), (2, 3, 3, 5))
   onednn_conv, xla_conv = (module(6, (3, 3), padding=1, use_bias=False)
                            for module in (layers.OnednnConv, layers.Conv))

@@ -43,7 +43,8 @@ def test_a_new_head_keeps_its_initialisation():
   with pytest.raises(pretrained.PretrainedError, match=r'mis-shaped: params/fc/kernel: \(32, 10\)'):
     pretrained.fit_to_model(converted, template)
   fitted = pretrained.fit_to_model(converted, template, keep=('fc',))
-  np.testing.assert_array_equal(fitted['params']['fc']['kernel'], template['params']['fc']['kernel'])
+  np.testing.assert_array_equal(fitted['params']['fc']['kernel'],
+                                template['params']['fc']['kernel'])
   np.testing.assert_array_equal(fitted['params']['conv1']['kernel'],
                                 converted['params']['conv1']['kernel'])
 
@@ -59,7 +60,8 @@ def test_every_missing_unexpected_and_misshaped_tensor_is_named():
   message = str(error.value)
   assert 'missing: batch_stats/layer1_0/bn1/var' in message
   assert 'unexpected: params/layer9_0/conv1/kernel' in message
-  assert 'mis-shaped: params/layer1_0/conv2/kernel: (3, 3, 2, 4), model wants (3, 3, 4, 4)' in message
+  assert ('mis-shaped: params/layer1_0/conv2/kernel: (3, 3, 2, 4), model wants (3, 3, 4, 4)'
+          in message)
 
 
 def test_an_unreachable_hub_id_fails_with_a_clear_message(monkeypatch):
@@ -67,7 +69,8 @@ def test_an_unreachable_hub_id_fails_with_a_clear_message(monkeypatch):
   def offline(*args, **kwargs):
     raise OSError('We could not connect to huggingface.co')
   monkeypatch.setattr(huggingface_hub, 'hf_hub_download', offline)
-  with pytest.raises(pretrained.PretrainedError, match='cannot download .timm/resnet50.tv_in1k.*Offline'):
+  with pytest.raises(pretrained.PretrainedError,
+                     match='cannot download .timm/resnet50.tv_in1k.*Offline'):
     pretrained.load_state_dict('timm/resnet50.tv_in1k')
 
 
@@ -123,7 +126,8 @@ def test_efficientnet_lite0_imagenet_weights_give_the_pytorch_reference_logits()
   model = models.create_model('efficientnet_lite0', 1000)
   template = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), images, train=False))
   variables = pretrained.fit_to_model(pretrained.efficientnet_lite0_imagenet(), template)
-  np.testing.assert_allclose(model.apply(variables, images, train=False), expected, atol=1e-4, rtol=0)
+  np.testing.assert_allclose(model.apply(variables, images, train=False), expected, atol=1e-4,
+                             rtol=0)
 
 
 def test_imagenet_preprocessing_crops_the_centre_at_the_resolution():

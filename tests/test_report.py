@@ -104,7 +104,8 @@ def test_an_ensemble_of_two_copies_of_a_model_is_that_model_and_is_reported_besi
   assert '<td>ensemble</td>' in written['html'].read_text()
 
 
-@pytest.mark.skipif(not shutil.which('chromedriver'), reason='needs Debian chromium-driver (.ci/run installs it)')
+@pytest.mark.skipif(not shutil.which('chromedriver'),
+                    reason='needs Debian chromium-driver (.ci/run installs it)')
 def test_report_loads_in_headless_chromium_with_every_image(written):
   webdriver = pytest.importorskip('selenium.webdriver')
   options = webdriver.ChromeOptions()

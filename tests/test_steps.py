@@ -49,7 +49,8 @@ def test_xla_cpu_options_reach_the_compiled_step():
   config = tiny_config()
   assert steps.compiler_options(config) is None
   config.xla_cpu_options.xla_cpu_experimental_ynn_fusion_type = 'NOT_A_FUSION_TYPE'
-  assert steps.compiler_options(config) == {'xla_cpu_experimental_ynn_fusion_type': 'NOT_A_FUSION_TYPE'}
+  assert steps.compiler_options(config) == {
+      'xla_cpu_experimental_ynn_fusion_type': 'NOT_A_FUSION_TYPE'}
   state, _ = steps.create_train_state(config, steps_per_epoch=1)
   batch = {'image': np.zeros((4, 32, 32, 3), np.uint8), 'label': np.zeros(4, np.int32)}
   with pytest.raises(Exception, match='xla_cpu_experimental_ynn_fusion_type'):

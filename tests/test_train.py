@@ -109,8 +109,10 @@ def test_pretrained_weights_replace_all_but_the_head(tmp_path):
   path.write_bytes(flax.serialization.msgpack_serialize(jax.tree.map(np.asarray, other)))
   config.pretrained = str(path)
   loaded = train._with_pretrained(state, config)
-  np.testing.assert_array_equal(loaded.params['conv1']['kernel'], other['params']['conv1']['kernel'])
-  np.testing.assert_array_equal(loaded.batch_stats['bn1']['var'], other['batch_stats']['bn1']['var'])
+  np.testing.assert_array_equal(loaded.params['conv1']['kernel'],
+                                other['params']['conv1']['kernel'])
+  np.testing.assert_array_equal(loaded.batch_stats['bn1']['var'],
+                                other['batch_stats']['bn1']['var'])
   np.testing.assert_array_equal(loaded.params['fc']['kernel'], state.params['fc']['kernel'])
   assert loaded.params['fc']['kernel'].shape == (32, 100)
 

@@ -1,4 +1,5 @@
-"""Convolution, BatchNorm and max-pooling written so that XLA:CPU runs them (and their reverse mode) fast.
+"""Convolution, BatchNorm and max-pooling written so that XLA:CPU runs them (and their reverse
+mode) fast.
 
 Autodiff of `flax.linen.BatchNorm` in training mode makes several passes over the activations, and
 the gradient of `nn.max_pool` is XLA's select-and-scatter; on a 2-core CPU the two cost the custom
@@ -73,7 +74,8 @@ def _is_nhwc_undilated(lhs_shape, rhs_shape, kwargs) -> bool:
 
 
 def _is_plain_2d(lhs_shape, rhs_shape, kwargs) -> bool:
-  return _is_nhwc_undilated(lhs_shape, rhs_shape, kwargs) and kwargs.get('feature_group_count', 1) == 1
+  return (_is_nhwc_undilated(lhs_shape, rhs_shape, kwargs)
+          and kwargs.get('feature_group_count', 1) == 1)
 
 
 def _is_depthwise_2d(lhs_shape, rhs_shape, kwargs) -> bool:
@@ -94,7 +96,8 @@ def _shifted_views(x, kernel_shape, strides, padding):
 
 
 def _conv_as_matmul(x, kernel, strides, padding, matmul):
-  patches = jnp.concatenate([view for _, _, view in _shifted_views(x, kernel.shape[:2], strides, padding)],
+  views = _shifted_views(x, kernel.shape[:2], strides, padding)
+  patches = jnp.concatenate([view for _, _, view in views],
                             axis=-1)
   out = matmul(patches.reshape(-1, patches.shape[-1]), kernel.reshape(-1, kernel.shape[-1]))
   return out.reshape(*patches.shape[:-1], kernel.shape[-1])
@@ -180,7 +183,8 @@ def _sum_over_rows(x: jax.Array) -> jax.Array:
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def bias_activation(x: jax.Array, bias: jax.Array, activation: Callable) -> jax.Array:
-  """`activation(x + bias)` (bias over x's last axis), computed in float32, returned in x's dtype."""
+  """`activation(x + bias)` (bias over x's last axis), computed in float32, returned in x's
+  dtype."""
   return activation(x.astype(jnp.float32) + bias).astype(x.dtype)
 
 
@@ -262,7 +266,8 @@ batch_norm_train.defvjp(_batch_norm_train_fwd, _batch_norm_train_bwd)
 class BatchNorm(nn.Module):
   """`nn.BatchNorm` over the last axis (same variables and running-average rule), then
   `activation(y + residual)`: `BatchNorm(..., activation=nn.relu)(x)` is
-  `nn.relu(nn.BatchNorm(...)(x))` in one op whose gradient makes fewer passes over the activations."""
+  `nn.relu(nn.BatchNorm(...)(x))` in one op whose gradient makes fewer passes over the
+  activations."""
   use_running_average: bool
   momentum: float = 0.99
   epsilon: float = 1e-5

@@ -97,7 +97,8 @@ def _register() -> None:
     jax.ffi.register_ffi_target(f'cifar100_flax_onednn_conv_{name}',
                                 jax.ffi.pycapsule(getattr(library, f'OnednnConv{name}')),
                                 platform='cpu')
-  jax.ffi.register_ffi_target('cifar100_flax_onednn_matmul', jax.ffi.pycapsule(library.OnednnMatmul),
+  jax.ffi.register_ffi_target('cifar100_flax_onednn_matmul',
+                              jax.ffi.pycapsule(library.OnednnMatmul),
                               platform='cpu')
 
 

@@ -1,4 +1,5 @@
-"""Process-wide settings that make XLA:CPU train convnets faster; call `configure()` before JAX starts.
+"""Process-wide settings that make XLA:CPU train convnets faster; call `configure()` before JAX
+starts.
 
 Each was measured with bench/throughput.py (the figures are in docs/speed.md):
 - XLA hands convolutions to YNNPACK by default, whose kernel gradient of a 3x3 convolution is

@@ -21,7 +21,8 @@ _gelu = functools.partial(nn.gelu, approximate=True)
 
 
 def whitening_kernel(images: jax.Array, size: int = 2) -> jax.Array:
-  """[size, size, C, 2 * size * size * C] filters that whiten `images`' patches (then their negatives)."""
+  """[size, size, C, 2 * size * size * C] filters that whiten `images`' patches (then their
+  negatives)."""
   patches = jax.lax.conv_general_dilated_patches(
       images.astype(jnp.float32), (size, size), (1, 1), 'VALID',
       dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
@@ -58,7 +59,8 @@ class Airbench(nn.Module):
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     kernel = self.param('whitening', lambda _: whitening_kernel(x))
     # Frozen: the filters are fitted to the data, never trained (their bias is).
-    x = jax.lax.conv_general_dilated(x.astype(self.dtype), jax.lax.stop_gradient(kernel).astype(self.dtype),
+    x = jax.lax.conv_general_dilated(x.astype(self.dtype),
+                                     jax.lax.stop_gradient(kernel).astype(self.dtype),
                                      (1, 1), 'VALID', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
     x = layers.bias_activation(
         x, self.param('whitening_bias', nn.initializers.zeros, (kernel.shape[-1],)), _gelu)

@@ -35,7 +35,8 @@ def round_channels(channels: int, multiplier: float, divisor: int = 8) -> int:
 
 
 class MBConv(nn.Module):
-  """Inverted residual: 1x1 expansion, depthwise kxk, 1x1 projection; identity shortcut if shapes allow."""
+  """Inverted residual: 1x1 expansion, depthwise kxk, 1x1 projection; identity shortcut if shapes
+  allow."""
   out_channels: int
   kernel: int
   stride: int
@@ -47,7 +48,8 @@ class MBConv(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    norm = functools.partial(layers.BatchNorm, use_running_average=not train or self.batch_norm_frozen,
+    norm = functools.partial(layers.BatchNorm,
+                             use_running_average=not train or self.batch_norm_frozen,
                              momentum=0.99, epsilon=1e-3, dtype=self.dtype)
     conv = functools.partial(self.conv, use_bias=False, padding='SAME', dtype=self.dtype)
     y = x
@@ -78,7 +80,8 @@ class EfficientNetLite(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     width, depth, _, dropout = VARIANTS[self.variant]
-    norm = functools.partial(layers.BatchNorm, use_running_average=not train or self.batch_norm_frozen,
+    norm = functools.partial(layers.BatchNorm,
+                             use_running_average=not train or self.batch_norm_frozen,
                              momentum=0.99, epsilon=1e-3, dtype=self.dtype)
     conv = functools.partial(self.conv, use_bias=False, padding='SAME', dtype=self.dtype)
     x = conv(_STEM, (3, 3), 2, name='conv_stem')(x.astype(self.dtype))

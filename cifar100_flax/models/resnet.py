@@ -20,7 +20,8 @@ ModuleDef = Callable[..., nn.Module]
 BatchNorm = functools.partial(layers.BatchNorm, momentum=0.9, epsilon=1e-5)
 
 
-def _conv_and_norm(conv: ModuleDef, dtype: Any, frozen_statistics: bool) -> tuple[ModuleDef, ModuleDef]:
+def _conv_and_norm(conv: ModuleDef, dtype: Any,
+                   frozen_statistics: bool) -> tuple[ModuleDef, ModuleDef]:
   """The convolution and BatchNorm of every layer: no conv bias, BatchNorm from running
   statistics in evaluation (or always, when frozen)."""
   return (functools.partial(conv, use_bias=False, dtype=dtype),
