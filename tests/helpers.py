@@ -1,6 +1,7 @@
 """What the tests share: a tiny, fast config and mock CIFAR-100 (tfds.testing.mock_data)."""
 
 import contextlib
+import functools
 import os
 import pathlib
 import subprocess
@@ -11,6 +12,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from cifar100_flax import defaults, input_pipeline
+from cifar100_flax.cpu import onednn
 
 MOCK_EXAMPLES = 200  # per split; the validation carve-out comes out of the training split
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -40,6 +42,15 @@ def mocked_cifar(monkeypatch: pytest.MonkeyPatch):
   monkeypatch.setattr(input_pipeline, '_why_offline', lambda: None)
   with tfds.testing.mock_data(num_examples=MOCK_EXAMPLES):
     yield
+
+
+def without_a_compiler(monkeypatch: pytest.MonkeyPatch, cache: pathlib.Path) -> None:
+  """From now on the oneDNN extension fails to build (into an empty `cache`), as on a machine
+  without a C++ compiler; what this process had built is forgotten until the test ends."""
+  monkeypatch.setenv('CXX', 'false')  # a "compiler" that always fails
+  monkeypatch.setenv('CIFAR100_FLAX_CACHE', str(cache))
+  for cached in (onednn._register, onednn.available):
+    monkeypatch.setattr(onednn, cached.__name__, functools.cache(cached.__wrapped__))
 
 
 def run_main(*args: str) -> subprocess.CompletedProcess:

@@ -1,4 +1,3 @@
-import functools
 import os
 import subprocess
 import sys
@@ -6,9 +5,8 @@ import sys
 import pytest
 
 from cifar100_flax import configuration, defaults
-from cifar100_flax.cpu import onednn
 from cifar100_flax.errors import ConfigError
-from tests.helpers import REPO, tiny_config
+from tests.helpers import REPO, tiny_config, without_a_compiler
 
 SHIPPED = sorted(p.name for p in (REPO / 'configs').glob('*.py'))
 
@@ -32,10 +30,7 @@ def test_a_missing_config_file_is_named():
 
 def test_validating_builds_nothing(monkeypatch, tmp_path):
   """Checking a config is pure: it does not build the oneDNN extension (nor fail without it)."""
-  monkeypatch.setenv('CXX', 'false')  # a "compiler" that always fails
-  monkeypatch.setenv('CIFAR100_FLAX_CACHE', str(tmp_path))
-  for cached in (onednn._register, onednn.available):
-    monkeypatch.setattr(onednn, cached.__name__, functools.cache(cached.__wrapped__))
+  without_a_compiler(monkeypatch, tmp_path)
   configuration.validate(tiny_config(conv_backend='onednn'))
   assert not any(tmp_path.iterdir())
   with pytest.raises(ConfigError, match="conv_backend='mkl' is not one of"):

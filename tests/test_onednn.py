@@ -11,7 +11,7 @@ import pytest
 from cifar100_flax import steps
 from cifar100_flax.cpu import layers, onednn
 from cifar100_flax.errors import ConfigError
-from tests.helpers import tiny_config
+from tests.helpers import tiny_config, without_a_compiler
 
 needs_onednn = pytest.mark.skipif(not onednn.available(),
                                   reason='oneDNN extension unavailable (apt-get install g++; '
@@ -130,11 +130,7 @@ def test_unknown_backend_is_a_config_error():
 
 
 def test_without_a_compiler_auto_falls_back_to_xla_and_onednn_is_an_error(monkeypatch, tmp_path):
-  monkeypatch.setenv('CXX', 'false')  # a "compiler" that always fails
-  monkeypatch.setenv('CIFAR100_FLAX_CACHE', str(tmp_path))
-  for cached in (onednn._register, onednn.available):
-    cached.cache_clear()
-    monkeypatch.setattr(onednn, cached.__name__, functools.cache(cached.__wrapped__))
+  without_a_compiler(monkeypatch, tmp_path)
   assert not onednn.available()
   assert onednn.resolve('auto') == 'xla'
   with pytest.raises(ConfigError, match='building onednn_conv.cc failed'):
