@@ -74,6 +74,8 @@ def _quiet_start_up() -> None:
 
 def _config() -> ml_collections.ConfigDict | None:
   """The --config, or None; a file that does not load is a one-line error."""
+  if not flags.FLAGS['config'].present:
+    return None
   path = flags.FLAGS['config'].config_filename
   if path and not pathlib.Path(path).is_file():
     sys.exit(f'error: --config={path}: no such file (the configs are in configs/*.py)')

@@ -116,7 +116,7 @@ class _StopRequests:
 
 @dataclasses.dataclass
 class _Run:
-  """What one session of training holds: the data, the jitted steps and where results go."""
+  """What one session of training holds: the data, where results go and its clock."""
   config: ml_collections.ConfigDict
   splits: dict
   mesh: Any

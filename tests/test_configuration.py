@@ -89,6 +89,16 @@ def test_main_reports_bad_flags_in_one_line_without_traceback(flag, message):
   result = _main(flag)
   assert result.returncode != 0
   assert message in result.stderr and 'Traceback' not in result.stderr
+  assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_main_names_a_missing_config_file_in_one_line():
+  result = subprocess.run([sys.executable, 'main.py', '--config', 'configs/nope.py', '--workdir',
+                           '/nonexistent/run'], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+  assert result.returncode != 0
+  assert result.stderr.strip().splitlines() == [
+      'error: --config=configs/nope.py: no such file (the configs are in configs/*.py)']
 
 
 def test_main_asks_an_ensemble_where_to_write():
