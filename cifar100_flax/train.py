@@ -181,7 +181,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   else:
     state, progress = _with_pretrained(state, config), Progress(stopper=_early_stopper(config))
   state = sharding.replicate(state, mesh)
-  step_flops = steps.flops_per_step(config, state, config.batch_size)
+  with console.phase('counting the training step\'s FLOPs'):
+    step_flops = steps.flops_per_step(config, state, config.batch_size)
   console.say(f'{config.model} ({sum(x.size for x in jax.tree.leaves(state.params)):,} '
               f'parameters, {conv_backend} convolutions, {step_flops / config.batch_size:.3g} '
               f'training FLOPs per image): {total_steps} steps of {config.batch_size} images, '
