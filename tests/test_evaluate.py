@@ -1,5 +1,6 @@
 import json
 import shutil
+import tarfile
 
 import jax
 import numpy as np
@@ -9,7 +10,8 @@ from cifar100_flax import checkpointing, configuration, evaluate, input_pipeline
 from cifar100_flax.errors import CheckpointError
 from tests.helpers import MOCK_EXAMPLES, REPO, run_main, tiny_config
 
-OLD_RUN = REPO / 'tests' / 'fixtures' / 'old_run'
+# A workdir (config.json, checkpoints/best, predictions_test.npz), packed.
+OLD_RUN = REPO / 'tests' / 'fixtures' / 'old_run.tar.gz'
 
 
 def test_eval_counts_every_test_image_and_matches_a_numpy_recount(trained):
@@ -80,14 +82,17 @@ def test_main_evaluates_a_run_whose_optimiser_keys_changed(trained, tmp_path):
 
 
 def test_a_checkpoint_written_before_the_restructuring_still_evaluates(mock_cifar, tmp_path):
-  """tests/fixtures/old_run: trained with lookahead and a frozen parameter by the code of commit
-  bbf6a98, with the probabilities that code's evaluation wrote."""
-  workdir = shutil.copytree(OLD_RUN, tmp_path / 'old_run')
+  """tests/fixtures/old_run.tar.gz: trained with lookahead and a frozen parameter by the code of
+  commit bbf6a98, with the probabilities that code's evaluation wrote."""
+  with tarfile.open(OLD_RUN) as archive:
+    archive.extractall(tmp_path, filter='data')
+  workdir = tmp_path / 'old_run'
+  expected = np.load(workdir / 'predictions_test.npz')['probs']
   (workdir / 'predictions_test.npz').unlink()
   report = evaluate.evaluate(configuration.load_config(str(workdir)), str(workdir))
   assert report['checkpoint_step'] == 10
-  np.testing.assert_allclose(np.load(workdir / 'predictions_test.npz')['probs'],
-                             np.load(OLD_RUN / 'predictions_test.npz')['probs'], atol=1e-5)
+  np.testing.assert_allclose(np.load(workdir / 'predictions_test.npz')['probs'], expected,
+                             atol=1e-5)
 
 
 def test_eval_without_checkpoint_says_so(tmp_path, mock_cifar):
