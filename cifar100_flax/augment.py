@@ -1,8 +1,9 @@
 """Random augmentation of a batch on the device, inside the jitted training step.
 
 Each image gets its own key split from the step's key, so a batch's augmentation is a pure
-function of (images, key). Image maths comes from dm-pix; Cutout is written here because
-dm-pix has none.
+function of (images, key). Image maths comes from dm-pix; Cutout and Random Erasing are written
+here because dm-pix has neither. RandAugment and TrivialAugment live in autoaugment.py, MixUp and
+CutMix (which act on whole batches and their labels) in mixing.py.
 """
 
 import math
@@ -12,6 +13,8 @@ import dm_pix as pix
 import jax
 import jax.numpy as jnp
 import ml_collections
+
+from cifar100_flax import autoaugment
 
 
 def _random_affine(key: jax.Array, config: ml_collections.ConfigDict) -> jax.Array:
@@ -37,7 +40,7 @@ def _affine(image: jax.Array, key: jax.Array, config: ml_collections.ConfigDict)
 
 def _augment_one(image: jax.Array, key: jax.Array, flip: jax.Array,
                  config: ml_collections.ConfigDict) -> jax.Array:
-  k_crop, k_flip, k_affine = jax.random.split(key, 3)
+  k_crop, k_flip, k_affine, k_policy = jax.random.split(key, 4)
   if config.crop_padding:
     p = config.crop_padding
     mode = 'reflect' if config.crop_reflect else 'constant'
@@ -49,6 +52,11 @@ def _augment_one(image: jax.Array, key: jax.Array, flip: jax.Array,
     image = pix.random_flip_left_right(k_flip, image)
   if config.rotation_degrees or config.zoom or config.shear_degrees:
     image = _affine(image, k_affine, config)
+  if config.auto_augment == 'trivial':
+    image = autoaugment.trivial_augment(image, k_policy)
+  elif config.auto_augment == 'rand':
+    image = autoaugment.rand_augment(image, k_policy, config.rand_augment_ops,
+                                     config.rand_augment_magnitude)
   return image
 
 
@@ -69,9 +77,35 @@ def cutout(images: jax.Array, key: jax.Array, size: int) -> jax.Array:
   return jnp.where(inside[..., None], 0, images).astype(images.dtype)
 
 
+def random_erasing(images: jax.Array, key: jax.Array, probability: float) -> jax.Array:
+  """Random Erasing (Zhong et al., 2020) as timm's 'pixel' mode: with `probability`, a rectangle
+  of 2% to 1/3 of the image, aspect ratio 0.3 to 3.3 (log-uniform), is replaced by per-pixel
+  standard normal noise. Apply after normalisation, where the noise has the data's scale.
+
+  Where timm redraws a rectangle that does not fit (up to 10 times), it is clipped here.
+  """
+  batch, height, width, channels = images.shape
+  k_apply, k_area, k_ratio, k_top, k_left, k_noise = jax.random.split(key, 6)
+  area = jax.random.uniform(k_area, (batch,), minval=0.02, maxval=1 / 3) * height * width
+  ratio = jnp.exp(jax.random.uniform(k_ratio, (batch,), minval=math.log(0.3),
+                                     maxval=math.log(1 / 0.3)))
+  box_h = jnp.minimum(jnp.round(jnp.sqrt(area * ratio)), height)
+  box_w = jnp.minimum(jnp.round(jnp.sqrt(area / ratio)), width)
+  top = jnp.floor(jax.random.uniform(k_top, (batch,)) * (height - box_h + 1))
+  left = jnp.floor(jax.random.uniform(k_left, (batch,)) * (width - box_w + 1))
+  rows = jnp.arange(height)[None, :, None]
+  cols = jnp.arange(width)[None, None, :]
+  inside = ((rows >= top[:, None, None]) & (rows < (top + box_h)[:, None, None])
+            & (cols >= left[:, None, None]) & (cols < (left + box_w)[:, None, None])
+            & jax.random.bernoulli(k_apply, probability, (batch, 1, 1)))
+  noise = jax.random.normal(k_noise, (batch, height, width, channels), images.dtype)
+  return jnp.where(inside[..., None], noise, images)
+
+
 def augment(images: jax.Array, key: jax.Array, config: ml_collections.ConfigDict,
             flips: Optional[jax.Array] = None) -> jax.Array:
-  """Crop/shift, flip and affine (rotation, zoom, shear) on float images [B, H, W, C].
+  """Crop/shift, flip, affine (rotation, zoom, shear) and RandAugment or TrivialAugment on
+  float images [B, H, W, C] in [0, 255].
 
   With config.alternating_flip, `flips` ([B] bools, the input pipeline's) says which to mirror.
   """

@@ -17,6 +17,7 @@ from cifar100_flax import dataset, defaults, models, optim, pretrained
 from cifar100_flax.cpu import onednn
 from cifar100_flax.errors import ConfigError
 
+AUTO_AUGMENTS = ('', 'rand', 'trivial')
 EARLY_STOPPING_METRICS = {'val_accuracy': 'max', 'val_top5_accuracy': 'max', 'val_loss': 'min'}
 
 
@@ -127,5 +128,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _require_regex('learning_rate_multipliers', pair[0])
   _require(config.init_sample_size > 0,
            f'config.init_sample_size must be > 0, got {config.init_sample_size}')
-  for key, value in config.augment.items():
-    _require(value >= 0, f'config.augment.{key} must be >= 0, got {value}')
+  augment = config.augment
+  _require(augment.auto_augment in AUTO_AUGMENTS,
+           f'config.augment.auto_augment={augment.auto_augment!r} is unknown; choose one of '
+           f'{list(AUTO_AUGMENTS)}')
+  for key, value in augment.items():
+    _require(key == 'auto_augment' or value >= 0,
+             f'config.augment.{key} must be >= 0, got {value}')
+  for key in ('rand_augment_magnitude', 'random_erasing', 'cutmix_switch_prob', 'mix_prob'):
+    _require(augment[key] <= 1, f'config.augment.{key} must be in [0, 1], got {augment[key]}')
+  _require(0 <= config.ema_decay < 1, f'config.ema_decay must be in [0, 1), got {config.ema_decay}')
+  for key in ('eval_image_size', 'recalibration_images'):
+    _require(config[key] >= 0, f'config.{key} must be >= 0, got {config[key]}')

@@ -25,6 +25,9 @@ def get_config() -> ml_collections.ConfigDict:
   # `python -m cifar100_flax.pretrained convert`.
   config.pretrained = ''
   config.image_size = 0  # images are resized on the device to this side (0: CIFAR's own 32)
+  # Side at evaluation (validation, test, report), if not image_size's: FixRes (Touvron et al.,
+  # 2019) trains smaller than it tests, with BatchNorm recalibrated at the test size (below).
+  config.eval_image_size = 0
   # cifar100 | imagenet (torchvision/timm) | unit ([-1, 1], EfficientNet-Lite)
   config.normalisation = 'cifar100'
   # Transfer: the backbone (all but 'fc') is frozen for this many epochs, then learns at
@@ -64,6 +67,18 @@ def get_config() -> ml_collections.ConfigDict:
       zoom=0.0,  # scale uniform in [1 - x, 1 + x] (0: off)
       shear_degrees=0.0,  # uniform in [-x, x] (0: off)
       cutout_size=0,  # side of a square zeroed at a random place (0: off)
+      # '' (off) | 'rand': RandAugment, rand_augment_ops operations at rand_augment_magnitude in
+      # [0, 1] of each range (torchvision's magnitude 9 is 0.3) | 'trivial': TrivialAugment (wide)
+      auto_augment='',
+      rand_augment_ops=2,
+      rand_augment_magnitude=0.3,
+      random_erasing=0.0,  # probability of erasing a random rectangle with noise (0: off)
+      # MixUp / CutMix of each batch with itself reversed, the labels mixed alike (0: off). With
+      # both on, a batch is CutMix with probability cutmix_switch_prob, else MixUp.
+      mixup_alpha=0.0,  # the mixing weight ~ Beta(alpha, alpha)
+      cutmix_alpha=0.0,  # the kept area ~ Beta(alpha, alpha)
+      cutmix_switch_prob=0.5,
+      mix_prob=1.0,  # probability that a batch is mixed at all
   ))
 
   # Optimisation.
@@ -92,6 +107,15 @@ def get_config() -> ml_collections.ConfigDict:
   config.piecewise_scale = 0.1  # piecewise_constant: lr multiplied by this at each boundary
   config.plateau_factor = 0.5  # reduce_on_plateau: lr multiplied by this on a plateau
   config.plateau_patience = 3  # reduce_on_plateau: epochs without improvement of the train loss
+
+  # EMA: an exponential moving average of the weights and BatchNorm statistics, decay
+  # min(ema_decay, (1 + step) / (10 + step)); validated, tested and exported instead of the
+  # weights themselves (0: off).
+  config.ema_decay = 0.0
+  # BatchNorm recalibration: before each validation and checkpoint, and before testing, the
+  # running statistics of the evaluated model are re-estimated as the mean over this many
+  # unaugmented training images at eval_image_size (precise BN; 0: off).
+  config.recalibration_images = 0
 
   # Loop, early stopping and checkpoints.
   config.seed = 0

@@ -16,6 +16,7 @@ from cifar100_flax import (
   console,
   input_pipeline,
   metrics,
+  recalibration,
   sharding,
   steps,
 )
@@ -46,14 +47,24 @@ def _inference_ms_per_image(jitted_eval_step, state, test, batch_size, mesh) -> 
 
 
 def restore_model(config: ml_collections.ConfigDict, workdir: str) -> tuple[steps.ModelState, dict]:
-  """The model of `workdir`'s best checkpoint (the newest if none is marked best), without its
-  optimiser, and the checkpoint's progress record."""
+  """The evaluated model (the EMA weights where the run kept them) of `workdir`'s best checkpoint
+  (the newest if none is marked best), without its optimiser, and the checkpoint's progress
+  record. With config.recalibration_images, its BatchNorm statistics are recalibrated unless the
+  checkpoint's already were, on as many images at the same size."""
   configuration.validate(config)
   model = steps.create_model(config)
-  template = {**steps.abstract_variables(model, config),
-              'step': jax.ShapeDtypeStruct((), jnp.int32)}
+  variables = steps.abstract_variables(model, config)
+  step = jax.ShapeDtypeStruct((), jnp.int32)
+  template = {'ema': variables, 'step': step} if config.ema_decay else {**variables, 'step': step}
   restored, progress = checkpointing.Checkpointer(workdir, read_only=True).restore_model(template)
-  return steps.ModelState(apply_fn=model.apply, **restored), progress
+  restored = {**restored.pop('ema', {}), **restored}
+  state = steps.ModelState(apply_fn=model.apply, **restored)
+  if config.recalibration_images and progress.get('recalibration') != recalibration.record(config):
+    with console.phase(f'loading {config.dataset} to recalibrate BatchNorm'):
+      train_images = input_pipeline.load_splits(config)['train'].images
+    state = recalibration.recalibrate(state, train_images[:config.recalibration_images], config,
+                                      sharding.create_mesh())
+  return state, progress
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:

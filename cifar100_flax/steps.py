@@ -19,13 +19,25 @@ from flax.training import train_state
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from cifar100_flax import augment, console, dataset, metrics, models, optim, sharding
+from cifar100_flax import augment, console, dataset, metrics, mixing, models, optim, sharding
 from cifar100_flax.cpu import layers, onednn
 
 
 class TrainState(train_state.TrainState):
   batch_stats: Any
   rng: jax.Array  # the run's key; step k uses fold_in(rng, k), so resuming needs nothing else
+  # With config.ema_decay: {'params', 'batch_stats'} averaged over the steps; else None.
+  ema: Any = None
+
+  def with_variables(self, params: Any, batch_stats: Any) -> 'TrainState':
+    """This state with other weights (pretrained ones), the EMA restarted from them."""
+    ema = None if self.ema is None else _copy({'params': params, 'batch_stats': batch_stats})
+    return self.replace(params=params, batch_stats=batch_stats, ema=ema)
+
+
+def _copy(tree: Any) -> Any:
+  # The EMA starts equal to the weights but in buffers of its own: the step donates both.
+  return jax.tree.map(jnp.copy, tree)
 
 
 class ModelState(flax.struct.PyTreeNode):
@@ -74,9 +86,26 @@ def create_train_state(config: ml_collections.ConfigDict, steps_per_epoch: int,
   if sample_images is None:
     sample_images = np.zeros((1, *dataset.IMAGE_SHAPE), np.uint8)
   variables = jax.jit(functools.partial(_init_variables, model, config))(init_rng, sample_images)
+  batch_stats = variables.get('batch_stats', {})
+  ema = (_copy({'params': variables['params'], 'batch_stats': batch_stats}) if config.ema_decay
+         else None)
   state = TrainState.create(apply_fn=model.apply, params=variables['params'], tx=tx,
-                            batch_stats=variables.get('batch_stats', {}), rng=run_rng)
+                            batch_stats=batch_stats, rng=run_rng, ema=ema)
   return state, schedule
+
+
+def evaluated_model(state: TrainState) -> ModelState:
+  """What validation, testing and export use: the EMA weights when the run keeps them."""
+  variables = (state.ema if state.ema is not None
+               else {'params': state.params, 'batch_stats': state.batch_stats})
+  return ModelState(apply_fn=state.apply_fn, step=state.step, **variables)
+
+
+def with_evaluated_batch_stats(state: TrainState, batch_stats: Any) -> TrainState:
+  """`state` whose evaluated model (see evaluated_model) has these BatchNorm statistics."""
+  if state.ema is not None:
+    return state.replace(ema={**state.ema, 'batch_stats': batch_stats})
+  return state.replace(batch_stats=batch_stats)
 
 
 def compiler_options(config: ml_collections.ConfigDict) -> Optional[dict]:
@@ -98,31 +127,46 @@ def jit_eval_step(config: ml_collections.ConfigDict) -> Callable:
                  compiler_options=compiler_options(config))
 
 
+def eval_image_size(config: ml_collections.ConfigDict) -> int:
+  """The side images are evaluated at (0: CIFAR's own)."""
+  return config.eval_image_size or config.image_size
+
+
 def preprocess(images: jax.Array, config: ml_collections.ConfigDict,
                key: Optional[jax.Array] = None, flips: Optional[jax.Array] = None) -> jax.Array:
-  """uint8 images -> normalised float images at config.image_size; augmented when a key is given
-  (`flips`: the input pipeline's alternating flips)."""
+  """uint8 images -> normalised float images. With a key, as training sees them: augmented, at
+  config.image_size (`flips`: the input pipeline's alternating flips); without, as evaluation
+  does, at eval_image_size(config)."""
   images = images.astype(jnp.float32)
   if key is not None:
-    augment_key, cutout_key = jax.random.split(key)
+    augment_key, cutout_key, erasing_key = jax.random.split(key, 3)
     images = augment.augment(images, augment_key, config.augment, flips)
   mean, stddev = dataset.NORMALISATIONS[config.normalisation]
   images = (images - jnp.array(mean)) / jnp.array(stddev)
   if key is not None and config.augment.cutout_size:
     images = augment.cutout(images, cutout_key, config.augment.cutout_size)
-  if config.image_size and config.image_size != images.shape[1]:
+  if key is not None and config.augment.random_erasing:
+    images = augment.random_erasing(images, erasing_key, config.augment.random_erasing)
+  size = config.image_size if key is not None else eval_image_size(config)
+  if size and size != images.shape[1]:
     # Pretrained backbones see objects at their own scale: upsample on the device.
-    size = config.image_size
     images = jax.image.resize(images, (images.shape[0], size, size, images.shape[3]), 'bilinear')
   return images
 
 
+def _mixes(config: ml_collections.ConfigDict) -> bool:
+  return bool(config.augment.mixup_alpha or config.augment.cutmix_alpha)
+
+
 def train_step(state: TrainState, batch: dict,
                config: ml_collections.ConfigDict) -> tuple[TrainState, metrics.TrainMetrics]:
-  augment_key, dropout_key = jax.random.split(jax.random.fold_in(state.rng, state.step))
+  augment_key, dropout_key, mix_key = jax.random.split(jax.random.fold_in(state.rng, state.step),
+                                                      3)
   images = preprocess(batch['image'], config, augment_key, batch.get('flip'))
   targets = optax.smooth_labels(jax.nn.one_hot(batch['label'], dataset.NUM_CLASSES),
                                 config.label_smoothing)
+  if _mixes(config):
+    images, targets = mixing.mix_batch(images, targets, mix_key, config.augment)
 
   def loss_fn(params):
     logits, updates = state.apply_fn(
@@ -132,8 +176,14 @@ def train_step(state: TrainState, batch: dict,
 
   (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = state.tx.update(grads, state.opt_state, state.params, value=loss)
-  state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                        opt_state=opt_state, batch_stats=batch_stats)
+  params = optax.apply_updates(state.params, updates)
+  ema = state.ema
+  if ema is not None:
+    # TensorFlow's EMA warm-up: early averages forget the random start (the new head) quickly.
+    decay = jnp.minimum(config.ema_decay, (1 + state.step) / (10 + state.step))
+    ema = optax.incremental_update({'params': params, 'batch_stats': batch_stats}, ema, 1 - decay)
+  state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                        batch_stats=batch_stats, ema=ema)
   return state, metrics.TrainMetrics.single_from_model_output(
       loss=loss, logits=logits, labels=batch['label'])
 

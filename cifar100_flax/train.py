@@ -21,6 +21,7 @@ from cifar100_flax import (
   input_pipeline,
   optim,
   pretrained,
+  recalibration,
   sharding,
   steps,
   writers,
@@ -39,6 +40,8 @@ class Progress:
   best_step: Optional[int] = None
   best_metric: Optional[float] = None
   best_metric_name: Optional[str] = None
+  # What the saved BatchNorm statistics were recalibrated on (recalibration_record), if they were.
+  recalibration: Optional[dict] = None
 
   def to_json(self) -> dict:
     saved = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != 'stopper'}
@@ -75,7 +78,7 @@ def _with_pretrained(state: steps.TrainState,
       pretrained.load(config.pretrained, config.model),
       {'params': state.params, 'batch_stats': state.batch_stats}, keep=('fc',))
   logging.info('Initialised from %s (all but the head).', config.pretrained)
-  return state.replace(params=variables['params'], batch_stats=variables['batch_stats'])
+  return state.with_variables(variables['params'], variables['batch_stats'])
 
 
 def _check_finite(values: dict, step: int) -> None:
@@ -131,8 +134,9 @@ class _Run:
   def validate(self, jitted_eval_step, state: steps.TrainState, progress: Progress) -> Progress:
     """Progress after evaluating the validation split at the state's step."""
     config, step = self.config, int(state.step)
-    val, _ = steps.evaluate_split(jitted_eval_step, state, self.splits['validation'],
-                                  config.eval_batch_size, self.mesh, 'validation')
+    val, _ = steps.evaluate_split(jitted_eval_step, steps.evaluated_model(state),
+                                  self.splits['validation'], config.eval_batch_size, self.mesh,
+                                  'validation')
     val = {f'val_{k}': v for k, v in val.items()}
     _check_finite(val, step)
     stopper = progress.stopper.update(_signed(config, val[config.early_stopping_metric]))
@@ -145,6 +149,21 @@ class _Run:
     return dataclasses.replace(progress, stopper=stopper, best_step=step,
                                best_metric=val[config.early_stopping_metric],
                                best_metric_name=config.early_stopping_metric)
+
+  def recalibrated(self, state: steps.TrainState, progress: Progress
+                   ) -> tuple[steps.TrainState, Progress]:
+    """With config.recalibration_images, the state whose evaluated model has recalibrated
+    BatchNorm statistics (harmless to training, which normalises by each batch's own)."""
+    config = self.config
+    if not config.recalibration_images:
+      return state, progress
+    model = recalibration.recalibrate(steps.evaluated_model(state),
+                                      self.splits['train'].images[:config.recalibration_images],
+                                      config, self.mesh)
+    state = sharding.replicate(steps.with_evaluated_batch_stats(state, model.batch_stats),
+                               self.mesh)
+    return state, dataclasses.replace(progress,
+                                      recalibration=recalibration.record(config))
 
   def save(self, state: steps.TrainState, progress: Progress, is_best: bool) -> Progress:
     """Progress with the time and FLOPs spent so far, saved with `state`."""
@@ -232,6 +251,7 @@ def _loop(run: _Run, state: steps.TrainState, progress: Progress,
         console.say(line.format(step, scalars))
         train_metrics = None
       if step % eval_every == 0 or step == run.total_steps:
+        state, progress = run.recalibrated(state, progress)
         if len(run.splits['validation']):
           progress = run.validate(jitted_eval_step, state, progress)
           progress = run.save(state, progress, is_best=progress.stopper.has_improved)

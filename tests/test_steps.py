@@ -1,3 +1,4 @@
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -65,3 +66,32 @@ def test_preprocess_resizes_and_normalises_for_a_pretrained_backbone():
   assert out.shape == (2, 48, 48, 3)
   np.testing.assert_allclose(out[0], -1.0)
   np.testing.assert_allclose(out[1], 1.0)
+
+
+def test_training_and_evaluation_sizes_differ_with_eval_image_size():
+  config = tiny_config(image_size=48, eval_image_size=64)
+  images = np.zeros((2, 32, 32, 3), np.uint8)
+  assert steps.preprocess(images, config).shape == (2, 64, 64, 3)
+  assert steps.preprocess(images, config, jax.random.PRNGKey(0)).shape == (2, 48, 48, 3)
+  assert steps.eval_image_size(tiny_config(image_size=48)) == 48
+
+
+def test_ema_averages_weights_and_statistics_with_a_warm_up():
+  config = tiny_config(ema_decay=0.99)
+  state, _ = steps.create_train_state(config, steps_per_epoch=1)
+  np.testing.assert_array_equal(state.ema['params']['Dense_0']['kernel'],
+                                state.params['Dense_0']['kernel'])
+  batch = {'image': np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), np.uint8),
+           'label': np.arange(8, dtype=np.int32)}
+  start = jax.tree.map(np.asarray, state.ema)
+  state, _ = steps.jit_train_step(config)(state, batch)
+  decay = 1 / 10  # min(0.99, (1 + 0) / (10 + 0)) at the first step
+  for name in ('params', 'batch_stats'):
+    expected = jax.tree.map(lambda old, new: decay * old + (1 - decay) * new, start[name],
+                            getattr(state, name))
+    for got, want in zip(jax.tree.leaves(state.ema[name]), jax.tree.leaves(expected)):
+      np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+  evaluated = steps.evaluated_model(state)
+  assert evaluated.params is state.ema['params'] and evaluated.batch_stats is state.ema[
+      'batch_stats']
+  assert steps.evaluated_model(steps.create_train_state(tiny_config(), 1)[0]).params is not None

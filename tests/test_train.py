@@ -5,18 +5,21 @@ import jax
 import numpy as np
 import pytest
 
-from cifar100_flax import checkpointing, input_pipeline, steps, train, writers
+from cifar100_flax import checkpointing, evaluate, input_pipeline, steps, train, writers
 from cifar100_flax.errors import CheckpointError, TrainingDivergedError
 from tests.helpers import tiny_config
 
-# Dropout and every augmentation on, so that resuming must restore the RNG exactly.
-RESUME_CONFIG = dict(num_epochs=2, eval_every_steps=5, model_kwargs=dict(
-    widths=(8,), convs_per_stage=1, hidden=16, dropout=0.2))
+# Dropout and every augmentation on, so that resuming must restore the RNG exactly; the EMA and
+# recalibrated BatchNorm statistics too.
+RESUME_CONFIG = dict(num_epochs=2, eval_every_steps=5, ema_decay=0.9, recalibration_images=32,
+                     model_kwargs=dict(widths=(8,), convs_per_stage=1, hidden=16, dropout=0.2))
 
 
 def _config(**overrides):
   config = tiny_config(**overrides)
-  config.augment.update(rotation_degrees=10.0, zoom=0.1, shear_degrees=5.0, cutout_size=8)
+  config.augment.update(rotation_degrees=10.0, zoom=0.1, shear_degrees=5.0, cutout_size=8,
+                        auto_augment='trivial', random_erasing=0.25, mixup_alpha=0.2,
+                        cutmix_alpha=1.0)
   return config
 
 
@@ -76,6 +79,29 @@ def test_resuming_reproduces_the_uninterrupted_run(mock_cifar, tmp_path, monkeyp
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
   assert cut_progress['early_stopping'] == whole_progress['early_stopping']
   assert cut_progress['best_step'] == whole_progress['best_step']
+  assert cut_progress['recalibration'] == {'image_size': 0, 'images': 32}
+
+
+def test_the_ema_model_is_validated_checkpointed_and_evaluated(mock_cifar, tmp_path):
+  config = _config(ema_decay=0.9, recalibration_images=32, image_size=40, eval_image_size=48,
+                   num_epochs=1)
+  train.train_and_evaluate(config, str(tmp_path))
+  state, progress = _final_params(config, str(tmp_path))
+  assert progress['recalibration'] == {'image_size': 48, 'images': 32}
+  kernel = lambda tree: np.asarray(tree['Conv_0']['kernel'])
+  assert not np.allclose(kernel(state.ema['params']), kernel(state.params))
+  model, _ = evaluate.restore_model(config, str(tmp_path))  # already recalibrated: kept as saved
+  np.testing.assert_array_equal(kernel(model.params), kernel(state.ema['params']))
+  for got, saved in zip(jax.tree.leaves(model.batch_stats),
+                        jax.tree.leaves(state.ema['batch_stats'])):
+    np.testing.assert_array_equal(got, saved)
+  # At another size the statistics are recalibrated again; the weights stay.
+  config.eval_image_size = 64
+  other, _ = evaluate.restore_model(config, str(tmp_path))
+  np.testing.assert_array_equal(kernel(other.params), kernel(state.ema['params']))
+  assert not np.allclose(jax.tree.leaves(other.batch_stats)[0],
+                         jax.tree.leaves(state.ema['batch_stats'])[0])
+  assert evaluate.evaluate(config, str(tmp_path))['num_examples'] == 200
 
 
 def test_early_stopping_stops_and_stays_stopped(mock_cifar, tmp_path):
