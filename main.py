@@ -2,6 +2,7 @@
 
   python main.py --config configs/cnn.py --workdir runs/cnn               # train (or resume)
   python main.py --workdir runs/cnn --mode eval                           # test-set metrics
+  python main.py --workdir runs/cnn --mode eval --split validation        # on the carve-out
   python main.py --mode eval --workdir runs/a --workdir runs/b --output runs/ab   # an ensemble
   python main.py --mode report --workdir runs/cnn [--workdir runs/b ...]  # report.html, report.pdf
 
@@ -24,6 +25,9 @@ _CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a configs/*.p
 _WORKDIR = flags.DEFINE_multi_string('workdir', None, 'Where checkpoints, logs and results go; '
                                      'report: once per run to compare.')
 _MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'report'], 'What to do.')
+_SPLIT = flags.DEFINE_enum('split', 'test', ['test', 'validation'], 'eval: the split to evaluate '
+                           '(validation: the carve-out of the training images, to choose '
+                           'evaluation settings on; one workdir only).')
 _OUTPUT = flags.DEFINE_string('output', None, 'report: the folder to write to (default: the '
                               'first workdir); eval of several workdirs: where the ensemble\'s '
                               'results go.')
@@ -102,6 +106,8 @@ def main(argv):
   workdirs, config = _WORKDIR.value, _config()
   if _MODE.value == 'train' and (config is None or len(workdirs) != 1):
     sys.exit('error: --mode=train needs --config and one --workdir')
+  if _MODE.value == 'eval' and len(workdirs) > 1 and _SPLIT.value != 'test':
+    sys.exit('error: an ensemble is evaluated on the test split only')
   if _MODE.value == 'eval' and len(workdirs) > 1 and not _OUTPUT.value:
     sys.exit('error: evaluating several workdirs (an ensemble) needs --output=DIR for its results')
   try:
@@ -111,7 +117,7 @@ def main(argv):
       # Without --config, each run's own config.json.
       configs = [config or configuration.load_config(w) for w in workdirs]
       if len(workdirs) == 1:
-        evaluate.evaluate(configs[0], workdirs[0])
+        evaluate.evaluate(configs[0], workdirs[0], _SPLIT.value)
       else:
         evaluate.evaluate_ensemble(configs, workdirs, _OUTPUT.value)
     else:

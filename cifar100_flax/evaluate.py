@@ -20,6 +20,7 @@ from cifar100_flax import (
   sharding,
   steps,
 )
+from cifar100_flax.errors import ConfigError
 
 
 def _print_summary(report: dict, names: list[str]) -> None:
@@ -67,17 +68,22 @@ def restore_model(config: ml_collections.ConfigDict, workdir: str) -> tuple[step
   return state, progress
 
 
-def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Restores the best checkpoint of `workdir` and evaluates all 10,000 test images."""
+def evaluate(config: ml_collections.ConfigDict, workdir: str, split: str = 'test') -> dict:
+  """Restores the best checkpoint of `workdir` and evaluates every image of `split`: the 10,000
+  test images, or the validation carve-out (for choosing evaluation settings such as
+  eval_image_size without looking at the test set). Writes eval_{split}.json and
+  predictions_{split}.npz."""
   with console.phase(f'restoring {workdir}'):
     state, progress = restore_model(config, workdir)
   mesh = sharding.create_mesh()
   state = sharding.replicate(state, mesh)
-  with console.phase(f'loading the {config.dataset} test split'):
-    test = input_pipeline.load_splits(config, with_train=False)['test']
+  with console.phase(f'loading the {config.dataset} {split} split'):
+    test = input_pipeline.load_splits(config, with_train=split != 'test')[split]
+  if not len(test):
+    raise ConfigError(f'the {split} split is empty (config.validation_size=0)')
   jitted_eval_step = steps.jit_eval_step(config)
   _, probs = steps.evaluate_split(jitted_eval_step, state, test, config.eval_batch_size, mesh,
-                                  f'evaluating {len(test):,} test images')
+                                  f'evaluating {len(test):,} {split} images')
   report = metrics.classification_report(probs, test.labels, test.coarse_labels)
   names = input_pipeline.class_names(config)
   report.update(checkpoint_step=int(jax.device_get(state.step)), model=config.model,
@@ -87,15 +93,15 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 inference_ms_per_image=_inference_ms_per_image(jitted_eval_step, state, test,
                                                                config.eval_batch_size, mesh))
   if jax.process_index() == 0:
-    _write(pathlib.Path(workdir), report, test.labels, test.coarse_labels, probs, test.ids)
+    _write(pathlib.Path(workdir), split, report, test.labels, test.coarse_labels, probs, test.ids)
   return report
 
 
-def _write(out: pathlib.Path, report: dict, labels: np.ndarray, coarse_labels: np.ndarray,
-           probs: np.ndarray, ids: np.ndarray) -> None:
+def _write(out: pathlib.Path, split: str, report: dict, labels: np.ndarray,
+           coarse_labels: np.ndarray, probs: np.ndarray, ids: np.ndarray) -> None:
   out.mkdir(parents=True, exist_ok=True)
-  (out / 'eval_test.json').write_text(json.dumps(report, indent=1))
-  np.savez_compressed(out / 'predictions_test.npz', labels=labels, coarse_labels=coarse_labels,
+  (out / f'eval_{split}.json').write_text(json.dumps(report, indent=1))
+  np.savez_compressed(out / f'predictions_{split}.npz', labels=labels, coarse_labels=coarse_labels,
                       probs=probs.astype(np.float32), ids=ids)
   _print_summary(report, report['class_names'])
 
@@ -118,6 +124,6 @@ def evaluate_ensemble(configs: Sequence[ml_collections.ConfigDict], workdirs: Se
          for key in ('train_seconds', 'train_flops', 'num_params', 'inference_ms_per_image')})
   if jax.process_index() == 0:
     print(f'ensemble of {len(workdirs)}:')
-    _write(pathlib.Path(output), report, labels, coarse_labels, probs, ids)
+    _write(pathlib.Path(output), 'test', report, labels, coarse_labels, probs, ids)
     (pathlib.Path(output) / 'config.json').write_text(configs[0].to_json_best_effort(indent=1))
   return report

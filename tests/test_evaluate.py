@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from cifar100_flax import checkpointing, configuration, evaluate, input_pipeline, steps, writers
-from cifar100_flax.errors import CheckpointError
+from cifar100_flax.errors import CheckpointError, ConfigError
 from tests.helpers import MOCK_EXAMPLES, REPO, run_main, tiny_config
 
 # A workdir (config.json, checkpoints/best, predictions_test.npz), packed.
@@ -129,3 +129,21 @@ def test_an_unreadable_checkpoint_is_a_permission_error_not_corrupt(trained, moc
   with pytest.raises(CheckpointError, match='permission denied') as raised:
     evaluate.evaluate(tiny_config(), str(trained[0]))
   assert 'corrupt' not in str(raised.value)
+
+
+def test_eval_on_the_validation_split_counts_every_carved_out_image(trained, mock_cifar, tmp_path):
+  workdir = shutil.copytree(trained[0], tmp_path / 'run')
+  report = evaluate.evaluate(tiny_config(), str(workdir), split='validation')
+  validation = input_pipeline.load_splits(tiny_config())['validation']
+  saved = np.load(workdir / 'predictions_validation.npz')
+  np.testing.assert_array_equal(saved['ids'], validation.ids)
+  assert report['num_examples'] == len(validation) == tiny_config().validation_size
+  assert json.loads((workdir / 'eval_validation.json').read_text())['num_examples'] == 40
+  assert json.loads((workdir / 'eval_test.json').read_text()) == json.loads(
+      (trained[0] / 'eval_test.json').read_text())  # the test results stay as they were
+
+
+def test_eval_on_an_empty_validation_split_says_so(trained, mock_cifar):
+  with pytest.raises(ConfigError, match='validation split is empty'):
+    evaluate.evaluate(tiny_config(validation_size=0, early_stopping_patience=0), str(trained[0]),
+                      split='validation')
