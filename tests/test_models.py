@@ -140,3 +140,17 @@ def test_efficientnet_lite_has_the_size_of_its_imagenet_weights(variant, weights
   shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 224, 224, 3)),
                                              train=False))
   assert sum(x.size for x in jax.tree.leaves(shapes['params'])) == weights_params
+
+
+def test_vit_in_bfloat16_computes_its_attention_and_mlp_in_bfloat16():
+  model = models.create_model('vit_tiny_patch16', 100, 'bfloat16', width=16, depth=2, heads=2)
+  x = jnp.zeros((2, 64, 64, 3))
+  variables = model.init(jax.random.PRNGKey(0), x, train=False)
+  assert variables['params']['pos_embed'].shape == (1, 1 + 4 * 4, 16)
+  assert all(p.dtype == jnp.float32 for p in jax.tree_util.tree_leaves(variables['params']))
+  logits, state = model.apply(variables, x, train=False, capture_intermediates=True)
+  outputs = {jax.tree_util.keystr(path): out
+             for path, out in jax.tree_util.tree_flatten_with_path(state['intermediates'])[0]}
+  dense = [out for path, out in outputs.items() if 'qkv' in path or 'fc1' in path]
+  assert len(dense) == 4 and all(out.dtype == jnp.bfloat16 for out in dense)
+  assert logits.shape == (2, 100) and logits.dtype == jnp.float32

@@ -44,14 +44,18 @@ def test_reduce_on_plateau_lowers_the_rate_when_the_loss_stalls():
 
 
 @pytest.mark.parametrize('name', optim.OPTIMIZERS)
-def test_every_optimizer_decays_kernels_but_not_biases(name):
+def test_every_optimizer_decays_kernels_only(name):
+  """Not biases, nor a ViT's class token and position embeddings (matrices, but no kernels)."""
   tx, _ = optim.create_optimizer(tiny_config(optimizer=name, weight_decay=0.1, schedule='constant'),
                                  total_steps=10, steps_per_epoch=1)
-  params = {'kernel': jnp.ones((2, 2)), 'bias': jnp.ones(2)}
-  zero_grads = {'kernel': jnp.zeros((2, 2)), 'bias': jnp.zeros(2)}
+  params = {'Dense_0': {'kernel': jnp.ones((2, 2)), 'bias': jnp.ones(2)},
+            'pos_embed': jnp.ones((1, 5, 2)), 'cls_token': jnp.ones((1, 1, 2))}
+  zero_grads = jax.tree.map(jnp.zeros_like, params)
   updates, _ = tx.update(zero_grads, tx.init(params), params, value=jnp.array(0.0))
-  assert float(jnp.abs(updates['kernel']).sum()) > 0
-  np.testing.assert_array_equal(updates['bias'], 0)
+  assert float(jnp.abs(updates['Dense_0']['kernel']).sum()) > 0
+  for name in ('pos_embed', 'cls_token'):
+    np.testing.assert_array_equal(updates[name], 0)
+  np.testing.assert_array_equal(updates['Dense_0']['bias'], 0)
 
 
 def test_triangular_rises_linearly_then_falls_to_its_end_fraction():

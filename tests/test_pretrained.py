@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cifar100_flax import models, pretrained
-from cifar100_flax.models import efficientnet, resnet
+from cifar100_flax.models import efficientnet, resnet, vit
 
 FIXTURES = pathlib.Path(__file__).parent / 'fixtures'
 REPO = pathlib.Path(__file__).parent.parent
@@ -32,6 +32,42 @@ def test_converted_torchvision_resnet_gives_the_reference_logits(block):
   variables = pretrained.fit_to_model(converted, _template(model, reference['images']))
   logits = model.apply(variables, reference['images'], train=False)
   np.testing.assert_allclose(logits, reference['logits'], atol=1e-4, rtol=0)
+
+
+def _tiny_vit():
+  """The fixture's network: timm's VisionTransformer with 2 blocks of width 32."""
+  return vit.VisionTransformer(num_classes=10, width=32, depth=2, heads=2, drop_path=0.0)
+
+
+@pytest.mark.parametrize('size', [64, 96])
+def test_converted_timm_vit_gives_the_reference_logits_at_its_size_and_another(size):
+  """At 96 px the 4x4 grid of position embeddings is resized to 6x6, as timm resizes it."""
+  reference = np.load(FIXTURES / 'vit_tiny_logits.npz')
+  images = reference[f'images_{size}']
+  model = _tiny_vit()
+  converted = pretrained.convert_vit(
+      pretrained.load_state_dict(str(FIXTURES / 'vit_tiny.safetensors')))
+  variables = pretrained.fit_to_model(converted, _template(model, images))
+  logits = model.apply(variables, images, train=False)
+  np.testing.assert_allclose(logits, reference[f'logits_{size}'], atol=1e-4, rtol=0)
+  if size == 96:
+    np.testing.assert_allclose(variables['params']['pos_embed'], reference['pos_embed_96'],
+                               atol=1e-5, rtol=0)
+
+
+def test_position_embeddings_of_no_square_grid_are_refused():
+  with pytest.raises(pretrained.PretrainedError, match='square grid'):
+    pretrained.resize_position_embedding(np.zeros((1, 1 + 12, 8), np.float32), 1 + 16)
+
+
+def test_vit_variants_have_timms_sizes():
+  """ViT-Ti/S/B: 5.7, 22.1 and 86.6 M parameters with timm's 1000-class head at 224 px."""
+  counts = {}
+  for variant in vit.VARIANTS:
+    model = models.create_model(f'vit_{variant}_patch16', 1000)
+    shapes = jax.eval_shape(lambda m=model: _template(m, np.zeros((1, 224, 224, 3), np.float32)))
+    counts[variant] = sum(x.size for x in jax.tree.leaves(shapes))
+  assert counts == {'tiny': 5_717_416, 'small': 22_050_664, 'base': 86_567_656}
 
 
 def test_a_new_head_keeps_its_initialisation():

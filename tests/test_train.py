@@ -5,9 +5,9 @@ import jax
 import numpy as np
 import pytest
 
-from cifar100_flax import checkpointing, evaluate, input_pipeline, steps, train, writers
+from cifar100_flax import checkpointing, evaluate, input_pipeline, pretrained, steps, train, writers
 from cifar100_flax.errors import CheckpointError, TrainingDivergedError
-from tests.helpers import tiny_config
+from tests.helpers import REPO, tiny_config
 
 # Dropout and every augmentation on, so that resuming must restore the RNG exactly; the EMA and
 # recalibrated BatchNorm statistics too.
@@ -141,6 +141,26 @@ def test_pretrained_weights_replace_all_but_the_head(tmp_path):
                                 other['batch_stats']['bn1']['var'])
   np.testing.assert_array_equal(loaded.params['fc']['kernel'], state.params['fc']['kernel'])
   assert loaded.params['fc']['kernel'].shape == (32, 100)
+
+
+def test_a_timm_vit_fine_tunes_from_its_weights_at_another_size(mock_cifar, tmp_path):
+  """The fixture's ViT (built for 64 px: 4x4 patches) trains at 32 px (2x2): its position
+  embeddings resized, everything but the head loaded, with no BatchNorm to recalibrate."""
+  fixture = str(REPO / 'tests' / 'fixtures' / 'vit_tiny.safetensors')
+  config = tiny_config(model='vit_tiny_patch16', pretrained=fixture, normalisation='unit',
+                       num_epochs=1, recalibration_images=32, ema_decay=0.9,
+                       backbone_frozen_epochs=0.5, backbone_learning_rate_multiplier=0.5)
+  config.model_kwargs = {'width': 32, 'depth': 2, 'heads': 2}
+  state, _ = steps.create_train_state(config, steps_per_epoch=1)
+  loaded = train._with_pretrained(state, config)
+  weights = pretrained.convert_vit(pretrained.load_state_dict(fixture))['params']
+  np.testing.assert_array_equal(loaded.params['blocks_1']['attn']['qkv']['kernel'],
+                                weights['blocks_1']['attn']['qkv']['kernel'])
+  assert loaded.params['pos_embed'].shape == (1, 1 + 2 * 2, 32)
+  np.testing.assert_array_equal(loaded.params['fc']['kernel'], state.params['fc']['kernel'])
+  train.train_and_evaluate(config, str(tmp_path))
+  report = evaluate.evaluate(config, str(tmp_path))
+  assert report['num_examples'] == 200 and np.isfinite(report['top1_accuracy'])
 
 
 def test_without_a_validation_split_the_last_model_is_the_best(mock_cifar, tmp_path):

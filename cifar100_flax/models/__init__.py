@@ -8,7 +8,7 @@ import jax.numpy as jnp
 
 from cifar100_flax.cpu import layers
 from cifar100_flax.errors import ConfigError
-from cifar100_flax.models import efficientnet, resnet
+from cifar100_flax.models import efficientnet, resnet, vit
 from cifar100_flax.models.airbench import Airbench
 from cifar100_flax.models.cnn import CNN
 
@@ -18,6 +18,9 @@ MODELS.update({f'resnet{depth}': (resnet.ResNet, dict(block=block, stage_sizes=s
                for depth, (block, stage_sizes) in resnet.DEPTHS.items()})
 MODELS.update({f'efficientnet_lite{i}': (efficientnet.EfficientNetLite, dict(variant=i))
                for i in efficientnet.VARIANTS})
+MODELS.update({f'vit_{variant}_patch16': (vit.VisionTransformer,
+                                          dict(variant=variant, patch_size=16))
+               for variant in vit.VARIANTS})
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 
