@@ -17,12 +17,14 @@ the fastest round counts. Ratios compare equal precisions; a ratio above 1 means
 import functools
 import os
 import pathlib
+import re
 import sys
 import time
 from typing import Callable
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
+import flax  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import ml_collections  # noqa: E402
@@ -31,7 +33,7 @@ import torch  # noqa: E402
 import torch_peers  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from cifar100_flax import configuration, dataset, input_pipeline, steps  # noqa: E402
+from cifar100_flax import configuration, dataset, input_pipeline, pretrained, steps  # noqa: E402
 from cifar100_flax.cpu import onednn, tuning  # noqa: E402
 
 _CONFIGS = pathlib.Path(__file__).resolve().parents[1] / 'configs'
@@ -42,8 +44,9 @@ _MODELS = flags.DEFINE_list('models',
 _BATCH_SIZE = flags.DEFINE_integer('batch_size', 256, 'Images per training step.')
 _STEPS = flags.DEFINE_integer('steps', 3, 'Timed steps per round.')
 _ROUNDS = flags.DEFINE_integer('rounds', 3, 'Rounds; the fastest counts.')
-_IMAGE_SIZE = flags.DEFINE_integer('image_size', 96, 'Input side for the EfficientNet-Lites '
-                                   '(resized on the device; 224-260 are their native sizes).')
+_IMAGE_SIZE = flags.DEFINE_integer('image_size', 0, 'Input side for the EfficientNet-Lites '
+                                   '(resized on the device; 0: the recipe\'s 128; 224-260 are '
+                                   'their native sizes).')
 _CPU_TUNING = flags.DEFINE_bool('cpu_tuning', True,
                                 'Apply cifar100_flax.cpu.tuning, as main.py does.')
 _CONV_BACKEND = flags.DEFINE_enum('conv_backend', 'auto', onednn.BACKENDS,
@@ -72,12 +75,12 @@ def _airbench_config() -> ml_collections.ConfigDict:
 
 
 def _efficientnet_lite_config(variant: int) -> ml_collections.ConfigDict:
-  """configs/efficientnet_lite0.py's recipe for EfficientNet-Lite `variant` at --image_size (96:
-  the recorded transfer run); no weights needed to time it."""
+  """configs/efficientnet_lite0.py's recipe (its frozen early blocks too) for EfficientNet-Lite
+  `variant`, at --image_size if given; no weights needed to time it."""
   config = _config('efficientnet_lite0')
   config.model = f'efficientnet_lite{variant}'
   config.pretrained = ''
-  config.image_size = _IMAGE_SIZE.value
+  config.image_size = _IMAGE_SIZE.value or config.image_size
   return config
 
 
@@ -134,6 +137,16 @@ class JaxRunner:
     jax.block_until_ready(self._eval(self.state, self.batch_eval))
 
 
+def _freeze(model: torch.nn.Module, name: str, pattern: str) -> None:
+  """No gradients for the peer's parameters whose JAX names (through the weights converter)
+  config.frozen_params matches; autograd then skips their backward, as XLA does."""
+  regex = re.compile(pattern)
+  for key, parameter in model.named_parameters():
+    converted = pretrained.CONVERTERS[name]({key: parameter.detach().numpy()})
+    (path,) = flax.traverse_util.flatten_dict(converted, sep='/')
+    parameter.requires_grad = not regex.search(path.split('/', 1)[1])
+
+
 class TorchRunner:
   """The PyTorch peer: same network, loss and optimiser; bfloat16 by autocast."""
 
@@ -141,6 +154,8 @@ class TorchRunner:
     self.model = PEERS[name](dataset.NUM_CLASSES, **config.model_kwargs).to(
         memory_format=torch.channels_last)
     self.params = sum(p.numel() for p in self.model.parameters())
+    if config.frozen_params:
+      _freeze(self.model, name, config.frozen_params)
     self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=config.momentum,
                                      nesterov=config.nesterov, weight_decay=config.weight_decay)
     self.loss = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
