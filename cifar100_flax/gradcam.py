@@ -2,7 +2,10 @@
 
 The feature map is the output of one submodule, named by its path ('/'-joined, e.g. 'layer4_2'
 for a ResNet's last block); by default the last submodule whose output is an image-shaped
-[N, H, W, C] map with H, W > 1, i.e. the last convolutional block. The gradient with respect to
+[N, H, W, C] map with H, W > 1, i.e. the last convolutional block. A Vision Transformer's tokens
+[N, (1 +) g * g, C] count as the g x g map of their patches (a class token left out); its model
+names the layer to use (`gradcam_layer`: after its last block, patch tokens no longer reach the
+class token, so their gradients are zero). The gradient with respect to
 that map is taken through a zero perturbation added to it by `nn.intercept_methods`, so no model
 needs a hook of its own. No maintained JAX library offers Grad-CAM, hence this module.
 """
@@ -20,8 +23,31 @@ def _path(module: nn.Module) -> str:
   return '/'.join(module.path)
 
 
+def _patch_tokens(tokens: int) -> int:
+  """How many of a sequence's tokens are a square grid of patches: all, or all but a class token
+  in front (0 if neither)."""
+  for patches in (tokens, tokens - 1):
+    if round(patches ** 0.5) ** 2 == patches:
+      return patches
+  return 0
+
+
+def _map_shape(shape: tuple[int, ...]) -> Optional[tuple[int, ...]]:
+  """[N, H, W, C] of an image map or of a sequence of patch tokens; else None."""
+  if len(shape) == 3:
+    grid = round(_patch_tokens(shape[1]) ** 0.5)
+    shape = (shape[0], grid, grid, shape[2])
+  return shape if len(shape) == 4 and min(shape[1:3]) > 1 else None
+
+
+def _as_map(x: jax.Array) -> jax.Array:
+  if x.ndim == 4:
+    return x
+  return x[:, x.shape[1] - _patch_tokens(x.shape[1]):].reshape(_map_shape(x.shape))
+
+
 def _is_feature_map(value: Any) -> bool:
-  return isinstance(value, jax.Array) and value.ndim == 4 and min(value.shape[1:3]) > 1
+  return isinstance(value, jax.Array) and _map_shape(value.shape) is not None
 
 
 def _outputs(apply: Callable[[jax.Array], jax.Array], images: jax.Array) -> list[tuple[str, Any]]:
@@ -45,7 +71,8 @@ def _submodules(apply: Callable[[jax.Array], jax.Array], images: jax.Array) -> s
 
 
 def feature_maps(apply: Callable[[jax.Array], jax.Array], images: jax.Array) -> list[str]:
-  """Paths of the submodules whose outputs are [N, H, W, C] maps (H, W > 1), in call order."""
+  """Paths of the submodules whose outputs are [N, H, W, C] maps (H, W > 1) or patch tokens, in
+  call order."""
   return list(dict.fromkeys(path for path, out in _outputs(apply, images) if _is_feature_map(out)))
 
 
@@ -98,7 +125,7 @@ def grad_cam(apply: Callable[[jax.Array], jax.Array], images: jax.Array,
     chosen_logits, _ = forward(images, perturbation)
     return jnp.sum(jnp.take_along_axis(chosen_logits, classes[:, None], axis=-1))
 
-  gradients = jax.grad(score)(zeros)
+  gradients, activations = _as_map(jax.grad(score)(zeros)), _as_map(activations)
   weights = jnp.mean(gradients, axis=(1, 2), keepdims=True)  # per channel, per image
   cams = nn.relu(jnp.sum(weights * activations, axis=-1))
   height, width = size or images.shape[1:3]

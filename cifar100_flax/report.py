@@ -89,6 +89,8 @@ def gradcam_maps(run: Run, images: np.ndarray, layer: Optional[str] = None) -> n
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
   apply = functools.partial(state.apply_fn, variables, train=False)
   inputs = steps.preprocess(jax.numpy.asarray(images), run.config)
+  # A model may name its own (a ViT's); else gradcam's default, the last feature map.
+  layer = layer or getattr(steps.create_model(run.config, 'xla'), 'gradcam_layer', None)
   return np.asarray(gradcam.grad_cam(apply, inputs, layer=layer, size=images.shape[1:3]))
 
 

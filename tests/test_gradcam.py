@@ -56,3 +56,17 @@ def test_an_unknown_layer_is_named_in_the_error():
   apply = functools.partial(model.apply, model.init(jax.random.key(1), images))
   with pytest.raises(ValueError, match="no submodule 'nope'; its feature maps are at features"):
     gradcam.grad_cam(apply, images, layer='nope')
+
+
+def test_a_vit_explains_its_patch_tokens_at_its_last_attention():
+  model = models.create_model('vit_tiny_patch16', 10, width=16, depth=2, heads=2)
+  images = _images(n=2, size=64)  # 4 x 4 patches
+  apply = functools.partial(model.apply, model.init(jax.random.key(1), images, train=False),
+                            train=False)
+  assert model.gradcam_layer == 'blocks_1/norm1'
+  assert {'patch_embed', 'blocks_0', 'blocks_1/norm1', 'norm'} <= set(
+      gradcam.feature_maps(apply, images))
+  cams = gradcam.grad_cam(apply, images, layer=model.gradcam_layer)
+  assert cams.shape == (2, 64, 64) and (cams.max(axis=(1, 2)) - cams.min(axis=(1, 2)) > 0.5).all()
+  # After the last block only the class token reaches the logits: nothing to explain there.
+  np.testing.assert_array_equal(gradcam.grad_cam(apply, images, layer='norm'), 0)

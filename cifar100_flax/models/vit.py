@@ -86,10 +86,20 @@ class VisionTransformer(nn.Module):
   dtype: Any = jnp.float32
   conv: Callable[..., nn.Module] = layers.Conv  # layers.conv_module(backend)
 
+  def sizes(self) -> tuple[int, int, int]:
+    """(width, depth, heads): the variant's, or the overrides given."""
+    return tuple(given or default for given, default in
+                 zip((self.width, self.depth, self.heads), VARIANTS[self.variant]))
+
+  @property
+  def gradcam_layer(self) -> str:
+    """Grad-CAM's default layer: the last block's first LayerNorm, the last point where patch
+    tokens still reach the class token (through attention), as pytorch-grad-cam advises."""
+    return f'blocks_{self.sizes()[1] - 1}/norm1'
+
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    width, depth, heads = (given or default for given, default in
-                           zip((self.width, self.depth, self.heads), VARIANTS[self.variant]))
+    width, depth, heads = self.sizes()
     x = PatchEmbed(width, self.patch_size, self.dtype, self.conv, name='patch_embed')(
         x.astype(self.dtype))
     cls_token = self.param('cls_token', nn.initializers.zeros, (1, 1, width))
