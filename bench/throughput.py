@@ -154,7 +154,7 @@ class TorchRunner:
     self.model = PEERS[name](dataset.NUM_CLASSES, **config.model_kwargs).to(
         memory_format=torch.channels_last)
     self.params = sum(p.numel() for p in self.model.parameters())
-    if config.frozen_params:
+    if config.frozen_params and name in pretrained.CONVERTERS:  # airbench's freezes its own
       _freeze(self.model, name, config.frozen_params)
     self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=config.momentum,
                                      nesterov=config.nesterov, weight_decay=config.weight_decay)

@@ -95,6 +95,25 @@ def test_the_conv_module_of_each_backend_runs_its_convolutions(features, groups)
 
 
 @needs_onednn
+def test_a_bfloat16_depthwise_convolution_runs_in_float32_on_onednn():
+  x = jax.random.normal(jax.random.key(0), (2, 8, 8, 4), jnp.bfloat16)
+  kernel = jax.random.normal(jax.random.key(1), (3, 3, 1, 4), jnp.bfloat16)
+  conv = functools.partial(layers.conv_general_dilated, window_strides=(1, 1),
+                           padding=((1, 1), (1, 1)), feature_group_count=4, use_onednn=True,
+                           dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  hlo = jax.jit(conv).lower(x, kernel).as_text()
+  onednn_calls = [line for line in hlo.splitlines() if 'onednn_conv_Forward' in line]
+  assert onednn_calls and all('bf16' not in line for line in onednn_calls)
+  out = jax.jit(conv)(x, kernel)
+  assert out.dtype == jnp.bfloat16
+  expected = _xla_conv(x.astype(jnp.float32), kernel.astype(jnp.float32), (1, 1),
+                       ((1, 1), (1, 1)), 4).astype(jnp.bfloat16)
+  # One rounding to bfloat16 of a float32 result: at most one unit in the last place apart.
+  np.testing.assert_allclose(np.asarray(out, np.float32), np.asarray(expected, np.float32),
+                             rtol=2 ** -7)
+
+
+@needs_onednn
 def test_a_model_built_with_onednn_traces_oneDNN_and_one_built_with_xla_does_not():
   """The convolution is the model's own: no setting read at trace time can swap it."""
   config = tiny_config()

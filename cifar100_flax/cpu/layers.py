@@ -53,8 +53,14 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
         and kwargs.get('preferred_element_type') in (None, lhs.dtype)):
       if plain and np.prod(out_shape) <= _SMALL_OUTPUT_PIXELS_ONEDNN:
         return _conv_as_matmul(lhs, rhs, window_strides, padding, onednn.matmul)
-      return onednn.conv(lhs, rhs, tuple(window_strides), tuple(tuple(p) for p in padding),
-                         kwargs.get('feature_group_count', 1))
+      # oneDNN's bfloat16 depthwise kernels (forward and backward) ran at half its float32 ones'
+      # speed: Lite0's bfloat16 step at 128 px trained at 58 img/s, 102 with float32 depthwise
+      # (AMD EPYC, docs/speed.md). The layer is memory-bound; float32 costs it nothing else.
+      compute_dtype = jnp.float32 if depthwise else lhs.dtype
+      out = onednn.conv(lhs.astype(compute_dtype), rhs.astype(compute_dtype),
+                        tuple(window_strides), tuple(tuple(p) for p in padding),
+                        kwargs.get('feature_group_count', 1))
+      return out.astype(lhs.dtype)
     if plain and np.prod(out_shape) <= _SMALL_OUTPUT_PIXELS:
       return _conv_as_matmul(lhs, rhs, window_strides, padding,
                              functools.partial(jnp.matmul, precision=kwargs.get('precision')))
