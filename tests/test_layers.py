@@ -142,7 +142,8 @@ def _assert_conv_equals_flaxs(x, **kwargs):
 
 
 @pytest.mark.parametrize('size, kernel, stride, padding', [
-    (2, 3, 1, 1), (2, 3, 2, 1), (1, 3, 1, 1), (4, 3, 2, 1), (3, 3, 2, 'SAME'), (8, 3, 1, 1)])
+    (2, 3, 1, 1), (2, 3, 2, 1), (1, 3, 1, 1), (4, 3, 2, 1), (3, 3, 2, 'SAME'), (8, 3, 1, 1),
+    (8, 4, 4, 'VALID'), (9, 4, 4, 'VALID'), (12, 4, 4, 'VALID')])  # the last three: patches
 def test_conv_and_its_gradients_equal_flaxs(size, kernel, stride, padding):
   x = jax.random.normal(jax.random.key(0), (3, size, size, 5))
   kwargs = dict(features=7, kernel_size=(kernel, kernel), strides=stride, padding=padding)

@@ -114,6 +114,24 @@ def test_a_bfloat16_depthwise_convolution_runs_in_float32_on_onednn():
 
 
 @needs_onednn
+def test_a_patch_embedding_on_onednn_is_a_matmul_that_equals_xlas_convolution():
+  """A ViT's 16x16, stride-16 patches; oneDNN's own kernel gradient of it crashed on its second
+  call, so it runs as a matmul, called here several times."""
+  x = jax.random.normal(jax.random.key(0), (4, 64, 64, 3))
+  conv = layers.conv_module('onednn')(8, (16, 16), strides=16, padding='VALID')
+  variables = conv.init(jax.random.key(1), x)
+  loss = lambda variables, x, module: jnp.sum(jnp.sin(module.apply(variables, x)))
+  grads = jax.jit(jax.grad(functools.partial(loss, module=conv), argnums=(0, 1)))
+  hlo = grads.lower(variables, x).as_text()
+  assert 'onednn_conv' not in hlo and 'onednn_matmul' in hlo
+  for _ in range(3):
+    got = jax.block_until_ready(grads(variables, x))
+  expected = jax.grad(functools.partial(loss, module=layers.conv_module('xla')(
+      8, (16, 16), strides=16, padding='VALID')), argnums=(0, 1))(variables, x)
+  jax.tree.map(lambda a, e: np.testing.assert_allclose(a, e, rtol=1e-4, atol=1e-4), got, expected)
+
+
+@needs_onednn
 def test_a_model_built_with_onednn_traces_oneDNN_and_one_built_with_xla_does_not():
   """The convolution is the model's own: no setting read at trace time can swap it."""
   config = tiny_config()

@@ -13,9 +13,12 @@ XLA:CPU rewrites a convolution whose output is at most 2x2 (a ResNet's last stag
 images) into forms with trimmed or reversed windows that run on a naive loop, two orders of
 magnitude slower than one matmul over its patches: `conv_general_dilated` does that, and on
 oneDNN does it for outputs up to 3x3, whose convolutions oneDNN runs far below its matmul's speed.
-Depthwise convolutions (EfficientNet's) are a naive loop too, forward and backward; here they are
-a sum of the input's shifted views times the taps (XLA fuses the sum into one pass; its reverse
-mode is pads and reductions). The figures are in docs/speed.md.
+A ViT's patch embedding (non-overlapping windows) is one matmul over the reshaped patches on
+either backend: exact, and oneDNN 3.2's kernel gradient of a 16x16, stride-16 convolution crashed
+the process on its second call (AMD EPYC, 2026-12-03). Depthwise convolutions (EfficientNet's)
+are a naive loop too, forward and backward; here they are a sum of the input's shifted views
+times the taps (XLA fuses the sum into one pass; its reverse mode is pads and reductions).
+The figures are in docs/speed.md.
 
 A model is built with its convolution: `conv_module('onednn')` or `conv_module('xla')`, as
 `onednn.resolve(config.conv_backend)` chose.
@@ -49,9 +52,10 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
       padding = jax.lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
     out_shape = [(size + lo + hi - k) // s + 1 for size, (lo, hi), k, s in
                  zip(lhs.shape[1:3], padding, rhs.shape[:2], window_strides)]
+    patchify = plain and _is_patchify(rhs.shape, window_strides, padding)
     if (use_onednn and onednn.supports(lhs, rhs)
         and kwargs.get('preferred_element_type') in (None, lhs.dtype)):
-      if plain and np.prod(out_shape) <= _SMALL_OUTPUT_PIXELS_ONEDNN:
+      if patchify or (plain and np.prod(out_shape) <= _SMALL_OUTPUT_PIXELS_ONEDNN):
         return _conv_as_matmul(lhs, rhs, window_strides, padding, onednn.matmul)
       # oneDNN's bfloat16 depthwise kernels (forward and backward) ran at half its float32 ones'
       # speed: Lite0's bfloat16 step at 128 px trained at 58 img/s, 102 with float32 depthwise
@@ -61,7 +65,7 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
                         tuple(window_strides), tuple(tuple(p) for p in padding),
                         kwargs.get('feature_group_count', 1))
       return out.astype(lhs.dtype)
-    if plain and np.prod(out_shape) <= _SMALL_OUTPUT_PIXELS:
+    if patchify or (plain and np.prod(out_shape) <= _SMALL_OUTPUT_PIXELS):
       return _conv_as_matmul(lhs, rhs, window_strides, padding,
                              functools.partial(jnp.matmul, precision=kwargs.get('precision')))
     if depthwise:
@@ -91,6 +95,21 @@ def _is_depthwise_2d(lhs_shape, rhs_shape, kwargs) -> bool:
           and rhs_shape[2] == 1)
 
 
+def _is_patchify(kernel_shape, strides, padding) -> bool:
+  """Non-overlapping windows (a ViT's patch embedding): stride = kernel size > 1, no padding."""
+  return (tuple(strides) == tuple(kernel_shape[:2]) and max(strides) > 1
+          and all(lo == hi == 0 for lo, hi in padding))
+
+
+def _patches(x, kernel_shape):
+  """The non-overlapping (kh, kw) windows of x as (n, h / kh, w / kw, kh * kw * c), taps in
+  the kernel's HWI order; an incomplete last window is dropped, as 'VALID' does."""
+  (kh, kw), (n, h, w, c) = kernel_shape, x.shape
+  oh, ow = h // kh, w // kw
+  windows = x[:, :oh * kh, :ow * kw].reshape(n, oh, kh, ow, kw, c)
+  return windows.transpose(0, 1, 3, 2, 4, 5).reshape(n, oh, ow, kh * kw * c)
+
+
 def _shifted_views(x, kernel_shape, strides, padding):
   """(i, j, x_padded[:, i::stride, j::stride] cut to the output's size) for every tap (i, j)."""
   x = jnp.pad(x, ((0, 0), *padding, (0, 0)))
@@ -102,9 +121,11 @@ def _shifted_views(x, kernel_shape, strides, padding):
 
 
 def _conv_as_matmul(x, kernel, strides, padding, matmul):
-  views = _shifted_views(x, kernel.shape[:2], strides, padding)
-  patches = jnp.concatenate([view for _, _, view in views],
-                            axis=-1)
+  if _is_patchify(kernel.shape, strides, padding):
+    patches = _patches(x, kernel.shape[:2])
+  else:
+    patches = jnp.concatenate([view for _, _, view in
+                               _shifted_views(x, kernel.shape[:2], strides, padding)], axis=-1)
   out = matmul(patches.reshape(-1, patches.shape[-1]), kernel.reshape(-1, kernel.shape[-1]))
   return out.reshape(*patches.shape[:-1], kernel.shape[-1])
 
