@@ -14,7 +14,7 @@ ViT-B/16 from ImageNet-21k: the route to the project's moonshot of 0.85 and beyo
 been run here (no accelerator and no hub access); on a GPU or TPU host, run it as it is.
 
 A short CPU run of a small ViT from scratch (no weights can be downloaded here), ViT-Ti/16 at
-64 px (16 patches) with AdamW:
+64 px (16 patches) with AdamW, recorded in docs/results.md (test top-1 0.23 after 22 minutes):
 
   python main.py --config configs/vit_b16.py --workdir runs/vit_ti16_64 \
       --config.model=vit_tiny_patch16 --config.pretrained= --config.image_size=64 \
