@@ -6,6 +6,10 @@
   python main.py --mode eval --workdir runs/a --workdir runs/b --output runs/ab   # an ensemble
   python main.py --mode report --workdir runs/cnn [--workdir runs/b ...]  # report.html, report.pdf
 
+Several processes (hosts) form one run with --coordinator_address=HOST:PORT --num_processes=N
+--process_id=I on each (process 0 listens at HOST:PORT), or by themselves under SLURM, Open MPI
+and on Cloud TPU; see README, Many devices and hosts.
+
 Errors in what the user gave (flags, config values, data, checkpoints) are one line without a
 traceback; --traceback (or CIFAR100_FLAX_TRACEBACK=1) shows it. TensorFlow's, XLA's and absl's
 start-up messages are off unless --verbosity=0 (absl's flag: 0 is INFO, 1 DEBUG) asks for them.
@@ -33,6 +37,16 @@ _OUTPUT = flags.DEFINE_string('output', None, 'report: the folder to write to (d
                               'results go.')
 _GRADCAM_LAYER = flags.DEFINE_string('gradcam_layer', None, 'report: the submodule (path, e.g. '
                                      'layer4_2) Grad-CAM explains; default: the last feature map.')
+_COORDINATOR_ADDRESS = flags.DEFINE_string(
+    'coordinator_address', None, 'Several processes: HOST:PORT where process 0 listens (default: '
+    '$JAX_COORDINATOR_ADDRESS, or found on SLURM, Open MPI and Cloud TPU).')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Several processes: how many '
+                                      '(default: $JAX_NUM_PROCESSES).')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'Several processes: this one\'s index in '
+                                   '[0, num_processes) (default: $JAX_PROCESS_ID).')
+_COORDINATOR_TIMEOUT = flags.DEFINE_integer(
+    'coordinator_timeout', 120, 'Several processes: seconds to wait for all of them to start '
+    'before giving up with an error.')
 _TRACEBACK = flags.DEFINE_bool('traceback', os.environ.get('CIFAR100_FLAX_TRACEBACK') == '1',
                                'Show the full traceback of an error in the input, not one line.')
 flags.mark_flags_as_required(['workdir'])
@@ -95,8 +109,17 @@ def main(argv):
   del argv
   _quiet_start_up()
   logging.get_absl_handler().addFilter(_QuietOrbax())
+  from cifar100_flax import distributed
   from cifar100_flax.cpu import tuning
   tuning.configure()  # Before JAX initialises its backend.
+  try:
+    distributed.initialize(distributed.cluster_from(
+        _COORDINATOR_ADDRESS.value, _NUM_PROCESSES.value, _PROCESS_ID.value),
+        _COORDINATOR_TIMEOUT.value)
+  except distributed.DistributedError as e:
+    if _TRACEBACK.value:
+      raise
+    sys.exit(f'error: {_one_line(e)}')
   # TensorFlow only feeds data; keep it off any GPU so that JAX has the memory.
   import tensorflow as tf
   tf.config.set_visible_devices([], 'GPU')

@@ -33,7 +33,7 @@ import torch  # noqa: E402
 import torch_peers  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from cifar100_flax import configuration, dataset, input_pipeline, pretrained, steps  # noqa: E402
+from cifar100_flax import configuration, dataset, pretrained, steps  # noqa: E402
 from cifar100_flax.cpu import onednn, tuning  # noqa: E402
 
 _CONFIGS = pathlib.Path(__file__).resolve().parents[1] / 'configs'
@@ -49,6 +49,9 @@ _IMAGE_SIZE = flags.DEFINE_integer('image_size', 0, 'Input side for the Efficien
                                    'their native sizes).')
 _CPU_TUNING = flags.DEFINE_bool('cpu_tuning', True,
                                 'Apply cifar100_flax.cpu.tuning, as main.py does.')
+_RESNET50_IMAGE_SIZE = flags.DEFINE_integer(
+    'resnet50_image_size', 0, "ResNet-50's input side (resized on the device; 0: CIFAR's 32, "
+    "224: ImageNet's, for accelerators).")
 _CONV_BACKEND = flags.DEFINE_enum('conv_backend', 'auto', onednn.BACKENDS,
                                   "JAX's convolutions (config.conv_backend).")
 
@@ -59,10 +62,12 @@ def _config(name: str) -> ml_collections.ConfigDict:
 
 
 def _resnet50_config() -> ml_collections.ConfigDict:
-  """ResNet-50 with its ImageNet stem, on 32x32 inputs (the transfer recipe's cheapest size)."""
+  """ResNet-50 with its ImageNet stem, at --resnet50_image_size (default 32x32, the transfer
+  recipe's cheapest size)."""
   config = _config('resnet18')
   config.model = 'resnet50'
   config.model_kwargs.stem = 'imagenet'
+  config.image_size = _RESNET50_IMAGE_SIZE.value
   return config
 
 
@@ -147,12 +152,16 @@ def _freeze(model: torch.nn.Module, name: str, pattern: str) -> None:
     parameter.requires_grad = not regex.search(path.split('/', 1)[1])
 
 
+# The peer runs where JAX does: on the GPU when there is one.
+_TORCH_DEVICE = 'cuda' if torch.cuda.is_available() else 'cpu'
+
+
 class TorchRunner:
   """The PyTorch peer: same network, loss and optimiser; bfloat16 by autocast."""
 
   def __init__(self, name: str, config: ml_collections.ConfigDict, batch: dict, precision: str):
     self.model = PEERS[name](dataset.NUM_CLASSES, **config.model_kwargs).to(
-        memory_format=torch.channels_last)
+        _TORCH_DEVICE, memory_format=torch.channels_last)
     self.params = sum(p.numel() for p in self.model.parameters())
     if config.frozen_params and name in pretrained.CONVERTERS:  # airbench's freezes its own
       _freeze(self.model, name, config.frozen_params)
@@ -163,9 +172,9 @@ class TorchRunner:
     images = torch.tensor(images.transpose(0, 3, 1, 2), dtype=torch.float32)
     if config.image_size:  # JAX resizes inside its step; the peer gets resized images.
       images = torch.nn.functional.interpolate(images, size=config.image_size, mode='bilinear')
-    self.images = images.contiguous(memory_format=torch.channels_last)
-    self.labels = torch.tensor(batch['label'], dtype=torch.long)
-    self.autocast = functools.partial(torch.autocast, 'cpu', dtype=torch.bfloat16,
+    self.images = images.to(_TORCH_DEVICE).contiguous(memory_format=torch.channels_last)
+    self.labels = torch.tensor(batch['label'], dtype=torch.long, device=_TORCH_DEVICE)
+    self.autocast = functools.partial(torch.autocast, _TORCH_DEVICE, dtype=torch.bfloat16,
                                       enabled=precision == 'bf16')
     self.compile_seconds = 0.0
 
@@ -176,11 +185,19 @@ class TorchRunner:
       loss = self.loss(self.model(self.images), self.labels)
     loss.backward()
     self.optimizer.step()
+    _synchronize()
 
   def infer(self) -> None:
     self.model.eval()
     with torch.inference_mode(), self.autocast():
       self.model(self.images)
+    _synchronize()
+
+
+def _synchronize() -> None:
+  """Waits for the GPU's queued work, which the timings must include."""
+  if _TORCH_DEVICE == 'cuda':
+    torch.cuda.synchronize()
 
 
 def time_model(name: str, batch_size: int, steps: int, rounds: int) -> dict:
@@ -207,7 +224,13 @@ def time_model(name: str, batch_size: int, steps: int, rounds: int) -> dict:
 
 
 def time_input(batch_size: int, num_batches: int = 40) -> dict:
-  """img/s of the host pipeline (tf.data gather + transfer) and of the on-device augmentation."""
+  """img/s of the host pipeline (tf.data gather + transfer; where TensorFlow is installed) and
+  of the on-device augmentation."""
+  speeds = {'on-device augmentation': _augmentation_speed(batch_size)}
+  try:
+    from cifar100_flax import input_pipeline  # pylint: disable=g-import-not-at-top
+  except ImportError:  # An accelerator image without TensorFlow: the models still time.
+    return speeds
   n = dataset.NUM_TRAIN_EXAMPLES
   rng = np.random.default_rng(0)
   split = dataset.Split(
@@ -219,15 +242,16 @@ def time_input(batch_size: int, num_batches: int = 40) -> dict:
   start = time.perf_counter()
   for _ in range(num_batches):
     jax.block_until_ready(jax.device_put(next(batches)))
-  host = num_batches * batch_size / (time.perf_counter() - start)
+  return {'host pipeline': num_batches * batch_size / (time.perf_counter() - start), **speeds}
 
+
+def _augmentation_speed(batch_size: int) -> float:
   config = _config('cnn')
   images = jax.device_put(_synthetic_batch(batch_size)['image'])
   augment = jax.jit(functools.partial(steps.preprocess, config=config))
   key = jax.random.key(0)
   jax.block_until_ready(augment(images, key=key))
-  seconds = _seconds(lambda: jax.block_until_ready(augment(images, key=key)), 5)
-  return {'host pipeline': host, 'on-device augmentation': batch_size / seconds}
+  return batch_size / _seconds(lambda: jax.block_until_ready(augment(images, key=key)), 5)
 
 
 def main(argv):
@@ -236,7 +260,8 @@ def main(argv):
     tuning.configure()  # Before JAX initialises its backend (the imports above do not).
   torch.set_num_threads(os.cpu_count())
   print(f'jax {jax.__version__} ({jax.default_backend()}, {jax.device_count()} devices), '
-        f'torch {torch.__version__}, {os.cpu_count()} CPUs, batch {_BATCH_SIZE.value}, '
+        f'torch {torch.__version__} ({_TORCH_DEVICE}), {os.cpu_count()} CPUs, '
+        f'batch {_BATCH_SIZE.value}, '
         f'JAX convolutions: {onednn.resolve(_CONV_BACKEND.value)}, '
         f'XLA_FLAGS={os.environ.get("XLA_FLAGS", "")!r}', flush=True)
   for source, speed in time_input(_BATCH_SIZE.value).items():

@@ -18,6 +18,7 @@ from cifar100_flax import (
   checkpointing,
   configuration,
   console,
+  distributed,
   input_pipeline,
   optim,
   pretrained,
@@ -93,8 +94,11 @@ class _StopRequests:
   """Turns Ctrl-C and SIGTERM (a cluster's preemption) into a flag read between steps.
 
   A KeyboardInterrupt raised inside a step could leave the state's buffers donated and unsaveable;
-  with the flag, the loop finishes the step, saves a checkpoint and then stops.
+  with the flag, the loop finishes the step, saves a checkpoint and then stops. Several processes
+  agree on it every POLL_STEPS steps (a signal may reach one of them only), so that all save the
+  same step and stop together.
   """
+  POLL_STEPS = 10
 
   def __init__(self):
     self.requested = False
@@ -111,6 +115,12 @@ class _StopRequests:
       raise KeyboardInterrupt
     console.say(f'\nsignal {signum}: stopping after this step (again to stop at once)')
     self.requested = True
+
+  def agreed(self, step: int) -> bool:
+    """Whether to stop after `step`: this process's request, or, of several, any one's."""
+    if jax.process_count() == 1:
+      return self.requested
+    return step % self.POLL_STEPS == 0 and distributed.any_process(self.requested)
 
   def __exit__(self, *exc):
     for sig, handler in self._previous.items():
@@ -232,9 +242,9 @@ def _loop(run: _Run, state: steps.TrainState, progress: Progress,
   jitted_eval_step = steps.jit_eval_step(config)
   eval_every = config.eval_every_steps or run.steps_per_epoch
   line = console.TrainingLine(run.total_steps, run.steps_per_epoch)
-  train_metrics, train_step = None, None
+  train_metrics, train_step, stopping = None, None, False
   with _StopRequests() as stop:
-    while step < run.total_steps and not progress.stopper.should_stop and not stop.requested:
+    while step < run.total_steps and not progress.stopper.should_stop and not stopping:
       batch = next(batches)
       if train_step is None:
         with console.phase('compiling the training step'):
@@ -258,7 +268,8 @@ def _loop(run: _Run, state: steps.TrainState, progress: Progress,
         else:  # Every training image is trained on: the newest model is the one to evaluate.
           run.writer.write_scalars(step, {'epoch': step / run.steps_per_epoch})
           progress = run.save(state, dataclasses.replace(progress, best_step=step), is_best=True)
-    if stop.requested:
+      stopping = stop.agreed(step)
+    if stopping:
       run.save(state, progress, is_best=False)
       raise KeyboardInterrupt(f'stopped at step {step}; run the same command to resume')
   if progress.stopper.should_stop:

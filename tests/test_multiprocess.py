@@ -1,0 +1,156 @@
+"""Several processes as one run, on localhost: 2 processes x 2 CPU devices against 1 x 4.
+
+Each case starts fresh `python main.py` processes on mock CIFAR-100 (tests/mock_main.py), joined
+by jax.distributed over gloo, and compares with one process: whatever the number of processes,
+the same global batches, the same model, the same predictions.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from tests.helpers import REPO
+
+pytestmark = pytest.mark.slow
+
+# The tiny model of tests/helpers.tiny_config, as flags of configs/smoke.py.
+FLAGS = ('--config=configs/smoke.py', '--config.model_kwargs.widths=(8,)',
+         '--config.model_kwargs.hidden=16', '--config.validation_size=40',
+         '--config.batch_size=16', '--config.eval_batch_size=48', '--config.num_epochs=2',
+         '--config.eval_every_steps=5', '--config.log_every_steps=5', '--config.conv_backend=xla',
+         '--config.data_dir=/nonexistent')
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def _start(workdir, *args, processes=2, devices=2, extra_env=None):
+  """`processes` main.py processes with `devices` CPU devices each; their Popen objects."""
+  env = {**os.environ, 'XLA_FLAGS': f'--xla_force_host_platform_device_count={devices}',
+         'JAX_PLATFORMS': 'cpu', **(extra_env or {})}
+  env.pop('CIFAR100_FLAX_TRACEBACK', None)
+  cluster = []
+  port = _free_port()
+  started = []
+  for index in range(processes):
+    if processes > 1:
+      cluster = [f'--coordinator_address=127.0.0.1:{port}', f'--num_processes={processes}',
+                 f'--process_id={index}']
+    started.append(subprocess.Popen(
+        [sys.executable, '-m', 'tests.mock_main', *FLAGS, f'--workdir={workdir}', *cluster, *args],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+  return started
+
+
+def _finish(started, timeout=300):
+  """(return codes, outputs) once every process has ended."""
+  outputs = [p.communicate(timeout=timeout)[0] for p in started]
+  return [p.returncode for p in started], outputs
+
+
+def _run(workdir, *args, **kwargs):
+  codes, outputs = _finish(_start(workdir, *args, **kwargs))
+  assert codes == [0] * len(codes), '\n'.join(outputs)
+  return outputs
+
+
+def _results(workdir):
+  saved = np.load(workdir / 'predictions_test.npz')
+  return saved['probs'], json.loads((workdir / 'eval_test.json').read_text())
+
+
+@pytest.fixture(scope='module')
+def one_process(tmp_path_factory):
+  """The reference: one process with four devices, trained and evaluated."""
+  workdir = tmp_path_factory.mktemp('one')
+  _run(workdir, processes=1, devices=4)
+  _run(workdir, '--mode=eval', processes=1, devices=4)
+  return workdir
+
+
+def _assert_same_model(workdir, reference):
+  probs, report = _results(workdir)
+  reference_probs, reference_report = _results(reference)
+  np.testing.assert_allclose(probs, reference_probs, atol=1e-4)
+  for key in ('num_examples', 'top1_accuracy', 'top5_accuracy', 'checkpoint_step'):
+    assert report[key] == reference_report[key], key
+
+
+def test_two_processes_train_and_evaluate_what_one_does(one_process, tmp_path):
+  outputs = _run(tmp_path)
+  _run(tmp_path, '--mode=eval')
+  _assert_same_model(tmp_path, one_process)
+  assert 'steps/s' in outputs[0] and 'steps/s' not in outputs[1]  # process 0 alone reports
+  history = [json.loads(line) for line in (tmp_path / 'history.jsonl').read_text().splitlines()]
+  assert len({r['step'] for r in history if 'train_loss' in r}) == len(
+      [r for r in history if 'train_loss' in r])  # written once, by process 0
+
+
+def test_two_processes_evaluate_a_run_of_one(one_process, tmp_path):
+  workdir = tmp_path / 'copy'
+  subprocess.run(['cp', '-r', str(one_process), str(workdir)], check=True)
+  (workdir / 'eval_test.json').unlink()
+  _run(workdir, '--mode=eval')
+  _assert_same_model(workdir, one_process)
+
+
+def _wait_for(path_glob, workdir, started, timeout=300):
+  deadline = time.time() + timeout
+  while not list(workdir.glob(path_glob)):
+    assert time.time() < deadline and all(p.poll() is None for p in started), 'never got there'
+    time.sleep(0.2)
+
+
+def test_sigterm_to_one_process_stops_both_at_one_step_and_the_run_resumes(one_process,
+                                                                            tmp_path):
+  started = _start(tmp_path)
+  _wait_for('checkpoints/latest/*', tmp_path, started)  # after the first evaluation
+  started[1].send_signal(signal.SIGTERM)
+  codes, outputs = _finish(started)
+  assert all(code != 0 for code in codes), outputs
+  stops = [line for out in outputs for line in out.splitlines() if 'stopped at step' in line]
+  assert len(stops) == 2 and stops[0] == stops[1], outputs  # the same step in both
+  _run(tmp_path)
+  _run(tmp_path, '--mode=eval')
+  _assert_same_model(tmp_path, one_process)
+
+
+def test_both_processes_killed_then_resumed_with_two(one_process, tmp_path):
+  started = _start(tmp_path)
+  _wait_for('checkpoints/latest/*', tmp_path, started)
+  for process in started:
+    process.kill()
+  _finish(started)
+  _run(tmp_path)
+  _run(tmp_path, '--mode=eval')
+  _assert_same_model(tmp_path, one_process)
+
+
+def test_a_process_that_dies_makes_the_other_exit_not_hang(tmp_path):
+  started = _start(tmp_path)
+  _wait_for('checkpoints/latest/*', tmp_path, started)
+  started[1].kill()
+  codes, outputs = _finish(started, timeout=180)
+  assert codes[0] != 0, outputs[0]
+
+
+def test_a_coordinator_that_never_answers_is_an_error_not_a_hang(tmp_path):
+  # Process 1 of 2 alone: its coordinator (process 0) never comes.
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
+  result = subprocess.run(
+      [sys.executable, 'main.py', *FLAGS, f'--workdir={tmp_path}',
+       f'--coordinator_address=127.0.0.1:{_free_port()}', '--num_processes=2', '--process_id=1',
+       '--coordinator_timeout=5'], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+  assert result.returncode != 0
+  assert 'could not join the coordinator at 127.0.0.1' in result.stderr, result.stderr
+  assert 'Traceback' not in result.stderr
