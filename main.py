@@ -123,6 +123,8 @@ def main(argv):
   # TensorFlow only feeds data; keep it off any GPU so that JAX has the memory.
   import tensorflow as tf
   tf.config.set_visible_devices([], 'GPU')
+  import jax
+
   from cifar100_flax import configuration, evaluate, report, train
   from cifar100_flax.errors import UserError
 
@@ -143,7 +145,7 @@ def main(argv):
         evaluate.evaluate(configs[0], workdirs[0], _SPLIT.value)
       else:
         evaluate.evaluate_ensemble(configs, workdirs, _OUTPUT.value)
-    else:
+    elif jax.process_index() == 0:  # A report reads files and needs no other process.
       written = report.report(workdirs, _OUTPUT.value, config, _GRADCAM_LAYER.value)
       print(f"wrote {written['html']}, {written['pdf']} and {len(written) - 2} figures")
   except UserError as e:

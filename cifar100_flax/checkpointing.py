@@ -16,6 +16,7 @@ from typing import Any, Optional
 import jax
 import orbax.checkpoint as ocp
 
+from cifar100_flax import sharding
 from cifar100_flax.errors import CheckpointError
 
 # errno -> what it means for a checkpoint, and what to do.
@@ -59,9 +60,27 @@ def _check_fits(restored: Any, abstract: Any, path: pathlib.Path) -> None:
                           f'config.json), or a new --workdir.')
 
 
+def _abstract(template: Any) -> Any:
+  """The shapes of `template` to restore into, replicated over every device of every process (as
+  the train state is): orbax would otherwise restore onto a default device, which the other
+  processes cannot address."""
+  everywhere = sharding.replicated(sharding.create_mesh())
+
+  def replicated(leaf):
+    shaped = ocp.utils.to_shape_dtype_struct(leaf)
+    if not isinstance(shaped, jax.ShapeDtypeStruct):  # a Python number
+      return shaped
+    return jax.ShapeDtypeStruct(shaped.shape, shaped.dtype, sharding=everywhere)
+  return jax.tree_util.tree_map(replicated, template)
+
+
 def _manager(directory: pathlib.Path, max_to_keep: int, read_only: bool) -> ocp.CheckpointManager:
+  # The managers' barriers between processes are named by step and phase only; without a prefix
+  # of their own, the two managers' (latest, best) meet each other's and deadlock.
+  processes = ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=directory.name)
   options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=not read_only,
-                                         cleanup_tmp_directories=not read_only)
+                                         cleanup_tmp_directories=not read_only,
+                                         multiprocessing_options=processes)
   return ocp.CheckpointManager(directory.absolute(), options=options)
 
 
@@ -123,7 +142,7 @@ class Checkpointer:
   def restore_latest(self, template: Any) -> Optional[tuple[Any, dict]]:
     """The newest checkpoint shaped like `template` (a whole train state), or None in a fresh
     workdir."""
-    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template)
+    abstract = _abstract(template)
     return self._restore(self.latest, ocp.args.StandardRestore(abstract))
 
   def restore_model(self, template: dict) -> tuple[dict, dict]:
@@ -132,7 +151,7 @@ class Checkpointer:
 
     The optimiser's state is neither read nor checked against the config.
     """
-    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template)
+    abstract = _abstract(template)
     args = ocp.args.PyTreeRestore(
         item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
         partial_restore=True)

@@ -12,6 +12,8 @@ or gloo on CPUs.
 import dataclasses
 import os
 import re
+import socket
+import time
 from typing import Optional
 
 import jax
@@ -92,16 +94,37 @@ def initialize(cluster: Cluster, timeout_seconds: int = 120) -> None:
     return
   where = (f'the coordinator at {cluster.coordinator_address}' if cluster.coordinator_address
            else 'the processes of this cluster job')
+  if cluster.coordinator_address and cluster.process_id != 0:
+    _wait_for_listener(cluster.coordinator_address, timeout_seconds, where)
   try:
     jax.distributed.initialize(cluster.coordinator_address, cluster.num_processes,
                                cluster.process_id, initialization_timeout=timeout_seconds,
                                heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_SECONDS)
   except Exception as e:  # pylint: disable=broad-except  (XLA's errors carry no finer type)
     first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    raise DistributedError(
-        f'could not join {where} within {timeout_seconds} s ({first_line[:200]}). Start every '
-        f'process with the same --coordinator_address (process 0\'s host, a free port) and '
-        f'--num_processes, each with its own --process_id.') from e
+    raise DistributedError(_hint(where, timeout_seconds, first_line[:200])) from e
+
+
+def _hint(where: str, timeout_seconds: int, why: str) -> str:
+  return (f'could not join {where} within {timeout_seconds} s ({why}). Start every process with '
+          f'the same --coordinator_address (process 0\'s host, a free port) and '
+          f'--num_processes, each with its own --process_id.')
+
+
+def _wait_for_listener(address: str, timeout_seconds: int, where: str) -> None:
+  """Waits until process 0 listens at `address`. JAX's client ends the process with a C++ fatal
+  error, not an exception, when the coordinator does not answer in time; this wait comes first
+  so that the common case (process 0 not started, or another address) is a one-line error."""
+  host, port = address.rsplit(':', 1)
+  deadline = time.monotonic() + timeout_seconds
+  while True:
+    try:
+      with socket.create_connection((host.strip('[]'), int(port)), timeout=1):
+        return
+    except OSError as e:
+      if time.monotonic() >= deadline:
+        raise DistributedError(_hint(where, timeout_seconds, f'nothing listens there: {e}')) from e
+      time.sleep(0.5)
 
 
 def any_process(flag: bool) -> bool:

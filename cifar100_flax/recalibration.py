@@ -52,7 +52,7 @@ def recalibrate(model: steps.ModelState, images: np.ndarray, config: ml_collecti
   updated = jax.jit(functools.partial(_updated_stats, config=config))
   zeros = jax.tree.map(jnp.zeros_like, model.batch_stats)
   ones = jax.tree.map(jnp.ones_like, model.batch_stats)
-  put = (lambda x: sharding.shard_batch({'image': x}, mesh)['image']) if mesh else jnp.asarray
+  put = functools.partial(sharding.shard_whole_batch, mesh=mesh) if mesh else jnp.asarray
   total = None
   for batch in console.progress(batches, 'recalibrating BatchNorm', total=len(batches)):
     from_zeros = updated(model, zeros, put(batch))

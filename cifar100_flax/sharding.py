@@ -30,5 +30,11 @@ def shard_batch(batch: dict, mesh: Mesh) -> dict:
       lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
 
 
+def shard_whole_batch(batch: np.ndarray, mesh: Mesh) -> jax.Array:
+  """A batch that every process holds whole -> a global array split along the batch axis, each
+  process putting only its own devices' rows."""
+  return jax.make_array_from_callback(batch.shape, data_sharded(mesh), lambda index: batch[index])
+
+
 def replicate(tree: Any, mesh: Mesh) -> Any:
   return jax.device_put(tree, replicated(mesh))

@@ -7,13 +7,16 @@ the same global batches, the same model, the same predictions.
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 
+import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from tests.helpers import REPO
@@ -25,7 +28,7 @@ FLAGS = ('--config=configs/smoke.py', '--config.model_kwargs.widths=(8,)',
          '--config.model_kwargs.hidden=16', '--config.validation_size=40',
          '--config.batch_size=16', '--config.eval_batch_size=48', '--config.num_epochs=2',
          '--config.eval_every_steps=5', '--config.log_every_steps=5', '--config.conv_backend=xla',
-         '--config.data_dir=/nonexistent')
+         '--config.recalibration_images=32', '--config.data_dir=/nonexistent')
 
 
 def _free_port() -> int:
@@ -69,6 +72,19 @@ def _results(workdir):
   return saved['probs'], json.loads((workdir / 'eval_test.json').read_text())
 
 
+def _final_params(workdir):
+  """The parameters of the newest checkpoint, as numpy arrays (whatever wrote them)."""
+  latest = workdir / 'checkpoints' / 'latest'
+  path = latest / str(max(int(p.name) for p in latest.iterdir() if p.name.isdigit())) / 'state'
+  checkpointer = ocp.PyTreeCheckpointer()
+  metadata = checkpointer.metadata(path)
+  metadata = getattr(metadata, 'item_metadata', metadata)
+  restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
+                              getattr(metadata, 'tree', metadata))
+  state = checkpointer.restore(path, restore_args=restore_args)
+  return int(state['step']), state['params']
+
+
 @pytest.fixture(scope='module')
 def one_process(tmp_path_factory):
   """The reference: one process with four devices, trained and evaluated."""
@@ -78,30 +94,20 @@ def one_process(tmp_path_factory):
   return workdir
 
 
-def _assert_same_model(workdir, reference):
+def _assert_same_params(workdir, reference):
+  (step, params), (reference_step, reference_params) = (_final_params(workdir),
+                                                        _final_params(reference))
+  assert step == reference_step
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), params,
+               reference_params)
+
+
+def _assert_same_results(workdir, reference):
   probs, report = _results(workdir)
   reference_probs, reference_report = _results(reference)
   np.testing.assert_allclose(probs, reference_probs, atol=1e-4)
   for key in ('num_examples', 'top1_accuracy', 'top5_accuracy', 'checkpoint_step'):
     assert report[key] == reference_report[key], key
-
-
-def test_two_processes_train_and_evaluate_what_one_does(one_process, tmp_path):
-  outputs = _run(tmp_path)
-  _run(tmp_path, '--mode=eval')
-  _assert_same_model(tmp_path, one_process)
-  assert 'steps/s' in outputs[0] and 'steps/s' not in outputs[1]  # process 0 alone reports
-  history = [json.loads(line) for line in (tmp_path / 'history.jsonl').read_text().splitlines()]
-  assert len({r['step'] for r in history if 'train_loss' in r}) == len(
-      [r for r in history if 'train_loss' in r])  # written once, by process 0
-
-
-def test_two_processes_evaluate_a_run_of_one(one_process, tmp_path):
-  workdir = tmp_path / 'copy'
-  subprocess.run(['cp', '-r', str(one_process), str(workdir)], check=True)
-  (workdir / 'eval_test.json').unlink()
-  _run(workdir, '--mode=eval')
-  _assert_same_model(workdir, one_process)
 
 
 def _wait_for(path_glob, workdir, started, timeout=300):
@@ -111,37 +117,52 @@ def _wait_for(path_glob, workdir, started, timeout=300):
     time.sleep(0.2)
 
 
-def test_sigterm_to_one_process_stops_both_at_one_step_and_the_run_resumes(one_process,
-                                                                            tmp_path):
+def test_sigterm_to_one_of_two_stops_both_then_they_resume_and_evaluate_as_one(one_process,
+                                                                                tmp_path):
   started = _start(tmp_path)
-  _wait_for('checkpoints/latest/*', tmp_path, started)  # after the first evaluation
+  _wait_for('checkpoints/latest/5', tmp_path, started)  # after the first evaluation
   started[1].send_signal(signal.SIGTERM)
   codes, outputs = _finish(started)
   assert all(code != 0 for code in codes), outputs
   stops = [line for out in outputs for line in out.splitlines() if 'stopped at step' in line]
   assert len(stops) == 2 and stops[0] == stops[1], outputs  # the same step in both
-  _run(tmp_path)
+  stopped_at = int(stops[0].split('stopped at step ')[1].split(';')[0])
+  assert stopped_at < 20 and (tmp_path / 'checkpoints' / 'latest' / str(stopped_at)).is_dir()
+  outputs = _run(tmp_path)
+  assert f'resuming from step {stopped_at}' in outputs[0]
   _run(tmp_path, '--mode=eval')
-  _assert_same_model(tmp_path, one_process)
+  _assert_same_params(tmp_path, one_process)
+  _assert_same_results(tmp_path, one_process)
+  assert 'steps/s' in outputs[0] and 'steps/s' not in outputs[1]  # process 0 alone reports
+  history = [json.loads(line) for line in (tmp_path / 'history.jsonl').read_text().splitlines()]
+  logged = [r['step'] for r in history if 'train_loss' in r]
+  assert sorted(logged) == [5, 10, 15, 20]  # each written once, by process 0, resumed or not
+
+
+def test_two_processes_evaluate_a_run_of_one_as_one_does(one_process, tmp_path):
+  workdir = tmp_path / 'copy'
+  shutil.copytree(one_process, workdir)
+  (workdir / 'eval_test.json').unlink()
+  _run(workdir, '--mode=eval')
+  _assert_same_results(workdir, one_process)
 
 
 def test_both_processes_killed_then_resumed_with_two(one_process, tmp_path):
   started = _start(tmp_path)
-  _wait_for('checkpoints/latest/*', tmp_path, started)
+  _wait_for('checkpoints/latest/5', tmp_path, started)
   for process in started:
     process.kill()
   _finish(started)
   _run(tmp_path)
-  _run(tmp_path, '--mode=eval')
-  _assert_same_model(tmp_path, one_process)
+  _assert_same_params(tmp_path, one_process)
 
 
 def test_a_process_that_dies_makes_the_other_exit_not_hang(tmp_path):
   started = _start(tmp_path)
-  _wait_for('checkpoints/latest/*', tmp_path, started)
+  _wait_for('checkpoints/latest/5', tmp_path, started)
   started[1].kill()
-  codes, outputs = _finish(started, timeout=180)
-  assert codes[0] != 0, outputs[0]
+  codes, outputs = _finish(started, timeout=180)  # JAX's heartbeat timeout is 30 s here
+  assert codes[0] != 0 and 'another task died' in outputs[0], outputs[0]
 
 
 def test_a_coordinator_that_never_answers_is_an_error_not_a_hang(tmp_path):
