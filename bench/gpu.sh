@@ -3,7 +3,7 @@
 # not TensorFlow, tfds, clu, ml_collections or dm-pix (this project's lent H200s), with no network:
 #
 #   bash bench/gpu.sh wheels    # here, once: the missing pure-Python wheels into .whl/
-#   bash bench/gpu.sh           # there, with .whl carried along: about 5 minutes
+#   bash bench/gpu.sh           # there, with .whl/ copied along (git ignores it): about 5 min
 #
 # It installs the wheels, prints the GPU, runs bench/throughput.py (ResNet-50 at 224 px and the
 # airbench network at 32 px, float32 and bfloat16, JAX against PyTorch on the same GPU, on
@@ -13,7 +13,6 @@ cd "$(dirname "$0")/.."
 WHEELS=(clu==0.0.12 ml-collections==1.1.0 dm-pix==0.4.5)  # as requirements.txt pins them
 if [ "${1:-}" = wheels ]; then
   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl "${WHEELS[@]}"
-  grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo /.whl/ >> .git/info/exclude
   exit
 fi
 if ls .whl/*.whl > /dev/null 2>&1; then

@@ -151,7 +151,7 @@ class Checkpointer:
 
     The optimiser's state is neither read nor checked against the config.
     """
-    abstract = _abstract(template)
+    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template)  # host arrays
     args = ocp.args.PyTreeRestore(
         item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
         partial_restore=True)

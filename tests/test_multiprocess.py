@@ -147,22 +147,14 @@ def test_two_processes_evaluate_a_run_of_one_as_one_does(one_process, tmp_path):
   _assert_same_results(workdir, one_process)
 
 
-def test_both_processes_killed_then_resumed_with_two(one_process, tmp_path):
-  started = _start(tmp_path)
-  _wait_for('checkpoints/latest/5', tmp_path, started)
-  for process in started:
-    process.kill()
-  _finish(started)
-  _run(tmp_path)
-  _assert_same_params(tmp_path, one_process)
-
-
-def test_a_process_that_dies_makes_the_other_exit_not_hang(tmp_path):
+def test_a_process_that_dies_ends_the_other_and_the_two_resume(one_process, tmp_path):
   started = _start(tmp_path)
   _wait_for('checkpoints/latest/5', tmp_path, started)
   started[1].kill()
   codes, outputs = _finish(started, timeout=180)  # JAX's heartbeat timeout is 30 s here
   assert codes[0] != 0 and 'another task died' in outputs[0], outputs[0]
+  _run(tmp_path)  # both died mid-run: resumed from the last checkpoint
+  _assert_same_params(tmp_path, one_process)
 
 
 def test_a_coordinator_that_never_answers_is_an_error_not_a_hang(tmp_path):

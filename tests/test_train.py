@@ -7,7 +7,7 @@ import pytest
 
 from cifar100_flax import checkpointing, evaluate, input_pipeline, pretrained, steps, train, writers
 from cifar100_flax.errors import CheckpointError, TrainingDivergedError
-from tests.helpers import REPO, tiny_config
+from tests.helpers import REPO, mocked_cifar, tiny_config
 
 # Dropout and every augmentation on, so that resuming must restore the RNG exactly; the EMA and
 # recalibrated BatchNorm statistics too.
@@ -56,11 +56,20 @@ def test_no_logged_point_averages_only_a_few_steps():
   assert [step for step in range(1, 41) if train._logs_at(step, 5, 40)] == list(range(5, 41, 5))
 
 
+@pytest.fixture(scope='module')
+def uninterrupted(tmp_path_factory):
+  """The workdir of a run of RESUME_CONFIG that nothing stopped."""
+  workdir = str(tmp_path_factory.mktemp('whole'))
+  with pytest.MonkeyPatch.context() as patch, mocked_cifar(patch):
+    train.train_and_evaluate(_config(**RESUME_CONFIG), workdir)
+  return workdir
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize('stop', ['crash', 'ctrl-c'])
-def test_resuming_reproduces_the_uninterrupted_run(mock_cifar, tmp_path, monkeypatch, stop):
+def test_resuming_reproduces_the_uninterrupted_run(mock_cifar, tmp_path, monkeypatch, stop,
+                                                   uninterrupted):
   config = _config(**RESUME_CONFIG)
-  train.train_and_evaluate(config, str(tmp_path / 'whole'))
 
   # A crash loses the steps since the last checkpoint (step 10); Ctrl-C while batch 12 is fetched
   # lets that step finish and saves at step 13.
@@ -72,7 +81,7 @@ def test_resuming_reproduces_the_uninterrupted_run(mock_cifar, tmp_path, monkeyp
   assert saved[-1] == (10 if stop == 'crash' else 13)
   train.train_and_evaluate(config, str(tmp_path / 'cut'))
 
-  whole, whole_progress = _final_params(config, str(tmp_path / 'whole'))
+  whole, whole_progress = _final_params(config, uninterrupted)
   cut, cut_progress = _final_params(config, str(tmp_path / 'cut'))
   assert int(cut.step) == int(whole.step) == 20
   for a, b in zip(jax.tree_util.tree_leaves(whole), jax.tree_util.tree_leaves(cut)):
