@@ -17,9 +17,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.model_kwargs.dropout = 0.0
   config.batch_size = 128
   config.num_epochs = 1
-  # Higher rates learn a little faster here but make 1- and 4-device runs drift apart in float
-  # noise.
-  config.learning_rate = 0.05
+  # Higher rates learn a little faster here but let float noise (the order in which devices'
+  # sums are added) grow apart between 1 device, 4, and 2 processes x 2: at 0.05 the test
+  # predictions of 4 devices and of 2 x 2 agreed on 0.9799 of the images, at 0.04 on 0.9890.
+  config.learning_rate = 0.04
   config.warmup_epochs = 0.2
   config.log_every_steps = 25
   config.eval_every_steps = 100
