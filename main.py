@@ -5,6 +5,8 @@
   python main.py --workdir runs/cnn --mode eval --split validation        # on the carve-out
   python main.py --mode eval --workdir runs/a --workdir runs/b --output runs/ab   # an ensemble
   python main.py --mode report --workdir runs/cnn [--workdir runs/b ...]  # report.html, report.pdf
+  python main.py --mode predict --workdir runs/cnn --images photos/ cat.jpg  # your own pictures
+  python main.py --mode export --workdir runs/cnn --format onnx           # export/model.onnx
 
 Several processes (hosts) form one run with --coordinator_address=HOST:PORT --num_processes=N
 --process_id=I on each (process 0 listens at HOST:PORT), or by themselves under SLURM, Open MPI
@@ -28,13 +30,23 @@ _CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a configs/*.p
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_multi_string('workdir', None, 'Where checkpoints, logs and results go; '
                                      'report: once per run to compare.')
-_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'report'], 'What to do.')
+_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'report', 'predict', 'export'],
+                          'What to do.')
 _SPLIT = flags.DEFINE_enum('split', 'test', ['test', 'validation'], 'eval: the split to evaluate '
                            '(validation: the carve-out of the training images, to choose '
                            'evaluation settings on; one workdir only).')
 _OUTPUT = flags.DEFINE_string('output', None, 'report: the folder to write to (default: the '
                               'first workdir); eval of several workdirs: where the ensemble\'s '
-                              'results go.')
+                              'results go; predict: a .csv or .json file (default: '
+                              'WORKDIR/predictions.csv); export: a folder (default: '
+                              'WORKDIR/export).')
+_IMAGES = flags.DEFINE_multi_string(
+    'images', None, 'predict: image files, folders (searched recursively) or globs; the paths '
+    'after the flags are more of them (--images photos/*.jpg). Exit status 2: some could not '
+    'be read (each said why), the rest were predicted.')
+_TOP_K = flags.DEFINE_integer('top_k', 5, 'predict: how many classes to list per image.')
+_FORMAT = flags.DEFINE_enum('format', 'onnx', ['onnx', 'stablehlo', 'savedmodel'],
+                            'export: the file format (README, Use a trained model).')
 _GRADCAM_LAYER = flags.DEFINE_string('gradcam_layer', None, 'report: the submodule (path, e.g. '
                                      'layer4_2) Grad-CAM explains; default: the last feature map.')
 _COORDINATOR_ADDRESS = flags.DEFINE_string(
@@ -106,7 +118,8 @@ def _config() -> ml_collections.ConfigDict | None:
 
 
 def main(argv):
-  del argv
+  if argv[1:] and _MODE.value != 'predict':
+    sys.exit(f'error: unexpected arguments {" ".join(argv[1:])} (flags are --name=value)')
   _quiet_start_up()
   logging.get_absl_handler().addFilter(_QuietOrbax())
   from cifar100_flax import distributed
@@ -125,7 +138,7 @@ def main(argv):
   tf.config.set_visible_devices([], 'GPU')
   import jax
 
-  from cifar100_flax import configuration, evaluate, report, train
+  from cifar100_flax import configuration, evaluate, export, predict, report, train
   from cifar100_flax.errors import UserError
 
   workdirs, config = _WORKDIR.value, _config()
@@ -135,6 +148,12 @@ def main(argv):
     sys.exit('error: an ensemble is evaluated on the test split only')
   if _MODE.value == 'eval' and len(workdirs) > 1 and not _OUTPUT.value:
     sys.exit('error: evaluating several workdirs (an ensemble) needs --output=DIR for its results')
+  if _MODE.value == 'predict' and not _IMAGES.value:
+    sys.exit('error: --mode=predict needs --images=PATH (files, folders or globs)')
+  if _MODE.value == 'predict' and len(workdirs) > 1 and not _OUTPUT.value:
+    sys.exit('error: predicting with several workdirs (an ensemble) needs --output=FILE')
+  if _MODE.value == 'export' and len(workdirs) != 1:
+    sys.exit('error: --mode=export exports one --workdir')
   try:
     if _MODE.value == 'train':
       train.train_and_evaluate(config, workdirs[0])
@@ -145,6 +164,17 @@ def main(argv):
         evaluate.evaluate(configs[0], workdirs[0], _SPLIT.value)
       else:
         evaluate.evaluate_ensemble(configs, workdirs, _OUTPUT.value)
+    elif _MODE.value == 'predict':
+      configs = [config or configuration.load_config(w) for w in workdirs]
+      failures = predict.predict(configs, workdirs, _IMAGES.value + argv[1:],
+                                 _OUTPUT.value or str(pathlib.Path(workdirs[0], 'predictions.csv')),
+                                 _TOP_K.value)
+      if failures:
+        print(f'{len(failures)} of the paths given could not be read (above)', file=sys.stderr)
+        sys.exit(2)
+    elif _MODE.value == 'export':
+      export.export(config or configuration.load_config(workdirs[0]), workdirs[0], _FORMAT.value,
+                    _OUTPUT.value)
     elif jax.process_index() == 0:  # A report reads files and needs no other process.
       written = report.report(workdirs, _OUTPUT.value, config, _GRADCAM_LAYER.value)
       print(f"wrote {written['html']}, {written['pdf']} and {len(written) - 2} figures")

@@ -14,6 +14,7 @@ from cifar100_flax import (
   checkpointing,
   configuration,
   console,
+  dataset,
   input_pipeline,
   metrics,
   recalibration,
@@ -85,7 +86,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, split: str = 'test
   _, probs = steps.evaluate_split(jitted_eval_step, state, test, config.eval_batch_size, mesh,
                                   f'evaluating {len(test):,} {split} images')
   report = metrics.classification_report(probs, test.labels, test.coarse_labels)
-  names = input_pipeline.class_names(config)
+  names = list(dataset.CLASS_NAMES)
   report.update(checkpoint_step=int(jax.device_get(state.step)), model=config.model,
                 class_names=names, train_seconds=progress.get('train_seconds'),
                 train_flops=progress.get('train_flops'),

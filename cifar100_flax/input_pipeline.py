@@ -51,14 +51,6 @@ def _builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
   return builder
 
 
-def class_names(config: ml_collections.ConfigDict) -> list[str]:
-  return _builder(config).info.features['label'].names
-
-
-def coarse_class_names(config: ml_collections.ConfigDict) -> list[str]:
-  return _builder(config).info.features['coarse_label'].names
-
-
 def _load_split(builder: tfds.core.DatasetBuilder, split: str) -> Split:
   # Chunks rather than batch_size=-1, which needs a known cardinality (mock data has none).
   chunks = list(tfds.as_numpy(builder.as_dataset(split=split).batch(10_000)))

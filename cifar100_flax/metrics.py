@@ -7,12 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 from clu import metrics
 
-# CIFAR-100 superclass of each fine label, in tfds label order; read off the training split.
-FINE_TO_COARSE = np.array([
-    4, 1, 14, 8, 0, 6, 7, 7, 18, 3, 3, 14, 9, 18, 7, 11, 3, 9, 7, 11, 6, 11, 5, 10, 7, 6, 13, 15,
-    3, 15, 0, 11, 1, 10, 12, 14, 16, 9, 11, 5, 5, 19, 8, 8, 15, 13, 14, 17, 18, 10, 16, 4, 17, 4,
-    2, 0, 17, 4, 18, 17, 10, 3, 2, 12, 12, 16, 12, 1, 9, 19, 2, 10, 0, 1, 16, 12, 9, 13, 15, 13,
-    16, 19, 2, 4, 6, 19, 5, 5, 8, 19, 18, 1, 2, 15, 6, 0, 17, 8, 14, 13], dtype=np.int32)
+from cifar100_flax import dataset
 
 
 def _top5_correct(logits: jax.Array, labels: jax.Array, **_) -> jax.Array:
@@ -84,8 +79,8 @@ def classification_report(probs: np.ndarray, labels: np.ndarray,
   precision = _safe_divide(true_positives, matrix.sum(axis=0))
   recall = _safe_divide(true_positives, matrix.sum(axis=1))
   f1 = _safe_divide(2 * precision * recall, precision + recall)
-  coarse_predictions = FINE_TO_COARSE[predictions]
-  coarse_classes = len(np.unique(FINE_TO_COARSE))
+  coarse_predictions = dataset.FINE_TO_COARSE[predictions]
+  coarse_classes = len(np.unique(dataset.FINE_TO_COARSE))
   return {
       'num_examples': int(len(labels)),
       'top1_accuracy': float((predictions == labels).mean()),

@@ -9,7 +9,7 @@ import matplotlib.colors
 import numpy as np
 from matplotlib.figure import Figure
 
-from cifar100_flax import metrics
+from cifar100_flax import dataset
 
 
 def _subplots(rows: int = 1, columns: int = 1, *, figsize: tuple[float, float], **kwargs):
@@ -59,7 +59,7 @@ def image_grid(images: np.ndarray, titles: Sequence[str], columns: int = 8,
 def confusion_matrix(matrix: np.ndarray, class_names: Sequence[str]) -> Figure:
   """The 100x100 matrix, classes ordered by superclass so that its 5x5 blocks show;
   row-normalised."""
-  order = np.argsort(metrics.FINE_TO_COARSE, kind='stable')
+  order = np.argsort(dataset.FINE_TO_COARSE, kind='stable')
   matrix = np.asarray(matrix)[np.ix_(order, order)]
   rates = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
   fig, ax = _subplots(figsize=(12, 11))

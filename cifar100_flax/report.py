@@ -284,4 +284,4 @@ def report(workdirs: Sequence[str], output: Optional[str] = None,
   with console.phase(f'drawing the report of {len(runs)} run{"s" * (len(runs) > 1)}'):
     return write_report(runs, output or workdirs[0], splits['test'],
                         splits['train'].images[:AUGMENTED_SAMPLES],
-                        input_pipeline.coarse_class_names(runs[0].config), cams)
+                        dataset.COARSE_CLASS_NAMES, cams)

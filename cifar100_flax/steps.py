@@ -150,8 +150,19 @@ def preprocess(images: jax.Array, config: ml_collections.ConfigDict,
   size = config.image_size if key is not None else eval_image_size(config)
   if size and size != images.shape[1]:
     # Pretrained backbones see objects at their own scale: upsample on the device.
-    images = jax.image.resize(images, (images.shape[0], size, size, images.shape[3]), 'bilinear')
+    images = resize(images, size)
   return images
+
+
+def resize(images: jax.Array, size: int) -> jax.Array:
+  """[B, H, W, C] images bilinearly resized to [B, size, size, C].
+
+  What jax.image.resize(..., 'bilinear') computes, called as the scale-and-translate it delegates
+  to: ONNX converters replace jax.image.resize by a Resize op that needs a fixed batch size.
+  """
+  scale = jnp.array([size / images.shape[1], size / images.shape[2]], jnp.float32)
+  return jax.image.scale_and_translate(images, (images.shape[0], size, size, images.shape[3]),
+                                       (1, 2), scale, jnp.zeros(2, jnp.float32), 'linear')
 
 
 def _mixes(config: ml_collections.ConfigDict) -> bool:
@@ -208,14 +219,20 @@ def test_time_augmented(predict: Callable, images: jax.Array,
   return logits
 
 
-def eval_step(state: TrainState | ModelState, batch: dict,
-              config: ml_collections.ConfigDict) -> tuple[metrics.EvalMetrics, jax.Array]:
-  """Metrics of a padded batch (its `mask` marks the real rows) and its class probabilities."""
-  images = preprocess(batch['image'], config)
+def predict_logits(state: TrainState | ModelState, images: jax.Array,
+                   config: ml_collections.ConfigDict) -> jax.Array:
+  """The logits evaluation gives uint8 [B, 32, 32, 3] `images`: preprocessed, resized to
+  eval_image_size, test-time augmented."""
   predict = functools.partial(state.apply_fn,
                               {'params': state.params, 'batch_stats': state.batch_stats},
                               train=False)
-  logits = test_time_augmented(predict, images, config)
+  return test_time_augmented(predict, preprocess(images, config), config)
+
+
+def eval_step(state: TrainState | ModelState, batch: dict,
+              config: ml_collections.ConfigDict) -> tuple[metrics.EvalMetrics, jax.Array]:
+  """Metrics of a padded batch (its `mask` marks the real rows) and its class probabilities."""
+  logits = predict_logits(state, batch['image'], config)
   loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label'])
   step_metrics = metrics.EvalMetrics.single_from_model_output(
       loss=loss, logits=logits, labels=batch['label'], mask=batch['mask'])

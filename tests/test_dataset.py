@@ -1,6 +1,11 @@
+import os
+import pathlib
+
 import numpy as np
+import pytest
 
 from cifar100_flax import dataset
+from tests.helpers import REPO
 
 
 def test_eval_batches_cover_every_example_once():
@@ -25,3 +30,23 @@ def test_dataset_steps_and_models_import_without_tensorflow():
           'print("tensorflow" in sys.modules)')
   out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
   assert out.stdout.strip() == 'False'
+
+
+_PREPARED = pathlib.Path(os.environ.get('TFDS_DATA_DIR', REPO.parent / 'shared/data/'
+                                        'tensorflow_datasets')) / 'cifar100' / '3.0.2'
+
+
+@pytest.mark.skipif(not (_PREPARED / 'label.labels.txt').is_file(),
+                    reason='needs the prepared tfds cifar100 (TFDS_DATA_DIR)')
+def test_class_names_are_those_of_the_prepared_dataset():
+  assert dataset.CLASS_NAMES == tuple((_PREPARED / 'label.labels.txt').read_text().split())
+  assert dataset.COARSE_CLASS_NAMES == tuple(
+      (_PREPARED / 'coarse_label.labels.txt').read_text().split())
+
+
+def test_superclasses_follow_cifar100s_published_grouping():
+  assert len(dataset.CLASS_NAMES) == dataset.NUM_CLASSES
+  names = dict(zip(dataset.CLASS_NAMES, dataset.FINE_TO_COARSE))
+  assert dataset.COARSE_CLASS_NAMES[names['maple_tree']] == 'trees'
+  assert dataset.COARSE_CLASS_NAMES[names['rocket']] == 'vehicles_2'
+  assert dataset.COARSE_CLASS_NAMES[names['beaver']] == 'aquatic_mammals'

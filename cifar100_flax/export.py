@@ -1,0 +1,149 @@
+"""A trained run as one file that runs without this code or its training stack.
+
+  onnx        model.onnx: onnxruntime, TensorRT, OpenVINO (converted by jax2onnx)
+  stablehlo   model.jax_export: jax.export's serialised StableHLO for CPU, CUDA, ROCm and TPU;
+              jax.export.deserialize(bytes).call(images) runs it with JAX alone
+  savedmodel  saved_model/: a TensorFlow SavedModel (jax2tf), for TF Serving and TensorFlow
+
+Each holds one function, uint8 [batch, 32, 32, 3] RGB images -> float32 [batch, 100] class
+probabilities for any batch size, with what `--mode eval` does inside it: the preprocessing, the
+resizing to the evaluated size, the test-time augmentation, and the evaluated weights (EMA,
+recalibrated BatchNorm statistics). It is built with XLA's convolutions, as a oneDNN custom call
+could not travel. ONNX computes in float32 even for a bfloat16 run, as onnxruntime has no
+bfloat16 convolutions on a CPU; the other two compute in the run's dtype, exactly as eval does.
+Every export is run once after writing and compared with JAX on the same images.
+"""
+
+import importlib.util
+import json
+import pathlib
+import shutil
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from cifar100_flax import console, dataset, evaluate, steps
+from cifar100_flax.errors import UsageError
+
+FORMATS = ('onnx', 'stablehlo', 'savedmodel')
+FILE_NAMES = {'onnx': 'model.onnx', 'stablehlo': 'model.jax_export', 'savedmodel': 'saved_model'}
+# Where a format's converter comes from, when it is missing.
+_NEEDS = {'onnx': (('jax2onnx', 'onnx', 'onnxruntime'),
+                   'pip install --no-deps -r requirements-export.txt'),
+          'savedmodel': (('tensorflow',), 'pip install tensorflow-cpu')}
+_PLATFORMS = ('cpu', 'cuda', 'rocm', 'tpu')
+
+
+def inference_function(state: steps.ModelState, config: ml_collections.ConfigDict,
+                       dtype: Optional[str] = None) -> Callable[[jax.Array], jax.Array]:
+  """uint8 [B, 32, 32, 3] images -> [B, 100] probabilities, as eval computes them, with XLA's
+  convolutions, computing in `dtype` (default: the run's)."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.dtype = dtype or config.dtype
+  state = state.replace(apply_fn=steps.create_model(config, 'xla').apply)
+  return lambda images: jax.nn.softmax(steps.predict_logits(state, images, config)).astype(
+      jnp.float32)
+
+
+def export(config: ml_collections.ConfigDict, workdir: str, fmt: str,
+           output: Optional[str] = None) -> pathlib.Path:
+  """Writes `workdir`'s evaluated model in `fmt` (see FORMATS) to the folder `output` (default
+  WORKDIR/export), with FILE.json beside it (classes, shapes, the check's difference), and
+  returns the model's path."""
+  if fmt not in FORMATS:
+    raise UsageError(f'--format={fmt}: one of {", ".join(FORMATS)}')
+  modules, install = _NEEDS.get(fmt, ((), ''))
+  missing = [m for m in modules if importlib.util.find_spec(m) is None]
+  if missing:
+    raise UsageError(f'--format={fmt} needs {", ".join(missing)}: {install}')
+  with console.phase(f'restoring {workdir}'):
+    state, _ = evaluate.restore_model(config, workdir)
+  return write(jax.device_get(state), config, fmt,
+               pathlib.Path(output or pathlib.Path(workdir) / 'export'), workdir)
+
+
+def write(state: steps.ModelState, config: ml_collections.ConfigDict, fmt: str,
+          out: pathlib.Path, source: str = '') -> pathlib.Path:
+  """Writes `state` in `fmt` to the folder `out` (see export); `source`: the workdir, for the
+  record."""
+  out.mkdir(parents=True, exist_ok=True)
+  path = out / FILE_NAMES[fmt]
+  fn = inference_function(state, config, 'float32' if fmt == 'onnx' else None)
+  metadata = _metadata(config, source, int(state.step), fmt)
+  with console.phase(f'exporting to {path}'):
+    run_exported = {'onnx': _onnx, 'stablehlo': _stablehlo, 'savedmodel': _savedmodel}[fmt](
+        fn, path, metadata)
+  with console.phase('comparing it with JAX'):
+    metadata['max_abs_difference'] = _max_difference(jax.jit(fn), run_exported)
+  path.with_name(path.name + '.json').write_text(json.dumps(metadata, indent=1))
+  console.say(f"wrote {path} (largest difference from JAX's probabilities: "
+              f"{metadata['max_abs_difference']:.2g})")
+  return path
+
+
+def _metadata(config: ml_collections.ConfigDict, workdir: str, step: int, fmt: str) -> dict:
+  return {'format': fmt, 'file': FILE_NAMES[fmt], 'model': config.model,
+          'workdir': str(workdir), 'checkpoint_step': step,
+          'input': f'uint8 [batch, {", ".join(map(str, dataset.IMAGE_SHAPE))}] RGB images',
+          'output': f'float32 [batch, {dataset.NUM_CLASSES}] class probabilities',
+          'dtype': 'float32' if fmt == 'onnx' else config.dtype,
+          'class_names': list(dataset.CLASS_NAMES),
+          'coarse_class_names': list(dataset.COARSE_CLASS_NAMES),
+          'fine_to_coarse': dataset.FINE_TO_COARSE.tolist()}
+
+
+def _abstract_images(batch) -> jax.ShapeDtypeStruct:
+  return jax.ShapeDtypeStruct((batch, *dataset.IMAGE_SHAPE), jnp.uint8)
+
+
+def _onnx(fn: Callable, path: pathlib.Path, metadata: dict) -> Callable:
+  import jax2onnx
+  import onnx
+  import onnxruntime
+  model = jax2onnx.to_onnx(fn, [_abstract_images('batch')], model_name='cifar100',
+                           input_names=['images'], output_names=['probabilities'])
+  # The labels travel in the file: a NumPy-only user reads them from the session's metadata.
+  onnx.helper.set_model_props(model, {key: json.dumps(value) for key, value in metadata.items()})
+  onnx.checker.check_model(model)
+  onnx.save(model, str(path))
+  session = onnxruntime.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+  return lambda images: session.run(None, {'images': images})[0]
+
+
+def _stablehlo(fn: Callable, path: pathlib.Path, metadata: dict) -> Callable:
+  del metadata  # FILE.json carries it
+  batch, = jax.export.symbolic_shape('batch')
+  exported = jax.export.export(jax.jit(fn), platforms=_PLATFORMS)(_abstract_images(batch))
+  path.write_bytes(exported.serialize())
+  return jax.export.deserialize(path.read_bytes()).call
+
+
+def _savedmodel(fn: Callable, path: pathlib.Path, metadata: dict) -> Callable:
+  del metadata  # FILE.json carries it
+  import tensorflow as tf
+  from jax.experimental import jax2tf
+  module = tf.Module()
+  module.serve = tf.function(
+      jax2tf.convert(fn, polymorphic_shapes=['(batch, 32, 32, 3)'],
+                     native_serialization_platforms=_PLATFORMS),
+      autograph=False,
+      input_signature=[tf.TensorSpec([None, *dataset.IMAGE_SHAPE], tf.uint8, name='images')])
+  if path.exists():
+    shutil.rmtree(path)
+  tf.saved_model.save(module, str(path), signatures=module.serve)
+  loaded = tf.saved_model.load(str(path))
+  return lambda images: loaded.serve(tf.constant(images)).numpy()
+
+
+def _max_difference(jitted_fn: Callable, run_exported: Callable) -> float:
+  """The largest difference of the exported model's probabilities from JAX's, on random images
+  at two batch sizes (the batch dimension must be free)."""
+  rng = np.random.default_rng(0)
+  differences = []
+  for batch in (1, 5):
+    images = rng.integers(0, 256, (batch, *dataset.IMAGE_SHAPE), dtype=np.uint8)
+    differences.append(np.abs(np.asarray(run_exported(images)) - np.asarray(jitted_fn(images))))
+  return float(max(d.max() for d in differences))

@@ -1,0 +1,165 @@
+import json
+import shutil
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from cifar100_flax import export, images, input_pipeline, steps
+from cifar100_flax.errors import UsageError
+from tests.helpers import REPO, mocked_cifar, run_main, tiny_config
+
+onnxruntime = pytest.importorskip('onnxruntime', reason='pip install -r requirements-export.txt')
+pytest.importorskip('jax2onnx', reason='pip install --no-deps -r requirements-export.txt')
+
+
+def _untrained(config):
+  state, _ = steps.create_train_state(config, steps_per_epoch=1)
+  return steps.evaluated_model(state)
+
+
+def _images(batch, seed=0):
+  return np.random.default_rng(seed).integers(0, 256, (batch, 32, 32, 3), np.uint8)
+
+
+def _onnx_session(path):
+  return onnxruntime.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+
+
+@pytest.fixture(scope='module')
+def exported(trained, tmp_path_factory):
+  """The trained tiny run exported in every format, and the mock test images eval saw."""
+  workdir, _ = trained
+  out = tmp_path_factory.mktemp('export')
+  with pytest.MonkeyPatch.context() as patch, mocked_cifar(patch):
+    paths = {fmt: export.export(tiny_config(), str(workdir), fmt, str(out))
+             for fmt in export.FORMATS}
+    test = input_pipeline.load_splits(tiny_config(), with_train=False)['test']
+  return paths, test, np.load(workdir / 'predictions_test.npz')
+
+
+def test_onnx_gives_evals_probabilities_for_every_test_image(exported):
+  paths, test, saved = exported
+  probs = _onnx_session(paths['onnx']).run(['probabilities'], {'images': test.images})[0]
+  np.testing.assert_array_equal(test.ids, saved['ids'])
+  assert np.abs(probs - saved['probs']).max() <= 1e-4
+  assert (probs.argmax(1) == saved['probs'].argmax(1)).all()
+
+
+def test_stablehlo_round_trips_to_evals_probabilities(exported):
+  paths, test, saved = exported
+  restored = jax.export.deserialize(paths['stablehlo'].read_bytes())
+  assert {'cpu', 'cuda', 'tpu'} <= set(restored.platforms)
+  for batch in (1, len(test)):  # the batch dimension is free
+    probs = np.asarray(restored.call(test.images[:batch]))
+    assert np.abs(probs - saved['probs'][:batch]).max() <= 1e-5
+
+
+def test_savedmodel_gives_evals_probabilities(exported):
+  import tensorflow as tf
+  paths, test, saved = exported
+  serve = tf.saved_model.load(str(paths['savedmodel'])).signatures['serving_default']
+  probs = next(iter(serve(images=tf.constant(test.images)).values())).numpy()
+  assert np.abs(probs - saved['probs']).max() <= 1e-5
+
+
+def test_each_export_records_its_classes_and_check(exported):
+  paths, _, _ = exported
+  for fmt, path in paths.items():
+    record = json.loads(path.with_name(path.name + '.json').read_text())
+    assert record['format'] == fmt and record['max_abs_difference'] <= 1e-4
+    assert record['class_names'][:2] == ['apple', 'aquarium_fish']
+  metadata = _onnx_session(paths['onnx']).get_modelmeta().custom_metadata_map
+  assert json.loads(metadata['class_names'])[-1] == 'worm'
+
+
+@pytest.mark.parametrize('model, kwargs, overrides', [
+    # Upsampled on the device, all test-time augmentations, dropout and BatchNorm.
+    ('cnn', dict(widths=(8, 8), convs_per_stage=1, hidden=16, dropout=0.5),
+     dict(image_size=40, eval_flip_tta=True, eval_translate_tta=2)),
+    ('airbench', dict(widths=(8, 8, 8), convs_per_stage=1), {}),
+    ('resnet18', dict(width=4, stem='cifar'), {}),
+    ('efficientnet_lite0', {}, {}),
+    ('vit_tiny_patch16', dict(width=16, depth=1, heads=2), dict(image_size=48)),
+])
+def test_onnx_of_each_model_matches_jax_at_two_batch_sizes(model, kwargs, overrides, tmp_path):
+  config = tiny_config(model=model, **overrides)
+  config.model_kwargs = kwargs
+  state = _untrained(config)
+  session = _onnx_session(export.write(state, config, 'onnx', tmp_path))
+  fn = jax.jit(export.inference_function(state, config))
+  for batch in (1, 7):
+    images = _images(batch)
+    probs = session.run(['probabilities'], {'images': images})[0]
+    assert np.abs(probs - np.asarray(fn(images))).max() <= 1e-4
+
+
+def test_a_bfloat16_run_exports_in_its_dtype_and_onnx_in_float32(tmp_path):
+  config = tiny_config(dtype='bfloat16')
+  state = _untrained(config)
+  images = _images(5)
+  stablehlo = export.write(state, config, 'stablehlo', tmp_path)
+  # Eval with XLA's convolutions (oneDNN's add up bfloat16 products in another order).
+  xla = state.replace(apply_fn=steps.create_model(config, 'xla').apply)
+  bfloat16 = np.asarray(steps.jit_eval_step(config)(xla, {
+      'image': images, 'label': np.zeros(5, np.int32), 'mask': np.ones(5, bool)})[1])
+  exported = np.asarray(jax.export.deserialize(stablehlo.read_bytes()).call(images))
+  np.testing.assert_allclose(exported, jax.jit(export.inference_function(state, config))(images),
+                             atol=1e-6)
+  # Another program (eval's adds the metrics) is fused otherwise and rounds to bfloat16 elsewhere.
+  assert np.abs(exported - bfloat16).max() <= 1e-3
+  onnx_probs = _onnx_session(export.write(state, config, 'onnx', tmp_path)).run(
+      ['probabilities'], {'images': images})[0]
+  float32 = jax.jit(export.inference_function(state, config, 'float32'))(images)
+  assert np.abs(onnx_probs - float32).max() <= 1e-4
+
+
+def test_an_unknown_format_is_refused(trained):
+  with pytest.raises(UsageError, match='--format=tflite: one of onnx, stablehlo, savedmodel'):
+    export.export(tiny_config(), str(trained[0]), 'tflite')
+
+
+def test_main_exports_and_bad_input_is_one_line(trained, tmp_path):
+  workdir = str(trained[0])
+  done = run_main('--mode', 'export', '--workdir', workdir, '--format', 'onnx',
+                  '--output', str(tmp_path / 'out'))
+  assert done.returncode == 0, done.stderr
+  assert (tmp_path / 'out' / 'model.onnx').is_file()
+  (tmp_path / 'untrained').mkdir()  # a run that stopped before its first checkpoint
+  shutil.copy(trained[0] / 'config.json', tmp_path / 'untrained')
+  for args, message in [(['--workdir', workdir, '--format', 'tflite'],
+                         '--format=tflite: value should be one of'),
+                        (['--workdir', str(tmp_path / 'untrained')], 'no checkpoint')]:
+    failed = run_main('--mode', 'export', *args)
+    last = failed.stderr.strip().splitlines()[-1]
+    assert failed.returncode == 1 and 'Traceback' not in failed.stderr, failed.stderr
+    assert last.startswith('error: ') and message in last, last
+
+
+def test_the_onnx_example_needs_neither_jax_nor_tensorflow(exported, tmp_path):
+  from PIL import Image
+  paths, test, _ = exported
+  files = [tmp_path / f'{i}.png' for i in range(3)] + [tmp_path / 'wide.jpg', tmp_path / 'a.png']
+  for image, path in zip(test.images, files):
+    Image.fromarray(image).save(path)
+  Image.fromarray(test.images[3]).resize((90, 40)).save(files[3])
+  Image.fromarray(test.images[4]).convert('RGBA').rotate(30).save(files[4])  # transparent corners
+  # An import of jax or tensorflow in the example would fail.
+  blocked = ("import runpy, sys; sys.modules.update(jax=None, tensorflow=None); "
+             "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
+  done = subprocess.run([sys.executable, '-c', blocked, str(REPO / 'examples/onnx_classify.py'),
+                         str(paths['onnx']), *map(str, files), '--top_k', '1'],
+                        capture_output=True, text=True, timeout=120, check=True)
+  # What --mode predict's reading of the same files gives.
+  expected = _onnx_session(paths['onnx']).run(
+      ['probabilities'], {'images': np.stack([images.read(str(f)) for f in files])})[0]
+  names = json.loads(paths['onnx'].with_name('model.onnx.json').read_text())['class_names']
+  lines = done.stdout.splitlines()
+  assert len(lines) == len(files)
+  for line, p, path in zip(lines, expected, files):
+    shown_path, shown = line.split(': ')
+    name, probability = shown.split()
+    assert (shown_path, name) == (str(path), names[p.argmax()])
+    assert abs(float(probability) - p.max()) <= 1e-4
