@@ -60,9 +60,11 @@ def export(config: ml_collections.ConfigDict, workdir: str, fmt: str,
   if missing:
     raise UsageError(f'--format={fmt} needs {", ".join(missing)}: {install}')
   with console.phase(f'restoring {workdir}'):
-    state, _ = evaluate.restore_model(config, workdir)
-  return write(jax.device_get(state), config, fmt,
-               pathlib.Path(output or pathlib.Path(workdir) / 'export'), workdir)
+    state, _ = evaluate.restore_model(config, workdir)  # with every process, if several
+  out = pathlib.Path(output or pathlib.Path(workdir) / 'export')
+  if jax.process_index() != 0:  # one writer
+    return out / FILE_NAMES[fmt]
+  return write(jax.device_get(state), config, fmt, out, workdir)
 
 
 def write(state: steps.ModelState, config: ml_collections.ConfigDict, fmt: str,

@@ -135,13 +135,10 @@ def test_main_exports_and_bad_input_is_one_line(trained, tmp_path):
   assert (tmp_path / 'out' / 'model.onnx').is_file()
   (tmp_path / 'untrained').mkdir()  # a run that stopped before its first checkpoint
   shutil.copy(trained[0] / 'config.json', tmp_path / 'untrained')
-  for args, message in [(['--workdir', workdir, '--format', 'tflite'],
-                         '--format=tflite: value should be one of'),
-                        (['--workdir', str(tmp_path / 'untrained')], 'no checkpoint')]:
-    failed = run_main('--mode', 'export', *args)
-    last = failed.stderr.strip().splitlines()[-1]
-    assert failed.returncode == 1 and 'Traceback' not in failed.stderr, failed.stderr
-    assert last.startswith('error: ') and message in last, last
+  failed = run_main('--mode', 'export', '--workdir', str(tmp_path / 'untrained'))
+  last = failed.stderr.strip().splitlines()[-1]
+  assert failed.returncode == 1 and 'Traceback' not in failed.stderr, failed.stderr
+  assert last.startswith('error: ') and 'no checkpoint' in last, last
 
 
 def test_the_onnx_example_needs_neither_jax_nor_tensorflow(exported, tmp_path):
