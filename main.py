@@ -148,7 +148,8 @@ def main(argv):
     sys.exit('error: an ensemble is evaluated on the test split only')
   if _MODE.value == 'eval' and len(workdirs) > 1 and not _OUTPUT.value:
     sys.exit('error: evaluating several workdirs (an ensemble) needs --output=DIR for its results')
-  if _MODE.value == 'predict' and not _IMAGES.value:
+  images = (_IMAGES.value or []) + argv[1:]  # the shell's expansion of --images photos/*.jpg
+  if _MODE.value == 'predict' and not images:
     sys.exit('error: --mode=predict needs --images=PATH (files, folders or globs)')
   if _MODE.value == 'predict' and len(workdirs) > 1 and not _OUTPUT.value:
     sys.exit('error: predicting with several workdirs (an ensemble) needs --output=FILE')
@@ -166,7 +167,7 @@ def main(argv):
         evaluate.evaluate_ensemble(configs, workdirs, _OUTPUT.value)
     elif _MODE.value == 'predict':
       configs = [config or configuration.load_config(w) for w in workdirs]
-      failures = predict.predict(configs, workdirs, _IMAGES.value + argv[1:],
+      failures = predict.predict(configs, workdirs, images,
                                  _OUTPUT.value or str(pathlib.Path(workdirs[0], 'predictions.csv')),
                                  _TOP_K.value)
       if failures:
