@@ -31,7 +31,7 @@ from cifar100_flax.errors import UsageError
 FORMATS = ('onnx', 'stablehlo', 'savedmodel')
 FILE_NAMES = {'onnx': 'model.onnx', 'stablehlo': 'model.jax_export', 'savedmodel': 'saved_model'}
 # Where a format's converter comes from, when it is missing.
-_NEEDS = {'onnx': (('jax2onnx', 'onnx', 'onnxruntime'),
+_NEEDS = {'onnx': (('jax2onnx', 'onnx', 'onnx_ir', 'onnxruntime'),
                    'pip install --no-deps -r requirements-export.txt'),
           'savedmodel': (('tensorflow',), 'pip install tensorflow-cpu')}
 _PLATFORMS = ('cpu', 'cuda', 'rocm', 'tpu')
@@ -73,8 +73,9 @@ def write(state: steps.ModelState, config: ml_collections.ConfigDict, fmt: str,
   record."""
   out.mkdir(parents=True, exist_ok=True)
   path = out / FILE_NAMES[fmt]
-  fn = inference_function(state, config, 'float32' if fmt == 'onnx' else None)
-  metadata = _metadata(config, source, int(state.step), fmt)
+  dtype = 'float32' if fmt == 'onnx' else config.dtype
+  fn = inference_function(state, config, dtype)
+  metadata = _metadata(config, source, int(state.step), fmt, dtype)
   with console.phase(f'exporting to {path}'):
     run_exported = {'onnx': _onnx, 'stablehlo': _stablehlo, 'savedmodel': _savedmodel}[fmt](
         fn, path, metadata)
@@ -86,12 +87,13 @@ def write(state: steps.ModelState, config: ml_collections.ConfigDict, fmt: str,
   return path
 
 
-def _metadata(config: ml_collections.ConfigDict, workdir: str, step: int, fmt: str) -> dict:
+def _metadata(config: ml_collections.ConfigDict, workdir: str, step: int, fmt: str,
+              dtype: str) -> dict:
   return {'format': fmt, 'file': FILE_NAMES[fmt], 'model': config.model,
           'workdir': str(workdir), 'checkpoint_step': step,
           'input': f'uint8 [batch, {", ".join(map(str, dataset.IMAGE_SHAPE))}] RGB images',
           'output': f'float32 [batch, {dataset.NUM_CLASSES}] class probabilities',
-          'dtype': 'float32' if fmt == 'onnx' else config.dtype,
+          'dtype': dtype,
           'class_names': list(dataset.CLASS_NAMES),
           'coarse_class_names': list(dataset.COARSE_CLASS_NAMES),
           'fine_to_coarse': dataset.FINE_TO_COARSE.tolist()}

@@ -65,12 +65,12 @@ def read(path: str) -> np.ndarray:
 
 
 def _rgb(image: PIL.Image.Image) -> PIL.Image.Image:
-  if image.mode in _SIXTEEN_BIT_GREY:
-    # Pillow's own conversion clips 16-bit values at 255 instead of scaling them.
-    grey = np.asarray(image, np.float64) / 257
-    image = PIL.Image.fromarray(np.clip(np.round(grey), 0, 255).astype(np.uint8))
-  elif image.mode == 'F':  # floating-point greyscale (TIFF), in [0, 1]
-    image = PIL.Image.fromarray(np.clip(np.round(np.asarray(image) * 255), 0, 255).astype(np.uint8))
+  # Pillow's own conversion clips 16-bit values at 255 instead of scaling them; floating-point
+  # greyscale (TIFF) is in [0, 1].
+  scale = 1 / 257 if image.mode in _SIXTEEN_BIT_GREY else 255 if image.mode == 'F' else None
+  if scale:
+    grey = np.round(np.asarray(image, np.float64) * scale)
+    image = PIL.Image.fromarray(np.clip(grey, 0, 255).astype(np.uint8))
   # Transparent pixels as viewers show them, over white (opaque ones come through unchanged).
   rgba = image.convert('RGBA')
   return PIL.Image.alpha_composite(PIL.Image.new('RGBA', rgba.size, 'white'), rgba).convert('RGB')
