@@ -17,14 +17,18 @@ traceback; --traceback (or CIFAR100_FLAX_TRACEBACK=1) shows it. TensorFlow's, XL
 start-up messages are off unless --verbosity=0 (absl's flag: 0 is INFO, 1 DEBUG) asks for them.
 """
 
+import difflib
 import logging as logging_lib
 import os
 import pathlib
+import signal
 import sys
 
 import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from cifar100_flax.errors import UserError, one_line
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a configs/*.py file.',
                                           lock_config=True)
@@ -64,6 +68,10 @@ _TRACEBACK = flags.DEFINE_bool('traceback', os.environ.get('CIFAR100_FLAX_TRACEB
 flags.mark_flags_as_required(['workdir'])
 
 
+_STOPPED_AT_ONCE = ('stopped at once, without saving; the checkpoints saved before are kept: '
+                    'run the same command to resume')
+
+
 class _QuietOrbax(logging_lib.Filter):
   """Orbax logs every step of every save at INFO; keep its warnings only."""
 
@@ -77,18 +85,67 @@ def _parse_flags(argv: list[str]) -> list[str]:
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
-    sys.exit(f'error: {_one_line(e)}')
+    sys.exit(f'error: {one_line(e)}')
   except Exception as e:  # pylint: disable=broad-except
     if '--traceback' in argv:
       raise
-    sys.exit(f'error: cannot apply the command-line flags: {type(e).__name__}: {_one_line(e)}. '
-             f'Every config key, with its type, is listed in cifar100_flax/defaults.py.')
+    sys.exit(f'error: {_flag_problem(argv) or _cannot_apply(e)}')
 
 
-def _one_line(error: BaseException) -> str:
-  """The error's message as one line (config_flags' messages hold escaped newlines)."""
-  text = str(error).strip().strip('\'"').replace('\\n', '\n').replace("\\'", "'")
-  return ' '.join(line.strip() for line in text.splitlines() if line.strip())
+def _cannot_apply(error: BaseException) -> str:
+  return (f'cannot apply the command-line flags: {type(error).__name__}: {one_line(error)}. '
+          f'Every config key, with its type, is listed in cifar100_flax/defaults.py.')
+
+
+def _config_path(argv: list[str]) -> str | None:
+  for i, arg in enumerate(argv):
+    if arg.startswith('--config='):
+      return arg.split('=', 1)[1]
+    if arg == '--config' and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def _flag_problem(argv: list[str]) -> str | None:
+  """What is wrong with --config or a --config.KEY override, said as config_flags does not: the
+  file that is missing or does not load, or the key that does not exist and the one meant."""
+  path = _config_path(argv)
+  if path is None:
+    return None
+  if not pathlib.Path(path).is_file():
+    return _no_such_config(path)
+  from cifar100_flax import configuration
+  try:
+    config = configuration.config_from_file(path)
+  except Exception as e:  # pylint: disable=broad-except  (whatever the file's code raises)
+    return _does_not_load(path, e)
+  for arg in argv:
+    if arg.startswith('--config.'):
+      problem = _unknown_key(config, arg.removeprefix('--config.').split('=', 1)[0])
+      if problem:
+        return problem
+  return None
+
+
+def _unknown_key(config: ml_collections.ConfigDict, dotted: str) -> str | None:
+  node, path = config, 'config'
+  for part in dotted.split('.'):
+    if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+      keys = list(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+      close = difflib.get_close_matches(part, keys, n=1)
+      meant = f'; did you mean {path}.{close[0]}?' if close else '.'
+      return (f'--config.{dotted}: {path} has no key {part!r}{meant} Every key, with its '
+              f'meaning, is in cifar100_flax/defaults.py.')
+    node, path = node[part], f'{path}.{part}'
+  return None
+
+
+def _no_such_config(path: str) -> str:
+  return f'--config={path}: no such file (the configs are in configs/*.py)'
+
+
+def _does_not_load(path: str, error: BaseException) -> str:
+  return f'--config={path} does not load: {type(error).__name__}: {one_line(error)}'
 
 
 def _quiet_start_up() -> None:
@@ -108,18 +165,72 @@ def _config() -> ml_collections.ConfigDict | None:
     return None
   path = flags.FLAGS['config'].config_filename
   if path and not pathlib.Path(path).is_file():
-    sys.exit(f'error: --config={path}: no such file (the configs are in configs/*.py)')
+    sys.exit(f'error: {_no_such_config(path)}')
   try:
-    return _CONFIG.value
+    config = _CONFIG.value
   except OSError as e:  # config_flags defers the file's own error (a syntax error, an import)
     if _TRACEBACK.value:
       raise
-    sys.exit(f'error: --config={path} does not load: {_one_line(e.__cause__ or e)}')
+    sys.exit(f'error: {_does_not_load(path, e.__cause__ or e)}')
+  if not isinstance(config, ml_collections.ConfigDict):
+    sys.exit(f'error: --config={path}: get_config() returned a {type(config).__name__}, not an '
+             f'ml_collections.ConfigDict')
+  return config
+
+
+def _check_usage(mode: str, workdirs: list[str], config: ml_collections.ConfigDict | None,
+                 images: list[str]) -> None:
+  """Stops with a one-line error if the flags do not make a command."""
+  needs = {
+      'train': (config is not None and len(workdirs) == 1, '--mode=train needs --config and one '
+                '--workdir'),
+      'eval': (len(workdirs) == 1 or _SPLIT.value == 'test', 'an ensemble is evaluated on the '
+               'test split only'),
+      'predict': (bool(images), '--mode=predict needs --images=PATH (files, folders or globs)'),
+      'export': (len(workdirs) == 1, '--mode=export exports one --workdir'),
+  }
+  ok, message = needs.get(mode, (True, ''))
+  if not ok:
+    sys.exit(f'error: {message}')
+  if mode in ('eval', 'predict') and len(workdirs) > 1 and not _OUTPUT.value:
+    what = 'evaluating' if mode == 'eval' else 'predicting with'
+    where = 'DIR for its results' if mode == 'eval' else 'FILE'
+    sys.exit(f'error: {what} several workdirs (an ensemble) needs --output={where}')
+
+
+def _check_outputs(mode: str, workdirs: list[str]) -> None:
+  """Before any work: every folder and file the mode will write can be written."""
+  from cifar100_flax import files, predict
+  output = _OUTPUT.value  # (train.py checks a training's workdir)
+  if mode == 'eval':
+    for workdir in workdirs:
+      files.writable_folder(workdir, 'the workdir')
+    if len(workdirs) > 1:
+      files.writable_folder(output, '--output')
+  elif mode == 'report':
+    files.writable_folder(output or workdirs[0], '--output' if output else 'the workdir')
+  elif mode == 'predict':
+    predict.check_arguments(_TOP_K.value, output or 'predictions.csv')
+    files.writable_file(output or str(pathlib.Path(workdirs[0], 'predictions.csv')), '--output')
+  elif mode == 'export':
+    files.writable_folder(output or str(pathlib.Path(workdirs[0], 'export')), '--output')
+
+
+def _exit_on_signal(signum: int, frame) -> None:
+  # Until training installs its own handler (which finishes the step and saves): outputs are
+  # written whole at the end, so stopping now leaves every file as it was.
+  sys.exit(f'interrupted by signal {signum}; run the same command again')
 
 
 def main(argv):
-  if argv[1:] and _MODE.value != 'predict':
+  for sig in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(sig, _exit_on_signal)
+  mode, workdirs = _MODE.value, _WORKDIR.value
+  if argv[1:] and mode != 'predict':
     sys.exit(f'error: unexpected arguments {" ".join(argv[1:])} (flags are --name=value)')
+  images = (_IMAGES.value or []) + argv[1:]  # the shell's expansion of --images photos/*.jpg
+  config = _config()
+  _check_usage(mode, workdirs, config, images)
   _quiet_start_up()
   logging.get_absl_handler().addFilter(_QuietOrbax())
   from cifar100_flax import distributed
@@ -129,62 +240,44 @@ def main(argv):
     distributed.initialize(distributed.cluster_from(
         _COORDINATOR_ADDRESS.value, _NUM_PROCESSES.value, _PROCESS_ID.value),
         _COORDINATOR_TIMEOUT.value)
-  except distributed.DistributedError as e:
-    if _TRACEBACK.value:
-      raise
-    sys.exit(f'error: {_one_line(e)}')
-  # TensorFlow only feeds data; keep it off any GPU so that JAX has the memory.
-  import tensorflow as tf
-  tf.config.set_visible_devices([], 'GPU')
-  import jax
-
-  from cifar100_flax import configuration, evaluate, export, predict, report, train
-  from cifar100_flax.errors import UserError
-
-  workdirs, config = _WORKDIR.value, _config()
-  if _MODE.value == 'train' and (config is None or len(workdirs) != 1):
-    sys.exit('error: --mode=train needs --config and one --workdir')
-  if _MODE.value == 'eval' and len(workdirs) > 1 and _SPLIT.value != 'test':
-    sys.exit('error: an ensemble is evaluated on the test split only')
-  if _MODE.value == 'eval' and len(workdirs) > 1 and not _OUTPUT.value:
-    sys.exit('error: evaluating several workdirs (an ensemble) needs --output=DIR for its results')
-  images = (_IMAGES.value or []) + argv[1:]  # the shell's expansion of --images photos/*.jpg
-  if _MODE.value == 'predict' and not images:
-    sys.exit('error: --mode=predict needs --images=PATH (files, folders or globs)')
-  if _MODE.value == 'predict' and len(workdirs) > 1 and not _OUTPUT.value:
-    sys.exit('error: predicting with several workdirs (an ensemble) needs --output=FILE')
-  if _MODE.value == 'export' and len(workdirs) != 1:
-    sys.exit('error: --mode=export exports one --workdir')
-  try:
-    if _MODE.value == 'train':
-      train.train_and_evaluate(config, workdirs[0])
-    elif _MODE.value == 'eval':
-      # Without --config, each run's own config.json.
-      configs = [config or configuration.load_config(w) for w in workdirs]
-      if len(workdirs) == 1:
-        evaluate.evaluate(configs[0], workdirs[0], _SPLIT.value)
-      else:
-        evaluate.evaluate_ensemble(configs, workdirs, _OUTPUT.value)
-    elif _MODE.value == 'predict':
-      configs = [config or configuration.load_config(w) for w in workdirs]
-      failures = predict.predict(configs, workdirs, images,
-                                 _OUTPUT.value or str(pathlib.Path(workdirs[0], 'predictions.csv')),
-                                 _TOP_K.value)
-      if failures:
-        print(f'{len(failures)} of the paths given could not be read (above)', file=sys.stderr)
-        sys.exit(2)
-    elif _MODE.value == 'export':
-      export.export(config or configuration.load_config(workdirs[0]), workdirs[0], _FORMAT.value,
-                    _OUTPUT.value)
-    elif jax.process_index() == 0:  # A report reads files and needs no other process.
-      written = report.report(workdirs, _OUTPUT.value, config, _GRADCAM_LAYER.value)
-      print(f"wrote {written['html']}, {written['pdf']} and {len(written) - 2} figures")
+    from cifar100_flax import configuration
+    if config is not None:  # Seconds, before TensorFlow is imported and any data is read.
+      configuration.validate(config)
+    # Without --config, each run's own config.json.
+    configs = [config or configuration.load_config(w) for w in workdirs] if mode != 'train' else []
+    _check_outputs(mode, workdirs)
+    _run(mode, workdirs, config, configs, images)
   except UserError as e:
     if _TRACEBACK.value:
       raise
-    sys.exit(f'error: {_one_line(e)}')
-  except KeyboardInterrupt as e:
-    sys.exit(f'interrupted: {e}')
+    sys.exit(f'error: {one_line(e)}')
+  except KeyboardInterrupt as e:  # train.py's says where it stopped; a second Ctrl-C does not
+    sys.exit(f'interrupted: {e or _STOPPED_AT_ONCE}')
+
+
+def _run(mode: str, workdirs: list[str], config: ml_collections.ConfigDict | None,
+         configs: list[ml_collections.ConfigDict], images: list[str]) -> None:
+  import jax
+
+  from cifar100_flax import evaluate, export, predict, report, train
+  if mode == 'train':
+    train.train_and_evaluate(config, workdirs[0])
+  elif mode == 'eval' and len(workdirs) == 1:
+    evaluate.evaluate(configs[0], workdirs[0], _SPLIT.value)
+  elif mode == 'eval':
+    evaluate.evaluate_ensemble(configs, workdirs, _OUTPUT.value)
+  elif mode == 'predict':
+    failures = predict.predict(configs, workdirs, images,
+                               _OUTPUT.value or str(pathlib.Path(workdirs[0], 'predictions.csv')),
+                               _TOP_K.value)
+    if failures:
+      print(f'{len(failures)} of the paths given could not be read (above)', file=sys.stderr)
+      sys.exit(2)
+  elif mode == 'export':
+    export.export(configs[0], workdirs[0], _FORMAT.value, _OUTPUT.value)
+  elif jax.process_index() == 0:  # A report reads files and needs no other process.
+    written = report.report(workdirs, _OUTPUT.value, config, _GRADCAM_LAYER.value)
+    print(f"wrote {written['html']}, {written['pdf']} and {len(written) - 2} figures")
 
 
 if __name__ == '__main__':

@@ -7,37 +7,20 @@ best metric, wall time). Orbax writes to a temporary folder and renames it when 
 killed mid-save leaves the previous checkpoint intact. Resume reads `latest` whole; evaluation
 reads only the parameters, batch statistics and step of `best` (or of `latest` if no evaluation
 has happened yet), so that a change to an optimiser-only key does not stop a run evaluating.
+
+A checkpoint that cannot be read (a damaged file) is passed over for the newest one that can,
+saying so; in training it is moved to `checkpoints/unreadable/`, kept but out of the way.
 """
 
-import errno
 import pathlib
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import jax
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
-from cifar100_flax import sharding
+from cifar100_flax import console, files, sharding
 from cifar100_flax.errors import CheckpointError
-
-# errno -> what it means for a checkpoint, and what to do.
-_OS_ERRORS = {
-    errno.ENOSPC: 'the disk is full: free some space',
-    errno.EDQUOT: 'the disk quota is exceeded: free some space',
-    errno.EACCES: 'permission denied: make the workdir readable and writable, or use another',
-    errno.EPERM: 'permission denied: make the workdir readable and writable, or use another',
-    errno.EROFS: 'the file system is read-only: use a --workdir on a writable one',
-}
-
-
-def _os_error(error: BaseException) -> Optional[OSError]:
-  """The first OSError with a known errno in `error`'s chain of causes, if any."""
-  seen = set()
-  while error is not None and id(error) not in seen:
-    seen.add(id(error))
-    if isinstance(error, OSError) and error.errno in _OS_ERRORS:
-      return error
-    error = error.__cause__ or error.__context__
-  return None
 
 
 def _first_line(error: BaseException, limit: int = 300) -> str:
@@ -85,7 +68,8 @@ def _manager(directory: pathlib.Path, max_to_keep: int, read_only: bool) -> ocp.
 
 
 class Checkpointer:
-  """Saves and restores (train state, progress) pairs under `workdir/checkpoints`."""
+  """Saves and restores (train state, progress) pairs under `workdir/checkpoints`; a context
+  manager, which waits for the last save and stops Orbax's threads on the way out."""
 
   def __init__(self, workdir: str, keep: int = 2, read_only: bool = False):
     self.directory = pathlib.Path(workdir) / 'checkpoints'
@@ -94,19 +78,32 @@ class Checkpointer:
       self.best = _manager(self.directory / 'best', 1, read_only)
     except OSError as e:
       raise CheckpointError(f'cannot open the checkpoints in {self.directory}: '
-                            f'{_OS_ERRORS.get(e.errno, _first_line(e))}') from e
+                            f'{files.OS_ERRORS.get(e.errno, _first_line(e))}') from e
 
-  def _writing(self, call, *args, **kwargs):
+  def __enter__(self) -> 'Checkpointer':
+    return self
+
+  def __exit__(self, kind, error, traceback) -> None:
+    if error is None:
+      self.close()
+      return
+    try:  # Already failing: close without hiding that error behind another.
+      self.close()
+    except Exception:  # pylint: disable=broad-except
+      pass
+
+  def _writing(self, call: Callable, *args, **kwargs):
     """`call(*args, **kwargs)`, with a disk or permission error told as what it is."""
     try:
       return call(*args, **kwargs)
     except Exception as e:  # orbax wraps OSErrors of its writer threads in many types.
-      os_error = _os_error(e)
+      os_error = files.known_os_error(e)
       if os_error is None:
         raise
       raise CheckpointError(f'cannot write the checkpoint in {self.directory}: '
-                            f'{_OS_ERRORS[os_error.errno]} ({os_error}). The previous checkpoint '
-                            f'is intact; run the same command again to resume from it.') from e
+                            f'{files.OS_ERRORS[os_error.errno]} ({os_error}). The previous '
+                            f'checkpoint is intact; run the same command again to resume from '
+                            f'it.') from e
 
   def save(self, state: Any, progress: dict, is_best: bool) -> None:
     step = int(jax.device_get(state.step))
@@ -116,38 +113,72 @@ class Checkpointer:
         self._writing(manager.save, step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state), progress=ocp.args.JsonSave(progress)))
 
-  def _restore(self, manager: ocp.CheckpointManager, state_args: ocp.args.CheckpointArgs
-               ) -> Optional[tuple[Any, dict]]:
-    step = manager.latest_step()
-    if step is None:
-      return None
+  def _restore_step(self, manager: ocp.CheckpointManager, step: int,
+                    state_args: ocp.args.CheckpointArgs) -> tuple[Any, dict]:
     path = manager.directory / str(step)
     try:
       restored = manager.restore(step, args=ocp.args.Composite(
           state=state_args, progress=ocp.args.JsonRestore()))
     except Exception as e:  # orbax raises many types; say which kind of failure it is.
-      os_error = _os_error(e)
+      os_error = files.known_os_error(e)
       if os_error is not None:
-        why = _OS_ERRORS[os_error.errno]
+        why = files.OS_ERRORS[os_error.errno]
       elif isinstance(e, (ValueError, KeyError, TypeError)) and 'shape' in str(e).lower():
         why = ('it was written for another model or config. Use the config that wrote it '
                '(its config.json), or a new --workdir')
       else:
-        why = ('it is corrupt or was written for another model or config. Use a new --workdir, '
-               'or the config that wrote it')
+        raise _Unreadable(path, e) from e
       raise CheckpointError(f'cannot restore the checkpoint {path}: {why} ({_first_line(e)})'
                             ) from e
     return restored['state'], restored['progress']
 
+  def _restore_newest_readable(self, manager: ocp.CheckpointManager,
+                               state_args: ocp.args.CheckpointArgs
+                               ) -> tuple[Optional[tuple[int, Any, dict]], list[int]]:
+    """(step, state, progress) of the newest checkpoint of `manager` that reads (None if it has
+    none), and the newer steps that did not read, each said. Raises CheckpointError if there are
+    checkpoints and none reads."""
+    unreadable = []
+    for step in sorted(manager.all_steps(), reverse=True):
+      try:
+        return (step, *self._restore_step(manager, step, state_args)), unreadable
+      except _Unreadable as e:
+        unreadable.append(step)
+        console.say(f'checkpoint {step} of {manager.directory} cannot be read ({e.why}); '
+                    f'trying the one before it')
+    if unreadable:
+      raise NoReadableCheckpoint(
+          f'no checkpoint in {manager.directory} can be read (steps '
+          f'{", ".join(map(str, unreadable))}): they are damaged or not checkpoints of this '
+          f'project. Train in a new --workdir, or put back the files from a copy; nothing here '
+          f'was changed.')
+    return None, []
+
+  def _set_aside(self, manager: ocp.CheckpointManager, step: int) -> None:
+    """Moves checkpoint `step` to checkpoints/unreadable/, where orbax neither reads nor
+    deletes it, so that a new save of that step can take its place."""
+    if jax.process_index() == 0:
+      aside = self.directory / 'unreadable' / f'{manager.directory.name}_{step}'
+      aside.parent.mkdir(exist_ok=True)
+      (manager.directory / str(step)).rename(aside)
+      console.say(f'moved checkpoint {step} to {aside}')
+    if jax.process_count() > 1:  # the others look again once it has moved
+      multihost_utils.sync_global_devices(f'set aside {manager.directory} {step}')
+    manager.reload()
+
   def restore_latest(self, template: Any) -> Optional[tuple[Any, dict]]:
-    """The newest checkpoint shaped like `template` (a whole train state), or None in a fresh
-    workdir."""
-    abstract = _abstract(template)
-    return self._restore(self.latest, ocp.args.StandardRestore(abstract))
+    """The newest readable checkpoint shaped like `template` (a whole train state), or None in a
+    fresh workdir; the unreadable ones after it are set aside."""
+    restored, unreadable = self._restore_newest_readable(
+        self.latest, ocp.args.StandardRestore(_abstract(template)))
+    for step in unreadable:
+      self._set_aside(self.latest, step)
+    return None if restored is None else restored[1:]
 
   def restore_model(self, template: dict) -> tuple[dict, dict]:
     """The entries of `template` ({'params': ..., 'batch_stats': ..., 'step': ...}, arrays or
-    shapes) from the best checkpoint, or the newest if none is marked best, and its progress.
+    shapes) from the best checkpoint, or the newest if none is marked best or it cannot be read,
+    and its progress.
 
     The optimiser's state is neither read nor checked against the config.
     """
@@ -155,15 +186,40 @@ class Checkpointer:
     args = ocp.args.PyTreeRestore(
         item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
         partial_restore=True)
-    manager = self.best if self.best.latest_step() is not None else self.latest
-    restored = self._restore(manager, args)
+    restored = None
+    if self.best.latest_step() is not None:
+      try:
+        restored, _ = self._restore_newest_readable(self.best, args)
+        manager = self.best
+      except NoReadableCheckpoint:
+        console.say(f'the best checkpoint cannot be read: evaluating the newest readable one of '
+                    f'{self.latest.directory} instead')
+    if restored is None:
+      manager = self.latest
+      restored, _ = self._restore_newest_readable(self.latest, args)
     if restored is None:
       raise CheckpointError(f'no checkpoint in {self.directory}: train first with --mode train '
                             f'and the same --workdir')
-    _check_fits(restored[0], abstract, manager.directory / str(manager.latest_step()))
-    return restored
+    step, state, progress = restored
+    if manager is self.latest and progress.get('best_step') not in (None, step):
+      console.say(f'no best checkpoint in {self.best.directory} (the best was step '
+                  f'{progress["best_step"]}): evaluating step {step} of latest instead')
+    _check_fits(state, abstract, manager.directory / str(step))
+    return state, progress
 
   def close(self) -> None:
     for manager in (self.latest, self.best):
       self._writing(manager.wait_until_finished)
       manager.close()
+
+
+class NoReadableCheckpoint(CheckpointError):
+  """There are checkpoints, and none of them can be read."""
+
+
+class _Unreadable(Exception):
+  """A checkpoint whose files cannot be read as one (damaged, truncated, foreign)."""
+
+  def __init__(self, path: pathlib.Path, error: BaseException):
+    super().__init__(f'{path}: {_first_line(error)}')
+    self.why = _first_line(error)

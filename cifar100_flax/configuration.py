@@ -1,5 +1,6 @@
 """Checks a config before anything is compiled, so that a bad value fails in a second, clearly;
-loads a config file by path; reads back the config a run was trained with.
+loads a config file by path; reads back the config a run was trained with, and refuses to resume
+it with one that would train something else.
 
 Checking is pure and fast: it builds nothing (the oneDNN extension is built by the entry points
 that run a model, see cifar100_flax/cpu/) and reads no data.
@@ -7,8 +8,10 @@ that run a model, see cifar100_flax/cpu/) and reads no data.
 
 import importlib.util
 import json
+import math
 import pathlib
 import re
+from typing import Any
 
 import jax
 import ml_collections
@@ -19,6 +22,14 @@ from cifar100_flax.errors import ConfigError
 
 AUTO_AUGMENTS = ('', 'rand', 'trivial')
 EARLY_STOPPING_METRICS = {'val_accuracy': 'max', 'val_top5_accuracy': 'max', 'val_loss': 'min'}
+# CIFAR's images are 32 px; past this side a training batch no longer fits in memory (128 images
+# at 1024 px are 1.6 GB of float32 before the first layer).
+MAX_IMAGE_SIZE = 1024
+NUM_TEST_EXAMPLES = 10_000  # a larger evaluation batch would only be padding
+# Keys a resumed run may change: they decide where data comes from and how the run is logged
+# and computed, not what it trains.
+FREE_ON_RESUME = ('data_dir', 'eval_batch_size', 'log_every_steps', 'conv_backend',
+                  'xla_cpu_options', 'checkpoint_keep', 'init_sample_size')
 
 
 def config_from_file(path: str) -> ml_collections.ConfigDict:
@@ -34,13 +45,62 @@ def config_from_file(path: str) -> ml_collections.ConfigDict:
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
   """The config a run was trained with: config.json, which training writes into its workdir."""
-  path = pathlib.Path(workdir) / 'config.json'
+  folder = pathlib.Path(workdir)
+  if folder.exists() and not folder.is_dir():
+    raise ConfigError(f'--workdir={folder} is a file, not a folder: name the workdir of a run')
+  if not folder.exists():
+    raise ConfigError(f'--workdir={folder} does not exist: train first (--mode train '
+                      f'--config=... --workdir={folder})')
+  path = folder / 'config.json'
   if not path.exists():
     raise ConfigError(f'{path} is missing: training writes it when it starts; for a run trained '
                       f'before that, pass the config it was trained with: --config=configs/....py')
-  saved = json.loads(path.read_text())
+  try:
+    saved = json.loads(path.read_text())
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise ConfigError(f'{path} is not valid JSON ({e}): it is damaged. Put it back from a copy, '
+                      f'or pass the config the run was trained with: --config=configs/....py'
+                      ) from e
   _fill_missing(saved, defaults.get_config().to_dict())
   return ml_collections.ConfigDict(saved)
+
+
+def _flat(tree: dict, prefix: str = '') -> dict[str, Any]:
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict) and value:
+      flat.update(_flat(value, f'{prefix}{key}.'))
+    else:
+      flat[f'{prefix}{key}'] = value
+  return flat
+
+
+def _shown(value: Any) -> str:
+  return repr(tuple(_shown_value(v) for v in value)) if isinstance(value, list) else str(value)
+
+
+def _shown_value(value: Any) -> Any:
+  return tuple(_shown_value(v) for v in value) if isinstance(value, list) else value
+
+
+def check_resumable(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Raises ConfigError if `workdir` holds checkpoints trained with a config that differs from
+  `config` in a key that changes what is trained (any key but FREE_ON_RESUME), naming each."""
+  latest = pathlib.Path(workdir) / 'checkpoints' / 'latest'
+  if not latest.is_dir() or not any(p.name.isdigit() for p in latest.iterdir()):
+    return  # Nothing trained yet: any config starts it.
+  if not (pathlib.Path(workdir) / 'config.json').exists():
+    return  # Trained before config.json existed: the checkpoint's shapes are all there is.
+  saved = _flat(json.loads(load_config(workdir).to_json_best_effort()))
+  given = _flat(json.loads(config.to_json_best_effort()))
+  changed = [f'{key} {_shown(saved.get(key))} -> {_shown(given.get(key))}'
+             for key in sorted(set(saved) | set(given))
+             if key.split('.')[0] not in FREE_ON_RESUME and saved.get(key) != given.get(key)]
+  if changed:
+    raise ConfigError(
+        f'{workdir} was trained with another config ({pathlib.Path(workdir) / "config.json"}): '
+        f'{"; ".join(changed)}. Resume it with the config it was trained with, or train this '
+        f'one in a new --workdir.')
 
 
 def _fill_missing(saved: dict, defaults: dict) -> None:
@@ -67,8 +127,17 @@ def _require_regex(key: str, pattern: str) -> None:
     raise ConfigError(f'config.{key}: {pattern!r} is not a regex: {e}') from e
 
 
+def _require_finite(tree: dict, prefix: str = 'config.') -> None:
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      _require_finite(value, f'{prefix}{key}.')
+    _require(not isinstance(value, float) or math.isfinite(value),
+             f'{prefix}{key} must be a finite number, got {value}')
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError naming the first key whose value cannot work."""
+  _require_finite(config.to_dict())
   models.create_model(config.model, dataset.NUM_CLASSES, config.dtype, **config.model_kwargs)
   _require(config.conv_backend in onednn.BACKENDS,
            f'config.conv_backend={config.conv_backend!r} is not one of {list(onednn.BACKENDS)}')
@@ -90,6 +159,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _require(value > 0, f'config.{key} must be > 0, got {value}')
     _require(value % devices == 0,
              f'config.{key}={value} must be divisible by the number of devices ({devices})')
+  _require(config.batch_size <= dataset.NUM_TRAIN_EXAMPLES - max(config.validation_size, 0),
+           f'config.batch_size={config.batch_size} is more than the '
+           f'{dataset.NUM_TRAIN_EXAMPLES - max(config.validation_size, 0):,} training images '
+           f'(after config.validation_size={config.validation_size})')
+  _require(config.eval_batch_size <= NUM_TEST_EXAMPLES,
+           f'config.eval_batch_size must be at most {NUM_TEST_EXAMPLES:,} (the test split; a '
+           f'larger batch is padding), got {config.eval_batch_size}')
   largest_validation = dataset.NUM_TRAIN_EXAMPLES - config.batch_size
   _require(0 <= config.validation_size < largest_validation,
            f'config.validation_size must be in [0, {largest_validation}), '
@@ -116,10 +192,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
            f'{sorted(dataset.NORMALISATIONS)}')
   for key in ('image_size', 'backbone_frozen_epochs', 'backbone_learning_rate_multiplier'):
     _require(config[key] >= 0, f'config.{key} must be >= 0, got {config[key]}')
+  for key in ('image_size', 'eval_image_size'):
+    _require(config[key] <= MAX_IMAGE_SIZE,
+             f'config.{key} must be at most {MAX_IMAGE_SIZE} (CIFAR images are 32 px; larger '
+             f'batches no longer fit in memory), got {config[key]}')
   _require(not config.pretrained or config.model in pretrained.CONVERTERS
            or config.pretrained.endswith('.msgpack'),
            f'config.pretrained: no converter for model {config.model!r}; there are '
            f'{sorted(pretrained.CONVERTERS)}')
+  if config.pretrained:
+    pretrained.check_source(config.pretrained)
   _require_regex('frozen_params', config.frozen_params)
   for pair in config.learning_rate_multipliers:
     _require(len(pair) == 2 and isinstance(pair[1], (int, float)) and pair[1] > 0,
@@ -140,3 +222,4 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _require(0 <= config.ema_decay < 1, f'config.ema_decay must be in [0, 1), got {config.ema_decay}')
   for key in ('eval_image_size', 'recalibration_images'):
     _require(config[key] >= 0, f'config.{key} must be >= 0, got {config[key]}')
+

@@ -23,3 +23,10 @@ class UsageError(UserError, ValueError):
 
 class TrainingDivergedError(UserError):
   """The loss became NaN or infinite."""
+
+
+def one_line(error: BaseException) -> str:
+  """The error's message as one line (config_flags' messages hold escaped newlines; the
+  project's own may list items on lines of their own)."""
+  text = str(error).strip().strip('\'"').replace('\\n', '\n').replace("\\'", "'")
+  return ' '.join(line.strip() for line in text.splitlines() if line.strip())

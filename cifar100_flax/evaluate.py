@@ -15,6 +15,7 @@ from cifar100_flax import (
   configuration,
   console,
   dataset,
+  files,
   input_pipeline,
   metrics,
   recalibration,
@@ -58,7 +59,8 @@ def restore_model(config: ml_collections.ConfigDict, workdir: str) -> tuple[step
   variables = steps.abstract_variables(model, config)
   step = jax.ShapeDtypeStruct((), jnp.int32)
   template = {'ema': variables, 'step': step} if config.ema_decay else {**variables, 'step': step}
-  restored, progress = checkpointing.Checkpointer(workdir, read_only=True).restore_model(template)
+  with checkpointing.Checkpointer(workdir, read_only=True) as checkpointer:
+    restored, progress = checkpointer.restore_model(template)
   restored = {**restored.pop('ema', {}), **restored}
   state = steps.ModelState(apply_fn=model.apply, **restored)
   if config.recalibration_images and progress.get('recalibration') != recalibration.record(config):
@@ -101,9 +103,10 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, split: str = 'test
 def _write(out: pathlib.Path, split: str, report: dict, labels: np.ndarray,
            coarse_labels: np.ndarray, probs: np.ndarray, ids: np.ndarray) -> None:
   out.mkdir(parents=True, exist_ok=True)
-  (out / f'eval_{split}.json').write_text(json.dumps(report, indent=1))
-  np.savez_compressed(out / f'predictions_{split}.npz', labels=labels, coarse_labels=coarse_labels,
-                      probs=probs.astype(np.float32), ids=ids)
+  with files.replaced(out / f'predictions_{split}.npz') as path, path.open('wb') as f:
+    np.savez_compressed(f, labels=labels, coarse_labels=coarse_labels,
+                        probs=probs.astype(np.float32), ids=ids)
+  files.write_text(out / f'eval_{split}.json', json.dumps(report, indent=1))
   _print_summary(report, report['class_names'])
 
 
@@ -126,5 +129,5 @@ def evaluate_ensemble(configs: Sequence[ml_collections.ConfigDict], workdirs: Se
   if jax.process_index() == 0:
     print(f'ensemble of {len(workdirs)}:')
     _write(pathlib.Path(output), 'test', report, labels, coarse_labels, probs, ids)
-    (pathlib.Path(output) / 'config.json').write_text(configs[0].to_json_best_effort(indent=1))
+    files.write_text(pathlib.Path(output) / 'config.json', configs[0].to_json_best_effort(indent=1))
   return report

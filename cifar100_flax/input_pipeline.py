@@ -19,6 +19,9 @@ from absl import logging
 from cifar100_flax.dataset import Split
 from cifar100_flax.errors import DataError
 
+# TensorFlow only feeds data; keep it off any GPU so that JAX has the memory.
+tf.config.set_visible_devices([], 'GPU')
+
 # Where tfds downloads CIFAR-100 from; probed first because tfds retries for minutes when offline.
 _DOWNLOAD_HOST = ('www.cs.toronto.edu', 443)
 
@@ -34,8 +37,16 @@ def _why_offline() -> Optional[str]:
 
 def _builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
   data_dir = config.data_dir or os.environ.get('TFDS_DATA_DIR')
-  builder = tfds.builder(config.dataset, data_dir=data_dir)
-  if builder.is_prepared():
+  if data_dir and os.path.exists(data_dir) and not os.path.isdir(data_dir):
+    raise DataError(f'the data dir {data_dir} is a file, not a folder: point --config.data_dir '
+                    f'(or TFDS_DATA_DIR) to the tensorflow_datasets folder')
+  try:
+    builder = tfds.builder(config.dataset, data_dir=data_dir)
+    prepared = builder.is_prepared()
+  except (tf.errors.OpError, OSError) as e:  # e.g. a folder without permission
+    raise DataError(f'cannot read the data dir {data_dir}: {_tf_message(e)}. Make it readable, '
+                    f'or point --config.data_dir to another') from e
+  if prepared:
     return builder
   where = builder.data_dir
   offline = _why_offline()
@@ -51,10 +62,35 @@ def _builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
   return builder
 
 
+def _tf_message(error: BaseException) -> str:
+  text = getattr(error, 'message', None) or str(error)
+  return text.strip().splitlines()[0] if text.strip() else type(error).__name__
+
+
+def expected_examples(builder: tfds.core.DatasetBuilder, split: str) -> Optional[int]:
+  """How many examples tfds recorded for `split` when it prepared the dataset."""
+  return builder.info.splits[split].num_examples
+
+
+def _damaged(builder: tfds.core.DatasetBuilder, split: str, why: str) -> DataError:
+  return DataError(
+      f'the {split} split of {builder.data_dir} is damaged ({why}). Delete that folder and '
+      f'prepare it again (the first run downloads it; or copy a good one there).')
+
+
 def _load_split(builder: tfds.core.DatasetBuilder, split: str) -> Split:
   # Chunks rather than batch_size=-1, which needs a known cardinality (mock data has none).
-  chunks = list(tfds.as_numpy(builder.as_dataset(split=split).batch(10_000)))
+  try:
+    chunks = list(tfds.as_numpy(builder.as_dataset(split=split).batch(10_000)))
+  except (tf.errors.OpError, OSError, ValueError) as e:  # a truncated, corrupt or missing shard
+    raise _damaged(builder, split, _tf_message(e)) from e
+  if not chunks:
+    raise _damaged(builder, split, 'it has no examples')
   data = {key: np.concatenate([chunk[key] for chunk in chunks]) for key in chunks[0]}
+  expected = expected_examples(builder, split)
+  if expected is not None and len(data['label']) != expected:
+    raise _damaged(builder, split, f'it holds {len(data["label"])} of the {expected} examples '
+                                   f'tfds recorded')
   return Split(images=data['image'], labels=data['label'].astype(np.int32),
                coarse_labels=data['coarse_label'].astype(np.int32),
                ids=data['id'].astype(str))

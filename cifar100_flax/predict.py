@@ -40,15 +40,20 @@ def probabilities(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequen
   return np.mean(members, axis=0)
 
 
+def check_arguments(top_k: int, output: str) -> None:
+  """Raises UsageError if `top_k` or `output` (see predict) cannot be."""
+  if not 1 <= top_k <= dataset.NUM_CLASSES:
+    raise UsageError(f'--top_k={top_k}: must be between 1 and {dataset.NUM_CLASSES}')
+  if pathlib.Path(output).suffix.lower() not in ('.csv', '.json'):
+    raise UsageError(f'--output={output}: predictions are written as .csv or .json')
+
+
 def predict(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str],
             patterns: Sequence[str], output: str, top_k: int = 5) -> list[images.Failure]:
   """Classifies the images `patterns` name (see images.find), prints a table and writes `output`
   (.csv or .json). Returns the paths that could not be read, each already reported in one line;
   raises UsageError if none could."""
-  if not 1 <= top_k <= dataset.NUM_CLASSES:
-    raise UsageError(f'--top_k={top_k}: must be between 1 and {dataset.NUM_CLASSES}')
-  if pathlib.Path(output).suffix.lower() not in ('.csv', '.json'):
-    raise UsageError(f'--output={output}: predictions are written as .csv or .json')
+  check_arguments(top_k, output)
   paths, failures = images.find(patterns)
   read_paths, pictures, unreadable = images.read_all(paths)
   failures += unreadable

@@ -18,6 +18,7 @@ model's input size.
 import argparse
 import importlib
 import pathlib
+import pickle
 import re
 import sys
 from typing import Any, Callable
@@ -26,33 +27,53 @@ import flax
 import jax
 import numpy as np
 
-from cifar100_flax.errors import UserError
+from cifar100_flax.errors import UserError, one_line
 from cifar100_flax.models import vit
 
 StateDict = dict[str, np.ndarray]
 Variables = dict[str, Any]  # {'params': ..., 'batch_stats': ...}, nested dicts of arrays
 _HUB_ID = re.compile(r'^[\w.-]+/[\w.-]+$')
+_SUFFIXES = ('.safetensors', '.pth', '.pt', '.bin', '.msgpack')
 
 
 class PretrainedError(UserError):
   """Weights that cannot be read, downloaded or fitted to the model."""
 
 
+def check_source(source: str) -> None:
+  """Raises PretrainedError unless `source` is an existing weights file or looks like a hub id."""
+  path = pathlib.Path(source)
+  if path.is_dir():
+    raise PretrainedError(f'{source} is a folder; name a weights file ({", ".join(_SUFFIXES)})')
+  if path.exists() or (_HUB_ID.match(source) and path.suffix not in _SUFFIXES):
+    if path.exists() and path.suffix not in _SUFFIXES:
+      raise PretrainedError(f'{source}: unknown weights format {path.suffix!r}; use .safetensors, '
+                            f'.pth, .pt, .bin or a .msgpack written by `python -m '
+                            f'cifar100_flax.pretrained convert`')
+    return
+  if path.suffix in _SUFFIXES:
+    raise PretrainedError(f'{source}: no such weights file')
+  raise PretrainedError(f'{source!r} is neither a file nor a Hugging Face hub id (org/name)')
+
+
 def load_state_dict(source: str) -> StateDict:
   """A PyTorch-style state dict (name -> numpy array) from a file or a Hugging Face hub id."""
+  check_source(source)
   path = pathlib.Path(source)
   if not path.exists():
-    if not _HUB_ID.match(source):
-      raise PretrainedError(f'{source!r} is neither a file nor a Hugging Face hub id (org/name)')
     path = _download_from_hub(source)
   if path.suffix == '.safetensors':
-    from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+    return _read_safetensors(path)
+  return _read_with_torch(path)
+
+
+def _read_safetensors(path: pathlib.Path) -> StateDict:
+  from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+  try:
     return load_file(path)
-  if path.suffix in ('.pth', '.pt', '.bin'):
-    return _read_with_torch(path)
-  raise PretrainedError(f'{source}: unknown weights format {path.suffix!r}; use .safetensors, '
-                        f'.pth, .pt, .bin or a .msgpack written by `python -m '
-                        f'cifar100_flax.pretrained convert`')
+  except Exception as e:  # pylint: disable=broad-except  (safetensors' errors have no common type)
+    raise PretrainedError(f'{path} is not a valid .safetensors file (truncated or damaged?): '
+                          f'{type(e).__name__}: {e}') from e
 
 
 def _download_from_hub(repo_id: str) -> pathlib.Path:
@@ -76,7 +97,19 @@ def _read_with_torch(path: pathlib.Path) -> StateDict:
   except ImportError as e:
     raise PretrainedError(f'{path}: reading PyTorch files needs torch (`pip install torch`, a CPU '
                           f'build is enough); or convert the file to .safetensors') from e
-  state = torch.load(path, map_location='cpu', weights_only=True)
+  try:
+    # weights_only: tensors and plain containers only; a pickle's code is never run.
+    state = torch.load(path, map_location='cpu', weights_only=True)
+  except pickle.UnpicklingError as e:
+    raise PretrainedError(
+        f'{path} holds Python objects beyond tensors, which loading would have to execute: it '
+        f'may be unsafe, and it is not read. Use weights saved as a plain state dict, or as '
+        f'.safetensors') from e
+  except Exception as e:  # pylint: disable=broad-except  (a truncated zip, not a torch file...)
+    raise PretrainedError(f'{path} is not a valid PyTorch weights file (truncated or damaged?): '
+                          f'{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}') from e
+  if not isinstance(state, dict):
+    raise PretrainedError(f'{path} holds a {type(state).__name__}, not a state dict')
   state = state.get('state_dict', state)
   return {k: v.float().numpy() if v.is_floating_point() else v.numpy()
           for k, v in state.items() if isinstance(v, torch.Tensor)}
@@ -118,11 +151,19 @@ def _efficientnet_module(modules: list[str]) -> list[str]:
 
 def _convert(state: StateDict, module_name: Callable[[list[str]], str]) -> Variables:
   variables = {'params': {}, 'batch_stats': {}}
+  unplaced = []
   for key, value in state.items():
     if key.endswith('num_batches_tracked'):
       continue
-    collection, path, value = _torch_to_flax(key, np.asarray(value, np.float32), module_name)
+    try:
+      collection, path, value = _torch_to_flax(key, np.asarray(value, np.float32), module_name)
+    except (IndexError, KeyError, PretrainedError):  # a name outside the layout the model uses
+      unplaced.append(f'{key} {tuple(np.shape(value))}')
+      continue
     variables[collection]['/'.join(path)] = value
+  if unplaced:
+    raise PretrainedError(f'{len(unplaced)} tensors have names this model\'s layout has no place '
+                          f'for (weights of another architecture?): {", ".join(unplaced)}')
   return {k: flax.traverse_util.unflatten_dict(v, sep='/') for k, v in variables.items()}
 
 
@@ -203,7 +244,12 @@ CONVERTERS.update({f'vit_{variant}_patch16': convert_vit for variant in vit.VARI
 def load(source: str, model_name: str) -> Variables:
   """Flax variables for `model_name` from a state dict, hub id or a converted .msgpack."""
   if pathlib.Path(source).suffix == '.msgpack':
-    return flax.serialization.msgpack_restore(pathlib.Path(source).read_bytes())
+    check_source(source)
+    try:
+      return flax.serialization.msgpack_restore(pathlib.Path(source).read_bytes())
+    except Exception as e:  # pylint: disable=broad-except  (msgpack's errors have no common type)
+      raise PretrainedError(f'{source} is not a valid .msgpack of variables (truncated or '
+                            f'damaged?): {type(e).__name__}: {e}') from e
   if model_name not in CONVERTERS:
     raise PretrainedError(f'no converter for model {model_name!r}; there are {sorted(CONVERTERS)}')
   return CONVERTERS[model_name](load_state_dict(source))
@@ -266,6 +312,9 @@ def _photos_command(model_name: str, top: int = 5) -> None:
 
 
 def _convert_command(source: str, out: str, model_name: str) -> None:
+  if not pathlib.Path(out).parent.is_dir():
+    raise PretrainedError(f'{pathlib.Path(out).parent} is not a folder: create it, or write '
+                          f'{pathlib.Path(out).name} elsewhere')
   variables = jax.tree.map(np.asarray, load(source, model_name))
   pathlib.Path(out).write_bytes(flax.serialization.msgpack_serialize(variables))
   count = sum(v.size for v in jax.tree.leaves(variables))
@@ -290,7 +339,7 @@ def main(argv: list[str]) -> None:
     else:
       _photos_command(args.model)
   except UserError as e:
-    sys.exit(f'error: {e}')
+    sys.exit(f'error: {one_line(e)}')
 
 
 if __name__ == '__main__':

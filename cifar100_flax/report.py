@@ -16,6 +16,7 @@ import io
 import json
 import pathlib
 import textwrap
+import zipfile
 from typing import Optional, Sequence
 
 import jax
@@ -29,6 +30,7 @@ from cifar100_flax import (
   console,
   dataset,
   evaluate,
+  files,
   gradcam,
   input_pipeline,
   plots,
@@ -62,12 +64,17 @@ def load_run(workdir: str, config: Optional[ml_collections.ConfigDict] = None) -
   if not evaluation_path.exists() or not predictions_path.exists():
     raise UserError(f'{directory} has no test evaluation: run `python main.py --mode eval '
                     f'--workdir {directory} ...` first')
-  predictions = np.load(predictions_path)
+  try:
+    evaluation = json.loads(evaluation_path.read_text())
+    with np.load(predictions_path) as predictions:
+      probs, labels, ids = predictions['probs'], predictions['labels'], predictions['ids']
+  except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile) as e:
+    raise UserError(f'{directory}\'s evaluation cannot be read ({evaluation_path.name} or '
+                    f'{predictions_path.name}: {type(e).__name__}: {e}): evaluate the run again '
+                    f'with `python main.py --mode eval --workdir {directory}`') from e
   return Run(workdir=directory, name=directory.name,
-             config=config or configuration.load_config(workdir),
-             evaluation=json.loads(evaluation_path.read_text()), probs=predictions['probs'],
-             labels=predictions['labels'], ids=predictions['ids'],
-             history=writers.read_history(workdir))
+             config=config or configuration.load_config(workdir), evaluation=evaluation,
+             probs=probs, labels=labels, ids=ids, history=writers.read_history(workdir))
 
 
 def augmented_samples(config: ml_collections.ConfigDict, images: np.ndarray,
@@ -219,35 +226,43 @@ def _confused_pairs_table(run: Run) -> tuple[list[str], list[list[str]]]:
 def write_report(runs: Sequence[Run], output: str, test: dataset.Split,
                  train_images: np.ndarray, coarse_names: Sequence[str],
                  cams: Optional[dict[str, np.ndarray]] = None) -> dict[str, pathlib.Path]:
-  """Writes <run>_<figure>.png, report.html and report.pdf into `output`; returns their paths."""
+  """Writes <run>_<figure>.png, report.html and report.pdf into `output`; returns their paths.
+
+  Everything is drawn before anything is written, and each file replaces its previous version
+  whole, so that a report that fails leaves the previous one as it was."""
   out = pathlib.Path(output)
-  out.mkdir(parents=True, exist_ok=True)
   header, table = comparison_table(runs)
+  drawn = [(run, run_figures(run, test, train_images, coarse_names, (cams or {}).get(run.name)))
+           for run in runs]
+  summary = _text_page('CIFAR-100 report', header, table, [_run_text(r) for r, _ in drawn])
   sections = [f'<h1>CIFAR-100 report</h1><h2>Results</h2>{_html_table(header, table)}']
-  written = {}
-  with PdfPages(out / 'report.pdf') as pdf:
-    pdf.savefig(_text_page('CIFAR-100 report', header, table, [_run_text(r) for r in runs]))
-    for run in runs:
-      sections.append(f'<h2>{html.escape(run.name)}</h2><p>{html.escape(_run_text(run))}</p>')
-      figures = run_figures(run, test, train_images, coarse_names, (cams or {}).get(run.name))
-      for name, figure in figures.items():
-        png = _png(figure)
-        path = out / f'{run.name}_{name}.png'
-        path.write_bytes(png)
-        written[path.stem] = path
-        encoded = base64.b64encode(png).decode('ascii')
-        sections.append(f'<figure><img alt="{html.escape(path.stem)}" '
-                        f'src="data:image/png;base64,{encoded}"><figcaption>{html.escape(name)}'
-                        f'</figcaption></figure>')
-        if name == 'superclass_confusion':
-          sections.append('<h3>Most confused class pairs</h3>'
-                          + _html_table(*_confused_pairs_table(run)))
-        pdf.savefig(figure)
+  pngs = {}
+  for run, figures in drawn:
+    sections.append(f'<h2>{html.escape(run.name)}</h2><p>{html.escape(_run_text(run))}</p>')
+    for name, figure in figures.items():
+      stem = f'{run.name}_{name}'
+      pngs[stem] = _png(figure)
+      encoded = base64.b64encode(pngs[stem]).decode('ascii')
+      sections.append(f'<figure><img alt="{html.escape(stem)}" '
+                      f'src="data:image/png;base64,{encoded}"><figcaption>{html.escape(name)}'
+                      f'</figcaption></figure>')
+      if name == 'superclass_confusion':
+        sections.append('<h3>Most confused class pairs</h3>'
+                        + _html_table(*_confused_pairs_table(run)))
   page = ('<!DOCTYPE html><html><head><meta charset="utf-8"><title>CIFAR-100 report</title>'
           '<style>body{font-family:sans-serif;max-width:1100px;margin:auto}img{max-width:100%}'
           'table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px}</style>'
           f'</head><body>{"".join(sections)}</body></html>')
-  (out / 'report.html').write_text(page)
+  out.mkdir(parents=True, exist_ok=True)
+  written = {}
+  for stem, png in pngs.items():
+    with files.replaced(out / f'{stem}.png') as path:
+      path.write_bytes(png)
+    written[stem] = out / f'{stem}.png'
+  with files.replaced(out / 'report.pdf') as path, PdfPages(path) as pdf:
+    for figure in [summary] + [f for _, figures in drawn for f in figures.values()]:
+      pdf.savefig(figure)
+  files.write_text(out / 'report.html', page)
   written.update(html=out / 'report.html', pdf=out / 'report.pdf')
   return written
 

@@ -19,6 +19,7 @@ from cifar100_flax import (
   configuration,
   console,
   distributed,
+  files,
   input_pipeline,
   optim,
   pretrained,
@@ -118,9 +119,19 @@ class _StopRequests:
 
   def agreed(self, step: int) -> bool:
     """Whether to stop after `step`: this process's request, or, of several, any one's."""
-    if jax.process_count() == 1:
-      return self.requested
-    return step % self.POLL_STEPS == 0 and distributed.any_process(self.requested)
+    return step % self.POLL_STEPS == 0 and self.agreed_now() if jax.process_count() > 1 else (
+        self.requested)
+
+  def agreed_now(self) -> bool:
+    """Whether any process was asked to stop (every process must call this at the same point)."""
+    return distributed.any_process(self.requested)
+
+  def stop_if_agreed(self, step: int) -> None:
+    """Raises KeyboardInterrupt if a stop was asked for before training step `step` + 1, which
+    leaves nothing new to save (outside the loop, e.g. while loading or compiling)."""
+    if self.agreed_now():
+      raise KeyboardInterrupt(f'stopped before training step {step + 1}, with nothing new to '
+                              f'save; run the same command to {"resume" if step else "start"}')
 
   def __exit__(self, *exc):
     for sig, handler in self._previous.items():
@@ -188,9 +199,18 @@ class _Run:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains (or resumes) in `workdir`; returns the final progress record.
 
-  Raises KeyboardInterrupt after saving a checkpoint if stopped by Ctrl-C or SIGTERM.
+  Raises KeyboardInterrupt after saving a checkpoint if stopped by Ctrl-C or SIGTERM. A workdir
+  that cannot be written, or holds a run of another config, is refused before anything is read
+  or written.
   """
   configuration.validate(config)
+  files.writable_folder(workdir, 'the workdir')
+  configuration.check_resumable(config, workdir)
+  with _StopRequests() as stop:  # From here on a signal is a clean stop.
+    return _train(config, workdir, stop)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str, stop: _StopRequests) -> dict:
   conv_backend = onednn.resolve(config.conv_backend)
   model = steps.create_model(config, conv_backend)
   mesh = sharding.create_mesh()
@@ -200,42 +220,45 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   total_steps = config.num_epochs * steps_per_epoch
   state, schedule = steps.create_train_state(
       config, steps_per_epoch, splits['train'].images[:config.init_sample_size], model)
-  checkpointer = checkpointing.Checkpointer(workdir, config.checkpoint_keep)
-  if jax.process_index() == 0:  # For --mode report and ensembles, which need no --config.
-    (pathlib.Path(workdir) / 'config.json').write_text(config.to_json_best_effort(indent=1))
-  restored = checkpointer.restore_latest(state)
-  if restored:
-    state, progress = restored[0], Progress.from_json(restored[1], config)
-    console.say(f'resuming from step {int(state.step)} of {total_steps}')
-  else:
-    state, progress = _with_pretrained(state, config), Progress(stopper=_early_stopper(config))
-  state = sharding.replicate(state, mesh)
-  with console.phase('counting the training step\'s FLOPs'):
-    step_flops = steps.flops_per_step(config, state, config.batch_size)
-  console.say(f'{config.model} ({sum(x.size for x in jax.tree.leaves(state.params)):,} '
-              f'parameters, {conv_backend} convolutions, {step_flops / config.batch_size:.3g} '
-              f'training FLOPs per image): {total_steps} steps of {config.batch_size} images, '
-              f'{steps_per_epoch} an epoch')
-  run = _Run(config, splits, mesh, checkpointer, writers.create_writer(workdir), steps_per_epoch,
-             total_steps, step_flops, progress.train_seconds)
-  try:
-    progress = _loop(run, state, dataclasses.replace(progress, total_steps=total_steps), schedule)
-  finally:
-    run.writer.flush()
-    checkpointer.close()
+  with checkpointing.Checkpointer(workdir, config.checkpoint_keep) as checkpointer:
+    restored = checkpointer.restore_latest(state)
+    if restored:
+      state, progress = restored[0], Progress.from_json(restored[1], config)
+      console.say(f'resuming from step {int(state.step)} of {total_steps}')
+    else:
+      state, progress = _with_pretrained(state, config), Progress(stopper=_early_stopper(config))
+    if jax.process_index() == 0:  # For --mode report and ensembles, which need no --config.
+      files.write_text(pathlib.Path(workdir) / 'config.json', config.to_json_best_effort(indent=1))
+    state = sharding.replicate(state, mesh)
+    with console.phase('counting the training step\'s FLOPs'):
+      step_flops = steps.flops_per_step(config, state, config.batch_size)
+    console.say(f'{config.model} ({sum(x.size for x in jax.tree.leaves(state.params)):,} '
+                f'parameters, {conv_backend} convolutions, {step_flops / config.batch_size:.3g} '
+                f'training FLOPs per image): {total_steps} steps of {config.batch_size} images, '
+                f'{steps_per_epoch} an epoch')
+    writer = writers.create_writer(workdir, int(state.step))
+    run = _Run(config, splits, mesh, checkpointer, writer, steps_per_epoch, total_steps,
+               step_flops, progress.train_seconds)
+    try:
+      progress = _loop(run, state, dataclasses.replace(progress, total_steps=total_steps),
+                       schedule, stop)
+    finally:
+      writer.close()
   return progress.to_json()
 
 
-def _logs_at(step: int, every: int, total_steps: int) -> bool:
-  """Whether `step` ends a log period: every `every` steps, and the last; a period that would
-  leave fewer than every / 2 steps to the last joins it, so that no logged point averages a few
-  steps only."""
-  return step == total_steps or (step % every == 0 and total_steps - step >= every / 2)
+def _logs_at(step: int, every: int, total_steps: int, since: int = 0) -> bool:
+  """Whether `step` ends a log period that began after step `since`: every `every` steps, and
+  the last; a period shorter than every / 2 steps (the first after resuming, or one that would
+  leave so few to the last) joins the next, so that no logged point averages a few steps only."""
+  return step == total_steps or (step % every == 0 and step - since >= every / 2
+                                 and total_steps - step >= every / 2)
 
 
-def _loop(run: _Run, state: steps.TrainState, progress: Progress,
-          schedule: optim.Schedule) -> Progress:
+def _loop(run: _Run, state: steps.TrainState, progress: Progress, schedule: optim.Schedule,
+          stop: _StopRequests) -> Progress:
   config, step = run.config, int(state.step)
+  logged = step
   batches = (sharding.shard_batch(batch, run.mesh) for batch in input_pipeline.train_batches(
       run.splits['train'], config.batch_size, config.shuffle_seed, step, jax.process_index(),
       jax.process_count()))
@@ -243,35 +266,36 @@ def _loop(run: _Run, state: steps.TrainState, progress: Progress,
   eval_every = config.eval_every_steps or run.steps_per_epoch
   line = console.TrainingLine(run.total_steps, run.steps_per_epoch)
   train_metrics, train_step, stopping = None, None, False
-  with _StopRequests() as stop:
-    while step < run.total_steps and not progress.stopper.should_stop and not stopping:
-      batch = next(batches)
-      if train_step is None:
-        with console.phase('compiling the training step'):
-          train_step = steps.jit_train_step(config, run.mesh).lower(state, batch).compile()
-      state, step_metrics = train_step(state, batch)
-      step += 1
-      line.first_step_done(step)
-      train_metrics = step_metrics if train_metrics is None else train_metrics.merge(step_metrics)
-      if _logs_at(step, config.log_every_steps, run.total_steps):
-        scalars = {f'train_{k}': float(v) for k, v in train_metrics.compute().items()}
-        _check_finite(scalars, step)
-        scalars['learning_rate'] = float(schedule(step - 1) * optim.plateau_scale(state.opt_state))
-        run.writer.write_scalars(step, scalars)
-        console.say(line.format(step, scalars))
-        train_metrics = None
-      if step % eval_every == 0 or step == run.total_steps:
-        state, progress = run.recalibrated(state, progress)
-        if len(run.splits['validation']):
-          progress = run.validate(jitted_eval_step, state, progress)
-          progress = run.save(state, progress, is_best=progress.stopper.has_improved)
-        else:  # Every training image is trained on: the newest model is the one to evaluate.
-          run.writer.write_scalars(step, {'epoch': step / run.steps_per_epoch})
-          progress = run.save(state, dataclasses.replace(progress, best_step=step), is_best=True)
-      stopping = stop.agreed(step)
-    if stopping:
-      run.save(state, progress, is_best=False)
-      raise KeyboardInterrupt(f'stopped at step {step}; run the same command to resume')
+  stop.stop_if_agreed(step)  # asked while loading, restoring or counting
+  while step < run.total_steps and not progress.stopper.should_stop and not stopping:
+    batch = next(batches)
+    if train_step is None:
+      with console.phase('compiling the training step'):
+        train_step = steps.jit_train_step(config, run.mesh).lower(state, batch).compile()
+      stop.stop_if_agreed(step)
+    state, step_metrics = train_step(state, batch)
+    step += 1
+    line.first_step_done(step)
+    train_metrics = step_metrics if train_metrics is None else train_metrics.merge(step_metrics)
+    if _logs_at(step, config.log_every_steps, run.total_steps, logged):
+      scalars = {f'train_{k}': float(v) for k, v in train_metrics.compute().items()}
+      _check_finite(scalars, step)
+      scalars['learning_rate'] = float(schedule(step - 1) * optim.plateau_scale(state.opt_state))
+      run.writer.write_scalars(step, scalars)
+      console.say(line.format(step, scalars))
+      train_metrics, logged = None, step
+    if step % eval_every == 0 or step == run.total_steps:
+      state, progress = run.recalibrated(state, progress)
+      if len(run.splits['validation']):
+        progress = run.validate(jitted_eval_step, state, progress)
+        progress = run.save(state, progress, is_best=progress.stopper.has_improved)
+      else:  # Every training image is trained on: the newest model is the one to evaluate.
+        run.writer.write_scalars(step, {'epoch': step / run.steps_per_epoch})
+        progress = run.save(state, dataclasses.replace(progress, best_step=step), is_best=True)
+    stopping = stop.agreed(step)
+  if stopping:
+    run.save(state, progress, is_best=False)
+    raise KeyboardInterrupt(f'stopped at step {step}, saved; run the same command to resume')
   if progress.stopper.should_stop:
     console.say(f'early stopping at step {step}: no {config.early_stopping_metric} improvement '
                 f'in {config.early_stopping_patience} evaluations')

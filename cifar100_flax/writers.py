@@ -12,12 +12,21 @@ import numpy as np
 from clu import metric_writers
 from clu.metric_writers import interface
 
+from cifar100_flax import files
+
 
 class HistoryWriter(interface.MetricWriter):
-  """Appends one JSON object per write_scalars call to `history.jsonl`."""
+  """Appends one JSON object per write_scalars call to `history.jsonl`.
 
-  def __init__(self, path: pathlib.Path):
+  A run resumed from step `resumed_at` first drops the records after it (written before the
+  interruption, and written again now), so that the history reads as one run.
+  """
+
+  def __init__(self, path: pathlib.Path, resumed_at: int = 0):
     self.path = path
+    if resumed_at and path.exists():
+      kept = [r for r in _records(path.read_text()) if r['step'] <= resumed_at]
+      files.write_text(path, ''.join(f'{json.dumps(r)}\n' for r in kept))
 
   def write_scalars(self, step: int, scalars: Mapping[str, interface.Scalar]) -> None:
     record = {'step': int(step), **{k: float(np.asarray(v)) for k, v in scalars.items()}}
@@ -54,15 +63,27 @@ class HistoryWriter(interface.MetricWriter):
     pass
 
 
+def _records(text: str) -> list[dict]:
+  """The records of a history.jsonl; a last line cut short (a killed run) is left out."""
+  records = []
+  for line in text.splitlines():
+    try:
+      records.append(json.loads(line))
+    except json.JSONDecodeError:
+      continue
+  return records
+
+
 def read_history(workdir: str) -> list[dict]:
   path = pathlib.Path(workdir) / 'history.jsonl'
-  return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+  return _records(path.read_text()) if path.exists() else []
 
 
-def create_writer(workdir: str) -> metric_writers.MetricWriter:
+def create_writer(workdir: str, resumed_at: int = 0) -> metric_writers.MetricWriter:
   """TensorBoard events and history.jsonl in `workdir`, from process 0 only (the terminal's line
-  is console.py's)."""
+  is console.py's); `resumed_at`: the step a resumed run starts from."""
   if jax.process_index() != 0:
     return metric_writers.MultiWriter([])
-  return metric_writers.MultiWriter([metric_writers.SummaryWriter(workdir),
-                                     HistoryWriter(pathlib.Path(workdir) / 'history.jsonl')])
+  return metric_writers.MultiWriter([
+      metric_writers.SummaryWriter(workdir),
+      HistoryWriter(pathlib.Path(workdir) / 'history.jsonl', resumed_at)])

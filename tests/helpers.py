@@ -7,39 +7,23 @@ import pathlib
 import subprocess
 import sys
 
-import ml_collections
 import pytest
 import tensorflow_datasets as tfds
 
-from cifar100_flax import defaults, input_pipeline
+from cifar100_flax import input_pipeline
 from cifar100_flax.cpu import onednn
+from tests.tiny_config import get_config as tiny_config  # noqa: F401  (shared from here)
 
 MOCK_EXAMPLES = 200  # per split; the validation carve-out comes out of the training split
 REPO = pathlib.Path(__file__).resolve().parents[1]
-
-
-def tiny_config(**overrides) -> ml_collections.ConfigDict:
-  config = defaults.get_config()
-  config.model_kwargs.widths = (8,)
-  config.model_kwargs.convs_per_stage = 1
-  config.model_kwargs.hidden = 0
-  config.model_kwargs.dropout = 0.0
-  config.data_dir = '/nonexistent'  # mock data ignores it; real data must not leak in
-  config.validation_size = 40
-  config.batch_size = 16
-  config.eval_batch_size = 48  # does not divide 200: the last batch is padded
-  config.num_epochs = 2
-  config.log_every_steps = 5
-  config.warmup_epochs = 0.5
-  config.learning_rate = 0.05
-  config.update(overrides)
-  return config
 
 
 @contextlib.contextmanager
 def mocked_cifar(monkeypatch: pytest.MonkeyPatch):
   """Deterministic random CIFAR-100-shaped data; 'downloading' it is a no-op."""
   monkeypatch.setattr(input_pipeline, '_why_offline', lambda: None)
+  # tfds records the real split sizes, of which mock data has only MOCK_EXAMPLES.
+  monkeypatch.setattr(input_pipeline, 'expected_examples', lambda builder, split: None)
   with tfds.testing.mock_data(num_examples=MOCK_EXAMPLES):
     yield
 

@@ -1,7 +1,8 @@
 """Model registry: a config's `model` name -> a Flax module taking (images, train)."""
 
 import dataclasses
-from typing import Callable
+import math
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -22,6 +23,35 @@ MODELS.update({f'vit_{variant}_patch16': (vit.VisionTransformer,
                                           dict(variant=variant, patch_size=16))
                for variant in vit.VARIANTS})
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+# Model arguments that are probabilities (or, for BatchNorm, a fraction kept).
+_FRACTIONS = ('dropout', 'drop_path', 'batch_norm_momentum')
+
+
+def _argument_problem(name: str, value: Any, default: Any) -> str:
+  """What is wrong with model argument `name`=`value`, judged by its default's type ('' if
+  nothing): a model's module would otherwise fail deep in its first call, or train nonsense
+  (dropout 1.5 drops everything)."""
+  number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+  if isinstance(default, bool):
+    return '' if isinstance(value, bool) else 'must be True or False'
+  if isinstance(default, int):
+    return '' if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else (
+        'must be an integer >= 0')
+  if isinstance(default, float):
+    if not number(value) or not math.isfinite(value):
+      return 'must be a finite number'
+    if value == default:  # e.g. -1: the variant's own
+      return ''
+    if name in _FRACTIONS:
+      return '' if 0 <= value < 1 else 'must be in [0, 1)'
+    return '' if value > 0 else 'must be > 0'
+  if isinstance(default, str):
+    return '' if isinstance(value, str) else 'must be a string'
+  if isinstance(default, tuple):
+    ok = isinstance(value, (tuple, list)) and value and all(
+        isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+    return '' if ok else 'must be a tuple of positive integers, e.g. (32, 64)'
+  return ''
 
 
 def create_model(name: str, num_classes: int, dtype: str = 'float32',
@@ -33,10 +63,14 @@ def create_model(name: str, num_classes: int, dtype: str = 'float32',
   if dtype not in DTYPES:
     raise ConfigError(f'config.dtype={dtype!r} is not supported; choose one of {sorted(DTYPES)}')
   module, fixed = MODELS[name]
-  fields = ({f.name for f in dataclasses.fields(module)}
-            - {'parent', 'name', 'num_classes', 'dtype', 'conv'} - set(fixed))
-  unknown = sorted(set(kwargs) - fields)
+  fields = {f.name: f.default for f in dataclasses.fields(module)
+            if f.name not in {'parent', 'name', 'num_classes', 'dtype', 'conv', *fixed}}
+  unknown = sorted(set(kwargs) - set(fields))
   if unknown:
     raise ConfigError(f'config.model_kwargs has {unknown}, which model {name!r} does not take; '
                       f'it takes {sorted(fields)}')
+  for key, value in kwargs.items():
+    problem = _argument_problem(key, value, fields[key])
+    if problem:
+      raise ConfigError(f'config.model_kwargs.{key}={value!r} {problem}')
   return module(num_classes=num_classes, dtype=DTYPES[dtype], conv=conv, **fixed, **kwargs)

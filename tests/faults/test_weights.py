@@ -1,0 +1,131 @@
+"""Weight files a hostile or careless user points to: nothing in them runs, and each is refused in
+one line that says what is wrong with it."""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from tests.faults.battery import (
+  TINY,
+  Outcome,
+  assert_success,
+  assert_user_error,
+  environment,
+  main_py,
+)
+from tests.helpers import REPO
+
+FIXTURE = REPO / 'tests' / 'fixtures' / 'resnet_basic.safetensors'
+# A ResNet-18 as narrow as tests/fixtures/resnet_basic.safetensors (whose ResNet has stages of
+# 2, 1, 1 and 1 basic blocks, of width 4).
+RESNET_CONFIG = """
+import ml_collections
+from tests.tiny_config import get_config as tiny
+
+def get_config():
+  config = tiny()
+  config.model = 'resnet18'
+  config.model_kwargs = ml_collections.ConfigDict(dict(width=4, stem='cifar'))
+  return config
+"""
+
+
+def _resnet(tmp_path):
+  path = tmp_path / 'resnet_config.py'
+  path.write_text(RESNET_CONFIG)
+  return f'--config={path}'
+
+
+def _convert(source, out, env=None):
+  result = subprocess.run([sys.executable, '-m', 'cifar100_flax.pretrained', 'convert', str(source),
+                           str(out), '--model=resnet18'], cwd=REPO, capture_output=True, text=True,
+                          env={**environment(), **(env or {})}, timeout=300)
+  return Outcome(result.returncode, result.stdout, result.stderr)
+
+
+def _malicious_pth(path: pathlib.Path, marker: pathlib.Path) -> None:
+  torch = pytest.importorskip('torch')
+
+  class Payload:
+    def __reduce__(self):
+      return os.system, (f'touch {marker}',)
+  torch.save({'conv1.weight': torch.zeros(4, 3, 3, 3), 'evil': Payload()}, path)
+
+
+def test_a_malicious_pickle_never_runs(tmp_path):  # issue 25, 10
+  marker, weights = tmp_path / 'ran', tmp_path / 'evil.pth'
+  _malicious_pth(weights, marker)
+  line = assert_user_error(_convert(weights, tmp_path / 'out.msgpack'), str(weights), 'unsafe',
+                           '.safetensors')
+  assert 'weights_only=False' not in line
+  assert not marker.exists() and not (tmp_path / 'out.msgpack').exists()
+
+
+def test_a_malicious_pickle_as_pretrained_weights_never_runs(tmp_path, data_dir):
+  marker, weights = tmp_path / 'ran', tmp_path / 'evil.pth'
+  _malicious_pth(weights, marker)
+  outcome = main_py(_resnet(tmp_path), *TINY[1:],
+                    f'--workdir={tmp_path / "run"}', f'--config.data_dir={data_dir}',
+                    f'--config.pretrained={weights}')
+  line = assert_user_error(outcome, 'unsafe')
+  assert 'weights_only=False' not in line and not marker.exists()
+
+
+@pytest.mark.parametrize('damage', ['truncated', 'random'])
+def test_a_damaged_safetensors_file(tmp_path, damage):  # issue 25, 10
+  weights = tmp_path / 'weights.safetensors'
+  data = FIXTURE.read_bytes()
+  weights.write_bytes(data[:len(data) // 2] if damage == 'truncated' else os.urandom(4096))
+  assert_user_error(_convert(weights, tmp_path / 'out.msgpack'), str(weights), 'not a valid')
+
+
+def test_random_bytes_as_msgpack(tmp_path, data_dir):  # issue 25, 10
+  weights = tmp_path / 'weights.msgpack'
+  weights.write_bytes(os.urandom(4096))
+  outcome = main_py(*TINY, f'--workdir={tmp_path / "run"}', f'--config.data_dir={data_dir}',
+                    f'--config.pretrained={weights}')
+  assert_user_error(outcome, str(weights), 'not a valid')
+
+
+def test_a_key_the_converter_cannot_place(tmp_path):  # issue 25, 10
+  safetensors = pytest.importorskip('safetensors.numpy')
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  weights = tmp_path / 'odd.safetensors'
+  safetensors.save_file({'layer1.weight': np.zeros((4, 4, 3, 3), np.float32),
+                         'head.bias': np.zeros(3, np.float32)}, str(weights))
+  assert_user_error(_convert(weights, tmp_path / 'out.msgpack'), 'layer1.weight', 'head.bias')
+
+
+def test_every_missing_and_misshaped_key_is_listed(tmp_path, data_dir):
+  outcome = main_py(_resnet(tmp_path), *TINY[1:],
+                    f'--workdir={tmp_path / "run"}', f'--config.data_dir={data_dir}',
+                    f'--config.pretrained={FIXTURE}')
+  line = assert_user_error(outcome, 'do not fit', 'missing: params/layer1_1/conv1/kernel',
+                           'missing: params/layer4_1/bn2/scale')
+  assert line.count('missing:') == 24
+
+
+def test_a_hub_id_offline(tmp_path, data_dir):
+  env = {'HF_HUB_OFFLINE': '1'}
+  assert_user_error(_convert('timm/resnet18.a1_in1k', tmp_path / 'out.msgpack', env),
+                    'timm/resnet18.a1_in1k', 'Offline')
+
+
+def test_a_weights_file_that_does_not_exist(tmp_path, data_dir):
+  outcome = main_py(*TINY, f'--workdir={tmp_path / "run"}', f'--config.data_dir={data_dir}',
+                    '--config.pretrained=weights/nope.safetensors')
+  assert_user_error(outcome, 'nope.safetensors')
+  assert not (tmp_path / 'run').exists(), 'a run that could not start left a workdir'
+
+
+def test_convert_into_a_missing_folder(tmp_path):  # issue 25, 10
+  assert_user_error(_convert(FIXTURE, tmp_path / 'nope' / 'out.msgpack'), str(tmp_path / 'nope'))
+
+
+def test_convert_writes_what_loads(tmp_path):
+  result = _convert(FIXTURE, tmp_path / 'out.msgpack')
+  assert_success(result)
+  assert (tmp_path / 'out.msgpack').stat().st_size > 0
