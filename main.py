@@ -72,11 +72,16 @@ _STOPPED_AT_ONCE = ('stopped at once, without saving; the checkpoints saved befo
                     'run the same command to resume')
 
 
-class _QuietOrbax(logging_lib.Filter):
-  """Orbax logs every step of every save at INFO; keep its warnings only."""
+class _QuietLibraries(logging_lib.Filter):
+  """Orbax logs every step of every save at INFO; tensorflow-datasets warns of folders it skips
+  (a variant without dataset_info.json), while input_pipeline.py says what is wrong with the data
+  in one line: keep Orbax's warnings and tfds' errors only."""
+
+  _LEAST_LEVEL = {'/orbax/': logging_lib.WARNING, '/tensorflow_datasets/': logging_lib.ERROR}
 
   def filter(self, record: logging_lib.LogRecord) -> bool:
-    return record.levelno >= logging_lib.WARNING or '/orbax/' not in record.pathname
+    return all(record.levelno >= level or part not in record.pathname
+               for part, level in self._LEAST_LEVEL.items())
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
@@ -200,7 +205,7 @@ def _check_usage(mode: str, workdirs: list[str], config: ml_collections.ConfigDi
 
 def _check_outputs(mode: str, workdirs: list[str]) -> None:
   """Before any work: every folder and file the mode will write can be written."""
-  from cifar100_flax import files, predict
+  from cifar100_flax import files
   output = _OUTPUT.value  # (train.py checks a training's workdir)
   if mode == 'eval':
     for workdir in workdirs:
@@ -210,7 +215,6 @@ def _check_outputs(mode: str, workdirs: list[str]) -> None:
   elif mode == 'report':
     files.writable_folder(output or workdirs[0], '--output' if output else 'the workdir')
   elif mode == 'predict':
-    predict.check_arguments(_TOP_K.value, output or 'predictions.csv')
     files.writable_file(output or str(pathlib.Path(workdirs[0], 'predictions.csv')), '--output')
   elif mode == 'export':
     files.writable_folder(output or str(pathlib.Path(workdirs[0], 'export')), '--output')
@@ -232,7 +236,7 @@ def main(argv):
   config = _config()
   _check_usage(mode, workdirs, config, images)
   _quiet_start_up()
-  logging.get_absl_handler().addFilter(_QuietOrbax())
+  logging.get_absl_handler().addFilter(_QuietLibraries())
   from cifar100_flax import distributed
   from cifar100_flax.cpu import tuning
   tuning.configure()  # Before JAX initialises its backend.
@@ -243,6 +247,9 @@ def main(argv):
     from cifar100_flax import configuration
     if config is not None:  # Seconds, before TensorFlow is imported and any data is read.
       configuration.validate(config)
+    if mode == 'predict':
+      from cifar100_flax import predict
+      predict.check_arguments(_TOP_K.value, _OUTPUT.value or 'predictions.csv')
     # Without --config, each run's own config.json.
     configs = [config or configuration.load_config(w) for w in workdirs] if mode != 'train' else []
     _check_outputs(mode, workdirs)
@@ -252,7 +259,7 @@ def main(argv):
       raise
     sys.exit(f'error: {one_line(e)}')
   except KeyboardInterrupt as e:  # train.py's says where it stopped; a second Ctrl-C does not
-    sys.exit(f'interrupted: {e or _STOPPED_AT_ONCE}')
+    sys.exit(f'interrupted: {str(e) or _STOPPED_AT_ONCE}')
 
 
 def _run(mode: str, workdirs: list[str], config: ml_collections.ConfigDict | None,

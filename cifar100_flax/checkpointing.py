@@ -64,7 +64,13 @@ def _manager(directory: pathlib.Path, max_to_keep: int, read_only: bool) -> ocp.
   options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=not read_only,
                                          cleanup_tmp_directories=not read_only,
                                          multiprocessing_options=processes)
-  return ocp.CheckpointManager(directory.absolute(), options=options)
+  manager = ocp.CheckpointManager(directory.absolute(), options=options)
+  # The manager removes unfinished saves of an earlier run in a thread it starts here and awaits
+  # only at its first save: a run that stops before that (a user error, Ctrl-C while starting)
+  # would exit with the thread still scheduling work, and print its traceback. Orbax has no public
+  # way to await it.
+  manager._maybe_await_cleanup_tmp_directory()  # pylint: disable=protected-access
+  return manager
 
 
 class Checkpointer:
@@ -138,12 +144,13 @@ class Checkpointer:
     """(step, state, progress) of the newest checkpoint of `manager` that reads (None if it has
     none), and the newer steps that did not read, each said. Raises CheckpointError if there are
     checkpoints and none reads."""
-    unreadable = []
+    unreadable, last_error = [], None
     for step in sorted(manager.all_steps(), reverse=True):
       try:
         return (step, *self._restore_step(manager, step, state_args)), unreadable
       except _Unreadable as e:
         unreadable.append(step)
+        last_error = e
         console.say(f'checkpoint {step} of {manager.directory} cannot be read ({e.why}); '
                     f'trying the one before it')
     if unreadable:
@@ -151,7 +158,7 @@ class Checkpointer:
           f'no checkpoint in {manager.directory} can be read (steps '
           f'{", ".join(map(str, unreadable))}): they are damaged or not checkpoints of this '
           f'project. Train in a new --workdir, or put back the files from a copy; nothing here '
-          f'was changed.')
+          f'was changed.') from last_error
     return None, []
 
   def _set_aside(self, manager: ocp.CheckpointManager, step: int) -> None:

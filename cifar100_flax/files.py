@@ -64,11 +64,16 @@ def writable_file(path: str, what: str) -> pathlib.Path:
 @contextlib.contextmanager
 def replaced(path: pathlib.Path) -> Iterator[pathlib.Path]:
   """A temporary path beside `path` to write to; it replaces `path` if the block succeeds and is
-  removed if it fails."""
+  removed if it fails (a full disk or a lost permission is a UsageError saying so)."""
   temporary = path.with_name(f'.{path.name}.partial')
   try:
     yield temporary
     os.replace(temporary, path)
+  except OSError as e:
+    if known_os_error(e) is None:
+      raise
+    raise UsageError(f'cannot write {path}: {_why(e)}, then run the same command again (any '
+                     f'earlier {path.name} is kept)') from e
   finally:
     temporary.unlink(missing_ok=True)
 

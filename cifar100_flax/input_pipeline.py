@@ -6,6 +6,7 @@ pure function of (seed, step) and lets an interrupted run resume at exactly the 
 """
 
 import os
+import pathlib
 import socket
 import sys
 from typing import Iterator, Optional
@@ -49,6 +50,10 @@ def _builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
   if prepared:
     return builder
   where = builder.data_dir
+  locked = _locked_folder(pathlib.Path(where).absolute(), data_dir)
+  if locked:
+    raise DataError(f'permission denied: {locked} cannot be read, so {config.dataset} in {where} '
+                    f'cannot be found. Make it readable, or point --config.data_dir to another')
   offline = _why_offline()
   if offline:
     raise DataError(
@@ -60,6 +65,19 @@ def _builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
   logging.info('Downloading %s into %s', config.dataset, where)
   builder.download_and_prepare()
   return builder
+
+
+def _locked_folder(where: pathlib.Path, data_dir: Optional[str]) -> Optional[pathlib.Path]:
+  """The outermost folder on the way to `where` this process may not enter (or, from `data_dir`
+  on, list): tfds reads such a dataset as one never prepared."""
+  inside = pathlib.Path(data_dir).absolute() if data_dir else where
+  for folder in reversed([where, *where.parents]):
+    if not folder.exists():
+      return None
+    needs = os.R_OK | os.X_OK if folder == inside or inside in folder.parents else os.X_OK
+    if not os.access(folder, needs):
+      return folder
+  return None
 
 
 def _tf_message(error: BaseException) -> str:

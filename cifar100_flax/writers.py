@@ -19,12 +19,13 @@ class HistoryWriter(interface.MetricWriter):
   """Appends one JSON object per write_scalars call to `history.jsonl`.
 
   A run resumed from step `resumed_at` first drops the records after it (written before the
-  interruption, and written again now), so that the history reads as one run.
+  interruption, and written again now), so that the history reads as one run; a run started
+  afresh (`resumed_at` 0) drops every record of an earlier one.
   """
 
   def __init__(self, path: pathlib.Path, resumed_at: int = 0):
     self.path = path
-    if resumed_at and path.exists():
+    if path.exists():
       kept = [r for r in _records(path.read_text()) if r['step'] <= resumed_at]
       files.write_text(path, ''.join(f'{json.dumps(r)}\n' for r in kept))
 

@@ -116,9 +116,10 @@ def test_corrupt_checkpoint_is_refused(trained, mock_cifar, tmp_path):
   for path in (workdir / 'checkpoints').rglob('*'):
     if path.is_file() and 'state' in path.parts and path.stat().st_size > 1000:
       path.write_bytes(b'garbage')
-  with pytest.raises(CheckpointError, match='corrupt') as raised:
+  with pytest.raises(checkpointing.NoReadableCheckpoint, match='damaged') as raised:
     evaluate.evaluate(tiny_config(), str(workdir))
-  assert raised.value.__cause__ is not None
+  assert 'steps 20, 10' in str(raised.value) and 'new --workdir' in str(raised.value)
+  assert raised.value.__cause__ is not None  # what orbax said, for --traceback
 
 
 def test_an_unreadable_checkpoint_is_a_permission_error_not_corrupt(trained, mock_cifar, tmp_path,

@@ -7,6 +7,7 @@ the same global batches, the same model, the same predictions.
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -126,7 +127,7 @@ def test_sigterm_to_one_of_two_stops_both_then_they_resume_and_evaluate_as_one(o
   assert all(code != 0 for code in codes), outputs
   stops = [line for out in outputs for line in out.splitlines() if 'stopped at step' in line]
   assert len(stops) == 2 and stops[0] == stops[1], outputs  # the same step in both
-  stopped_at = int(stops[0].split('stopped at step ')[1].split(';')[0])
+  stopped_at = int(re.search(r'stopped at step (\d+)', stops[0])[1])
   assert stopped_at < 20 and (tmp_path / 'checkpoints' / 'latest' / str(stopped_at)).is_dir()
   outputs = _run(tmp_path)
   assert f'resuming from step {stopped_at}' in outputs[0]

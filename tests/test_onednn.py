@@ -16,6 +16,10 @@ from tests.helpers import tiny_config, without_a_compiler
 needs_onednn = pytest.mark.skipif(not onednn.available(),
                                   reason='oneDNN extension unavailable (apt-get install g++; '
                                   'pip install -r requirements.txt)')
+needs_bfloat16 = pytest.mark.skipif(
+    not (onednn.available() and onednn.supports(jnp.zeros((1, 1, 1, 1), jnp.bfloat16),
+                                                jnp.zeros((1, 1, 1, 1), jnp.bfloat16))),
+    reason='oneDNN has no bfloat16 kernels for this CPU (no AVX-512)')
 
 # (image NHWC, kernel HWIO, strides, padding, groups): ResNet's stem and downsampling, odd sizes,
 # 1x1 at stride 2, an output smaller than the kernel, EfficientNet's depthwise convolutions, groups.
@@ -56,7 +60,7 @@ def test_float32_values_and_gradients_equal_xlas(x_shape, kernel_shape, strides,
     np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4 * float(jnp.abs(e).max()))
 
 
-@needs_onednn
+@needs_bfloat16
 def test_bfloat16_accumulates_in_float32():
   x_shape, kernel_shape, strides, padding, groups = GEOMETRIES[2]
   keys = jax.random.split(jax.random.key(0), 3)
@@ -94,7 +98,7 @@ def test_the_conv_module_of_each_backend_runs_its_convolutions(features, groups)
                              conv('xla').apply(variables, x), rtol=1e-5, atol=1e-5)
 
 
-@needs_onednn
+@needs_bfloat16
 def test_a_bfloat16_depthwise_convolution_runs_in_float32_on_onednn():
   x = jax.random.normal(jax.random.key(0), (2, 8, 8, 4), jnp.bfloat16)
   kernel = jax.random.normal(jax.random.key(1), (3, 3, 1, 4), jnp.bfloat16)
@@ -111,6 +115,20 @@ def test_a_bfloat16_depthwise_convolution_runs_in_float32_on_onednn():
   # One rounding to bfloat16 of a float32 result: at most one unit in the last place apart.
   np.testing.assert_allclose(np.asarray(out, np.float32), np.asarray(expected, np.float32),
                              rtol=2 ** -7)
+
+
+def test_bfloat16_goes_to_xla_where_onednn_has_no_bfloat16_kernels(monkeypatch):
+  """Without AVX-512, oneDNN cannot create a bfloat16 primitive: XLA convolves instead."""
+  monkeypatch.setattr(onednn, '_takes_bfloat16', lambda: False)
+  x = jnp.zeros((2, 8, 8, 4), jnp.bfloat16)
+  for kernel_shape, groups in (((3, 3, 4, 8), 1), ((3, 3, 1, 4), 4)):
+    hlo = jax.jit(functools.partial(
+        layers.conv_general_dilated, window_strides=(1, 1), padding=((1, 1), (1, 1)),
+        feature_group_count=groups, use_onednn=True,
+        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))).lower(x, jnp.zeros(kernel_shape,
+                                                                       jnp.bfloat16)).as_text()
+    assert 'onednn' not in hlo
+  assert onednn.supports(jnp.zeros((1, 1, 1, 1)), jnp.zeros((1, 1, 1, 1)))
 
 
 @needs_onednn
@@ -190,7 +208,7 @@ def test_matmul_values_and_gradients_equal_xlas(shapes):
     np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5)
 
 
-@needs_onednn
+@needs_bfloat16
 def test_bfloat16_matmul_accumulates_in_float32():
   a = jax.random.normal(jax.random.key(0), (8, 4096)).astype(jnp.bfloat16)
   b = jax.random.normal(jax.random.key(1), (4096, 4)).astype(jnp.bfloat16)
@@ -223,7 +241,8 @@ def test_small_maps_convolve_as_a_matmul_on_onednn():
 
 
 @needs_onednn
-@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize('dtype', [jnp.float32,
+                                   pytest.param(jnp.bfloat16, marks=needs_bfloat16)])
 def test_concurrent_calls_do_not_corrupt_each_other(dtype):
   """XLA runs independent custom calls at once (here six chains of three convolutions); oneDNN's
   primitives share one scratchpad, so unserialised calls overwrote each other's intermediates."""

@@ -123,8 +123,10 @@ def test_a_hub_id_downloads_its_safetensors(monkeypatch):
 
 
 def test_neither_file_nor_hub_id_is_an_error():
-  with pytest.raises(pretrained.PretrainedError, match='neither a file nor a Hugging Face hub id'):
+  with pytest.raises(pretrained.PretrainedError, match='no such weights file'):
     pretrained.load_state_dict('/no/such/weights.safetensors')
+  with pytest.raises(pretrained.PretrainedError, match='neither a file nor a Hugging Face hub id'):
+    pretrained.load_state_dict('no/such/folder/weights')
 
 
 def test_pth_files_read_like_safetensors(tmp_path):

@@ -82,8 +82,9 @@ def _build(compiler: str) -> pathlib.Path:
 
 
 @functools.cache
-def _register() -> None:
-  """Builds, loads and registers the FFI targets; raises Unavailable (remembered) if it cannot."""
+def _register() -> ctypes.CDLL:
+  """Builds, loads and registers the FFI targets and returns the library; raises Unavailable
+  (remembered) if it cannot."""
   if jax.default_backend() != 'cpu':
     raise Unavailable(f'oneDNN convolutions run on the CPU; this is {jax.default_backend()}')
   compiler = os.environ.get('CXX') or shutil.which('c++') or shutil.which('g++')
@@ -100,6 +101,17 @@ def _register() -> None:
   jax.ffi.register_ffi_target('cifar100_flax_onednn_matmul',
                               jax.ffi.pycapsule(library.OnednnMatmul),
                               platform='cpu')
+  return library
+
+
+@functools.cache
+def _takes_bfloat16() -> bool:
+  """Whether oneDNN has bfloat16 kernels for this CPU (not without AVX-512; logs it once)."""
+  if _register().OnednnTakesBfloat16():
+    return True
+  logging.warning('oneDNN has no bfloat16 kernels for this CPU: XLA runs the bfloat16 '
+                  'convolutions')
+  return False
 
 
 @functools.cache
@@ -133,8 +145,11 @@ def resolve(backend: str) -> str:
 
 
 def supports(lhs: jax.Array, rhs: jax.Array) -> bool:
-  """Whether `conv` takes these operands (the layout and grouping are the caller's to check)."""
-  return lhs.ndim == 4 and lhs.dtype == rhs.dtype and lhs.dtype in (jnp.float32, jnp.bfloat16)
+  """Whether `conv` takes these operands on this CPU (the layout and grouping are the caller's
+  to check)."""
+  if lhs.ndim != 4 or lhs.dtype != rhs.dtype:
+    return False
+  return lhs.dtype == jnp.float32 or (lhs.dtype == jnp.bfloat16 and _takes_bfloat16())
 
 
 def _call(name: str, result: jax.ShapeDtypeStruct, strides, padding, groups,

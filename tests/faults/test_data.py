@@ -65,7 +65,7 @@ def test_a_shard_with_fewer_records(tmp_path, damaged_data):  # issue 25, 14
     records.append(data[offset:offset + 16 + length])
     offset += 16 + length
   shard.write_bytes(b''.join(records[:-10]))
-  assert_user_error(_train(tmp_path, damaged_data), 'damaged', '90 of the 100')
+  assert_user_error(_train(tmp_path, damaged_data), 'damaged', 'only 90')
 
 
 def test_a_data_dir_without_permission(tmp_path, damaged_data):

@@ -36,8 +36,9 @@ def _history(workdir):
   return [json.loads(line) for line in (workdir / 'history.jsonl').read_text().splitlines()]
 
 
-def _history_steps(workdir):
-  return [record['step'] for record in _history(workdir)]
+def _history_points(workdir):
+  """(step, what was logged) of each record: training and validation records share steps."""
+  return [(record['step'], tuple(sorted(record))) for record in _history(workdir)]
 
 
 def _check_stop_and_resume(outcome, workdir, data_dir, whole, code=1):
@@ -50,9 +51,11 @@ def _check_stop_and_resume(outcome, workdir, data_dir, whole, code=1):
     stopped_at = re.search(r'stopped at step (\d+)', message)
   assert_success(main_py(*_flags(workdir, data_dir)))
   assert_same_state(workdir, whole)
-  steps = _history_steps(workdir)
-  assert steps == sorted(set(steps)), 'the resumed history repeats steps'  # issue 25, 15
-  assert _history_steps(whole)[-1] == steps[-1]
+  points = _history_points(workdir)  # issue 25, 15
+  assert len(points) == len(set(points)), 'the resumed history repeats steps'
+  assert [step for step, _ in points] == sorted(step for step, _ in points)
+  whole_points = _history_points(whole)
+  assert set(points) <= set(whole_points) and points[-1] == whole_points[-1]
   if stopped_at:  # issue 23: the first point after resuming averages every / 2 steps or more
     first = min(r['step'] for r in _history(workdir)
                 if 'train_loss' in r and r['step'] > int(stopped_at[1]))

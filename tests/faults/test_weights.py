@@ -96,7 +96,7 @@ def test_a_key_the_converter_cannot_place(tmp_path):  # issue 25, 10
   weights = tmp_path / 'odd.safetensors'
   safetensors.save_file({'layer1.weight': np.zeros((4, 4, 3, 3), np.float32),
                          'head.bias': np.zeros(3, np.float32)}, str(weights))
-  assert_user_error(_convert(weights, tmp_path / 'out.msgpack'), 'layer1.weight', 'head.bias')
+  assert_user_error(_convert(weights, tmp_path / 'out.msgpack'), str(weights), 'layer1.weight')
 
 
 def test_every_missing_and_misshaped_key_is_listed(tmp_path, data_dir):

@@ -17,6 +17,7 @@
 #include <mutex>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "oneapi/dnnl/dnnl.hpp"
 #include "xla/ffi/api/ffi.h"
@@ -286,6 +287,27 @@ ffi::Error Matmul(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer
 }
 
 }  // namespace
+
+// 1 if oneDNN has bfloat16 kernels for this CPU (all three convolution passes and the matmul),
+// 0 if not: it has none without AVX-512 (or AVX2-VNNI-2), and creating a primitive then throws.
+extern "C" int OnednnTakesBfloat16() {
+  const auto bf16 = memory::data_type::bf16;
+  const std::vector<int64_t> image{2, 6, 6, 16}, kernel{3, 3, 16, 16};
+  Geometry geometry{image, kernel, image, bf16, bf16, bf16, {1, 1}, {1, 1}, {1, 1}, 1};
+  try {
+    geometry.Create(Pass::kForward);
+    geometry.Create(Pass::kInputGradient);
+    geometry.kernel_type = memory::data_type::f32;  // as KernelGradient asks for it
+    geometry.Create(Pass::kKernelGradient);
+    const std::vector<int64_t> square{16, 16};
+    memory::desc matrix = MatrixDesc(square, bf16, false);
+    CreateMatmul(matrix, matrix, MatrixDesc(square, memory::data_type::f32, false));
+    CreateMatmul(matrix, matrix, matrix);
+  } catch (const dnnl::error&) {
+    return 0;
+  }
+  return 1;
+}
 
 #define CONV_ATTRS                                   \
   .Attr<ffi::Span<const int64_t>>("strides")         \
