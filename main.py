@@ -75,11 +75,15 @@ _STOPPED_AT_ONCE = ('stopped at once, without saving; the checkpoints saved befo
 class _QuietLibraries(logging_lib.Filter):
   """Orbax logs every step of every save at INFO; tensorflow-datasets warns of folders it skips
   (a variant without dataset_info.json), while input_pipeline.py says what is wrong with the data
-  in one line: keep Orbax's warnings and tfds' errors only."""
+  in one line: keep Orbax's warnings and tfds' errors only. A second Ctrl-C while Orbax waits for
+  a save is the user's stop, which main() says in one line: Orbax would log it as a failed save,
+  with the KeyboardInterrupt's traceback."""
 
   _LEAST_LEVEL = {'/orbax/': logging_lib.WARNING, '/tensorflow_datasets/': logging_lib.ERROR}
 
   def filter(self, record: logging_lib.LogRecord) -> bool:
+    if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
+      return False
     return all(record.levelno >= level or part not in record.pathname
                for part, level in self._LEAST_LEVEL.items())
 
@@ -258,8 +262,16 @@ def main(argv):
     if _TRACEBACK.value:
       raise
     sys.exit(f'error: {one_line(e)}')
-  except KeyboardInterrupt as e:  # train.py's says where it stopped; a second Ctrl-C does not
-    sys.exit(f'interrupted: {str(e) or _STOPPED_AT_ONCE}')
+  except KeyboardInterrupt as e:  # train.py's says where it stopped
+    if str(e):
+      sys.exit(f'interrupted: {e}')
+    # A second Ctrl-C: Orbax may still be writing the stop's checkpoint in its threads, which the
+    # interpreter's shutdown would break, each printing its traceback. Like a kill, leaving now
+    # keeps every finished checkpoint; the next start removes the unfinished one.
+    print(f'interrupted: {_STOPPED_AT_ONCE}', file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)
 
 
 def _run(mode: str, workdirs: list[str], config: ml_collections.ConfigDict | None,

@@ -28,5 +28,8 @@ class TrainingDivergedError(UserError):
 def one_line(error: BaseException) -> str:
   """The error's message as one line (config_flags' messages hold escaped newlines; the
   project's own may list items on lines of their own)."""
-  text = str(error).strip().strip('\'"').replace('\\n', '\n').replace("\\'", "'")
+  text = str(error).strip()
+  if len(text) > 1 and text[0] == text[-1] and text[0] in '\'"':  # a KeyError's repr
+    text = text[1:-1]
+  text = text.replace('\\n', '\n').replace("\\'", "'")
   return ' '.join(line.strip() for line in text.splitlines() if line.strip())

