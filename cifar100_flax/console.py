@@ -18,25 +18,39 @@ def _is_main_process() -> bool:
   return jax.process_index() == 0
 
 
+# The phase whose line is open (waiting for its time), and whether something was said inside it.
+_open_phase = {'description': None, 'interrupted': False}
+
+
 def say(text: str) -> None:
   if _is_main_process():
+    if _open_phase['description'] and not _open_phase['interrupted']:
+      print(flush=True)  # below the open phase's line, not at its end
+      _open_phase['interrupted'] = True
     print(text, flush=True)
 
 
 @contextlib.contextmanager
 def phase(description: str) -> Iterator[None]:
-  """Prints `description...` and, once the block has finished, how long it took."""
+  """Prints `description...` and, once the block has finished, how long it took (on a line of
+  its own if something was said in between)."""
   if not _is_main_process():
     yield
     return
   print(f'{description}...', end='', flush=True)
+  _open_phase.update(description=description, interrupted=False)
   start = time.perf_counter()
   try:
     yield
   except BaseException:
-    print(flush=True)
+    if not _open_phase['interrupted']:
+      print(flush=True)
     raise
-  print(f' {time.perf_counter() - start:.1f} s', flush=True)
+  else:
+    took = f' {time.perf_counter() - start:.1f} s'
+    print(f'{description}...{took}' if _open_phase['interrupted'] else took, flush=True)
+  finally:
+    _open_phase.update(description=None, interrupted=False)
 
 
 def progress(iterable: Iterable, description: str, total: Optional[int] = None) -> Iterable:
