@@ -119,8 +119,9 @@ class _StopRequests:
 
   def agreed(self, step: int) -> bool:
     """Whether to stop after `step`: this process's request, or, of several, any one's."""
-    return step % self.POLL_STEPS == 0 and self.agreed_now() if jax.process_count() > 1 else (
-        self.requested)
+    if jax.process_count() == 1:
+      return self.requested
+    return step % self.POLL_STEPS == 0 and self.agreed_now()
 
   def agreed_now(self) -> bool:
     """Whether any process was asked to stop (every process must call this at the same point)."""
