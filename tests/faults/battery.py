@@ -1,6 +1,7 @@
 """What the fault battery's cases share: main.py run as a user runs it, and what a clean failure
 looks like (an exit status, one line that names the problem and the fix, no traceback)."""
 
+import contextlib
 import dataclasses
 import hashlib
 import os
@@ -15,6 +16,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 import orbax.checkpoint as ocp
+import pytest
 
 from tests.helpers import REPO
 
@@ -143,3 +145,18 @@ def assert_same_state(a: pathlib.Path, b: pathlib.Path) -> None:
 
 
 SIGNALS = {'SIGINT': signal.SIGINT, 'SIGTERM': signal.SIGTERM}
+
+
+@contextlib.contextmanager
+def mounted(folder, size='4m'):
+  """A small tmpfs at `folder` (root only: the battery runs as root in CI)."""
+  if os.geteuid() != 0 or shutil.which('mount') is None:
+    pytest.skip('mounting a small file system needs root')
+  folder.mkdir(parents=True, exist_ok=True)
+  if subprocess.run(['mount', '-t', 'tmpfs', '-o', f'size={size}', 'tmpfs', str(folder)]
+                    ).returncode:
+    pytest.skip('this machine does not let root mount a tmpfs')
+  try:
+    yield folder
+  finally:
+    subprocess.run(['umount', '-l', str(folder)], check=True)

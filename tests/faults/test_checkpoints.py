@@ -2,7 +2,6 @@
 checkpoint or says exactly what to do, never trains from scratch silently, and changes nothing of
 a run it refuses."""
 
-import contextlib
 import json
 import os
 import shutil
@@ -17,6 +16,7 @@ from tests.faults.battery import (
   assert_user_error,
   fingerprint,
   main_py,
+  mounted,
   steps_saved,
 )
 
@@ -135,27 +135,12 @@ def test_a_missing_workdir(tmp_path):
                       'train')
 
 
-@contextlib.contextmanager
-def _mounted(folder, size='4m'):
-  """A small tmpfs at `folder` (root only: the battery runs as root in CI)."""
-  if os.geteuid() != 0 or shutil.which('mount') is None:
-    pytest.skip('mounting a small file system needs root')
-  folder.mkdir(parents=True, exist_ok=True)
-  if subprocess.run(['mount', '-t', 'tmpfs', '-o', f'size={size}', 'tmpfs', str(folder)]
-                    ).returncode:
-    pytest.skip('this machine does not let root mount a tmpfs')
-  try:
-    yield folder
-  finally:
-    subprocess.run(['umount', '-l', str(folder)], check=True)
-
-
 def _read_only(folder):
   subprocess.run(['mount', '-o', 'remount,ro', str(folder)], check=True)
 
 
 def test_a_read_only_workdir_stops_before_the_work(tmp_path, trained_run):  # issue 25, 7
-  with _mounted(tmp_path / 'mount') as mount:
+  with mounted(tmp_path / 'mount') as mount:
     run = mount / 'run'
     shutil.copytree(trained_run, run)
     _read_only(mount)
@@ -168,7 +153,7 @@ def test_a_read_only_workdir_stops_before_the_work(tmp_path, trained_run):  # is
 
 
 def test_a_full_disk_keeps_the_previous_checkpoint_and_resumes_once_freed(tmp_path, trained_run):
-  with _mounted(tmp_path / 'mount', size='8m') as mount:
+  with mounted(tmp_path / 'mount', size='8m') as mount:
     run = _forget_the_last_steps(shutil.copytree(trained_run, mount / 'run'))
     filler = mount / 'filler'
     subprocess.run(['dd', 'if=/dev/zero', f'of={filler}', 'bs=64k'], capture_output=True)

@@ -3,6 +3,7 @@ checked before any work, and an output is replaced whole or not at all."""
 
 import json
 import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from tests.faults.battery import (
   copy_run,
   fingerprint,
   main_py,
+  mounted,
 )
 
 
@@ -42,6 +44,20 @@ def test_a_report_that_fails_keeps_the_previous_report(tmp_path, reported_run, d
   outcome = main_py('--mode=report', f'--workdir={run}', *flags)
   assert_user_error(outcome, 'nonexistent' if damage == 'gradcam-layer' else 'no checkpoint')
   assert fingerprint(run) == before
+
+
+def test_a_full_disk_during_a_report_keeps_the_previous_report(tmp_path, reported_run):
+  """The report used to open report.pdf (truncating it) and draw into it: a report of two runs,
+  larger than the one of one run it replaces, then ran out of space halfway."""
+  with mounted(tmp_path / 'mount', size='12m') as mount:  # issue 25, 11
+    run = shutil.copytree(reported_run, mount / 'run')
+    other = shutil.copytree(reported_run, mount / 'other')
+    subprocess.run(['dd', 'if=/dev/zero', f'of={mount / "filler"}', 'bs=64k'], capture_output=True)
+    before = fingerprint(run)
+    line = assert_user_error(main_py('--mode=report', f'--workdir={run}', f'--workdir={other}'),
+                             'disk is full')
+    assert 'run the same command again' in line
+    assert fingerprint(run) == before
 
 
 def test_report_of_a_damaged_evaluation(run):
