@@ -135,6 +135,19 @@ def _require_finite(tree: dict, prefix: str = 'config.') -> None:
              f'{prefix}{key} must be a finite number, got {value}')
 
 
+def _validate_image_size_schedule(schedule: tuple) -> None:
+  example = 'e.g. ((0, 24), (8, 32))'
+  for pair in schedule:
+    _require(isinstance(pair, (tuple, list)) and len(pair) == 2
+             and isinstance(pair[0], (int, float)) and pair[0] >= 0
+             and isinstance(pair[1], int) and 0 < pair[1] <= MAX_IMAGE_SIZE,
+             f'config.image_size_schedule must hold (start epoch >= 0, side in [1, '
+             f'{MAX_IMAGE_SIZE}]) pairs, {example}; got {pair!r}')
+  starts = [start for start, _ in schedule]
+  _require(starts == sorted(set(starts)),
+           f'config.image_size_schedule: the start epochs must increase, {example}; got {starts}')
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError naming the first key whose value cannot work."""
   _require_finite(config.to_dict())
@@ -175,10 +188,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
            'config.early_stopping_patience=0')
   for key in ('weight_decay', 'grad_clip_norm', 'warmup_epochs', 'early_stopping_patience',
               'early_stopping_min_delta', 'eval_every_steps', 'momentum', 'lookahead_every',
-              'eval_translate_tta'):
+              'muon_learning_rate', 'eval_translate_tta'):
     _require(config[key] >= 0, f'config.{key} must be >= 0, got {config[key]}')
   _require(0 <= config.label_smoothing < 1,
            f'config.label_smoothing must be in [0, 1), got {config.label_smoothing}')
+  _require(0 <= config.muon_momentum < 1,
+           f'config.muon_momentum must be in [0, 1), got {config.muon_momentum}')
   _require(0 <= config.lookahead_decay <= 1,
            f'config.lookahead_decay must be in [0, 1], got {config.lookahead_decay}')
   _require(config.log_every_steps > 0,
@@ -196,6 +211,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _require(config[key] <= MAX_IMAGE_SIZE,
              f'config.{key} must be at most {MAX_IMAGE_SIZE} (CIFAR images are 32 px; larger '
              f'batches no longer fit in memory), got {config[key]}')
+  _validate_image_size_schedule(config.image_size_schedule)
   _require(not config.pretrained or config.model in pretrained.CONVERTERS
            or config.pretrained.endswith('.msgpack'),
            f'config.pretrained: no converter for model {config.model!r}; there are '

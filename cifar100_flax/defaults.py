@@ -25,6 +25,10 @@ def get_config() -> ml_collections.ConfigDict:
   # `python -m cifar100_flax.pretrained convert`.
   config.pretrained = ''
   config.image_size = 0  # images are resized on the device to this side (0: CIFAR's own 32)
+  # Progressive resizing: (start epoch, side) pairs, e.g. ((0, 24), (8, 32)): training images
+  # from each start epoch on at that side (before the first, image_size's). Evaluation keeps
+  # eval_image_size. Each side compiles its own step.
+  config.image_size_schedule = ()
   # Side at evaluation (validation, test, report), if not image_size's: FixRes (Touvron et al.,
   # 2019) trains smaller than it tests, with BatchNorm recalibrated at the test size (below).
   config.eval_image_size = 0
@@ -83,10 +87,16 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Optimisation.
   config.num_epochs = 30
-  config.optimizer = 'sgd'  # sgd | adam | adamw
+  # sgd | adam | adamw | muon (Muon for the convolution kernels, SGD for the rest; optim._muon)
+  config.optimizer = 'sgd'
   config.learning_rate = 0.1  # peak learning rate
-  config.momentum = 0.9  # sgd only
-  config.nesterov = True  # sgd only
+  config.momentum = 0.9  # sgd (and muon's SGD) only
+  config.nesterov = True  # sgd (and muon's SGD) only
+  # muon: the kernels' peak rate (the schedule's shape is shared), their Nesterov momentum, and
+  # whether they are kept at a fixed norm (airbench94_muon; then no weight decay reaches them).
+  config.muon_learning_rate = 0.24
+  config.muon_momentum = 0.6
+  config.muon_normalise = True
   config.weight_decay = 5e-4  # decoupled for adamw, L2 otherwise; not applied to biases and norms
   config.grad_clip_norm = 0.0  # clip the global gradient norm (0: off)
   config.label_smoothing = 0.1

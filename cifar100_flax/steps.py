@@ -115,9 +115,11 @@ def compiler_options(config: ml_collections.ConfigDict) -> Optional[dict]:
   return dict(config.xla_cpu_options)
 
 
-def jit_train_step(config: ml_collections.ConfigDict, mesh: Optional[Mesh] = None) -> Callable:
-  """train_step for `config`, jitted; its input state is donated."""
-  return jax.jit(functools.partial(train_step, config=config), donate_argnums=0,
+def jit_train_step(config: ml_collections.ConfigDict, mesh: Optional[Mesh] = None,
+                   image_size: Optional[int] = None) -> Callable:
+  """train_step for `config` and `image_size`, jitted; its input state is donated."""
+  return jax.jit(functools.partial(train_step, config=config, image_size=image_size),
+                 donate_argnums=0,
                  out_shardings=sharding.replicated(mesh) if mesh else None,
                  compiler_options=compiler_options(config))
 
@@ -132,11 +134,19 @@ def eval_image_size(config: ml_collections.ConfigDict) -> int:
   return config.eval_image_size or config.image_size
 
 
+def train_image_size(config: ml_collections.ConfigDict, epoch: float) -> int:
+  """The side training images have at `epoch` (0: CIFAR's own): config.image_size, or the size
+  config.image_size_schedule gives from the last of its start epochs at or before `epoch`."""
+  sizes = [size for start, size in config.image_size_schedule if start <= epoch]
+  return sizes[-1] if sizes else config.image_size
+
+
 def preprocess(images: jax.Array, config: ml_collections.ConfigDict,
-               key: Optional[jax.Array] = None, flips: Optional[jax.Array] = None) -> jax.Array:
+               key: Optional[jax.Array] = None, flips: Optional[jax.Array] = None,
+               size: Optional[int] = None) -> jax.Array:
   """uint8 images -> normalised float images. With a key, as training sees them: augmented, at
-  config.image_size (`flips`: the input pipeline's alternating flips); without, as evaluation
-  does, at eval_image_size(config)."""
+  `size` (default config.image_size; `flips`: the input pipeline's alternating flips); without,
+  as evaluation does, at eval_image_size(config)."""
   images = images.astype(jnp.float32)
   if key is not None:
     augment_key, cutout_key, erasing_key = jax.random.split(key, 3)
@@ -147,9 +157,13 @@ def preprocess(images: jax.Array, config: ml_collections.ConfigDict,
     images = augment.cutout(images, cutout_key, config.augment.cutout_size)
   if key is not None and config.augment.random_erasing:
     images = augment.random_erasing(images, erasing_key, config.augment.random_erasing)
-  size = config.image_size if key is not None else eval_image_size(config)
+  if key is None:
+    size = eval_image_size(config)
+  elif size is None:
+    size = config.image_size
   if size and size != images.shape[1]:
-    # Pretrained backbones see objects at their own scale: upsample on the device.
+    # Pretrained backbones see objects at their own scale (upsampled on the device); low
+    # resolution makes early epochs cheap (config.image_size_schedule).
     images = resize(images, size)
   return images
 
@@ -169,11 +183,12 @@ def _mixes(config: ml_collections.ConfigDict) -> bool:
   return bool(config.augment.mixup_alpha or config.augment.cutmix_alpha)
 
 
-def train_step(state: TrainState, batch: dict,
-               config: ml_collections.ConfigDict) -> tuple[TrainState, metrics.TrainMetrics]:
+def train_step(state: TrainState, batch: dict, config: ml_collections.ConfigDict,
+               image_size: Optional[int] = None) -> tuple[TrainState, metrics.TrainMetrics]:
+  """One step of training on images at `image_size` (default config.image_size)."""
   augment_key, dropout_key, mix_key = jax.random.split(jax.random.fold_in(state.rng, state.step),
                                                       3)
-  images = preprocess(batch['image'], config, augment_key, batch.get('flip'))
+  images = preprocess(batch['image'], config, augment_key, batch.get('flip'), image_size)
   targets = optax.smooth_labels(jax.nn.one_hot(batch['label'], dataset.NUM_CLASSES),
                                 config.label_smoothing)
   if _mixes(config):
@@ -257,8 +272,10 @@ def evaluate_split(jitted_eval_step: Callable, state: TrainState | ModelState,
   return computed, np.concatenate(probs)[:len(split)]
 
 
-def flops_per_step(config: ml_collections.ConfigDict, state: TrainState, batch_size: int) -> float:
-  """XLA's count of one training step's floating-point operations (all devices together).
+def flops_per_step(config: ml_collections.ConfigDict, state: TrainState, batch_size: int,
+                   image_size: Optional[int] = None) -> float:
+  """XLA's count of one training step's floating-point operations (all devices together) at
+  `image_size` (default config.image_size).
 
   Counted on the model built with XLA's own convolutions: XLA cannot see into oneDNN's.
   """
@@ -266,5 +283,5 @@ def flops_per_step(config: ml_collections.ConfigDict, state: TrainState, batch_s
            'label': jax.ShapeDtypeStruct((batch_size,), jnp.int32),
            'flip': jax.ShapeDtypeStruct((batch_size,), jnp.bool_)}
   xla_state = state.replace(apply_fn=create_model(config, 'xla').apply)
-  step = jax.jit(functools.partial(train_step, config=config))
+  step = jax.jit(functools.partial(train_step, config=config, image_size=image_size))
   return float(step.lower(xla_state, batch).cost_analysis().get('flops', 0.0))

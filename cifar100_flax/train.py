@@ -149,9 +149,16 @@ class _Run:
   writer: Any
   steps_per_epoch: int
   total_steps: int
-  step_flops: float
+  step_flops: dict  # a step's FLOPs, by the side of its images
   resumed_seconds: float  # spent training in earlier sessions
   started: float = dataclasses.field(default_factory=time.time)
+
+  def image_size_at(self, step: int) -> int:
+    """The side of training step `step` + 1's images (0: CIFAR's own)."""
+    return steps.train_image_size(self.config, step / self.steps_per_epoch)
+
+  def flops_until(self, step: int) -> float:
+    return sum(self.step_flops[self.image_size_at(k)] for k in range(step))
 
   def validate(self, jitted_eval_step, state: steps.TrainState, progress: Progress) -> Progress:
     """Progress after evaluating the validation split at the state's step."""
@@ -191,7 +198,7 @@ class _Run:
     """Progress with the time and FLOPs spent so far, saved with `state`."""
     step = int(state.step)
     progress = dataclasses.replace(
-        progress, train_flops=step * self.step_flops,
+        progress, train_flops=self.flops_until(step),
         train_seconds=self.resumed_seconds + time.time() - self.started)
     self.checkpointer.save(state, progress.to_json(), is_best)
     return progress
@@ -232,14 +239,17 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: _StopRequests)
       files.write_text(pathlib.Path(workdir) / 'config.json', config.to_json_best_effort(indent=1))
     state = sharding.replicate(state, mesh)
     with console.phase('counting the training step\'s FLOPs'):
-      step_flops = steps.flops_per_step(config, state, config.batch_size)
-    console.say(f'{config.model} ({sum(x.size for x in jax.tree.leaves(state.params)):,} '
-                f'parameters, {conv_backend} convolutions, {step_flops / config.batch_size:.3g} '
-                f'training FLOPs per image): {total_steps} steps of {config.batch_size} images, '
-                f'{steps_per_epoch} an epoch')
+      sizes = {steps.train_image_size(config, k / steps_per_epoch) for k in range(total_steps)}
+      step_flops = {size: steps.flops_per_step(config, state, config.batch_size, size)
+                    for size in sizes}
     writer = writers.create_writer(workdir, int(state.step))
     run = _Run(config, splits, mesh, checkpointer, writer, steps_per_epoch, total_steps,
                step_flops, progress.train_seconds)
+    console.say(f'{config.model} ({sum(x.size for x in jax.tree.leaves(state.params)):,} '
+                f'parameters, {conv_backend} convolutions, '
+                f'{run.flops_until(total_steps) / total_steps / config.batch_size:.3g} training '
+                f'FLOPs per image): {total_steps} steps of {config.batch_size} images, '
+                f'{steps_per_epoch} an epoch')
     try:
       progress = _loop(run, state, dataclasses.replace(progress, total_steps=total_steps),
                        schedule, stop)
@@ -266,15 +276,19 @@ def _loop(run: _Run, state: steps.TrainState, progress: Progress, schedule: opti
   jitted_eval_step = steps.jit_eval_step(config)
   eval_every = config.eval_every_steps or run.steps_per_epoch
   line = console.TrainingLine(run.total_steps, run.steps_per_epoch)
-  train_metrics, train_step, stopping = None, None, False
+  train_metrics, stopping = None, False
+  train_steps = {}  # compiled, by image side
   stop.stop_if_agreed(step)  # asked while loading, restoring or counting
   while step < run.total_steps and not progress.stopper.should_stop and not stopping:
     batch = next(batches)
-    if train_step is None:
-      with console.phase('compiling the training step'):
-        train_step = steps.jit_train_step(config, run.mesh).lower(state, batch).compile()
+    size = run.image_size_at(step)
+    if size not in train_steps:
+      with console.phase('compiling the training step'
+                         + (f' for {size}-pixel images' if config.image_size_schedule else '')):
+        train_steps[size] = steps.jit_train_step(config, run.mesh, size).lower(
+            state, batch).compile()
       stop.stop_if_agreed(step)
-    state, step_metrics = train_step(state, batch)
+    state, step_metrics = train_steps[size](state, batch)
     step += 1
     line.first_step_done(step)
     train_metrics = step_metrics if train_metrics is None else train_metrics.merge(step_metrics)

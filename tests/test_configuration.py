@@ -60,6 +60,11 @@ def test_validating_builds_nothing(monkeypatch, tmp_path):
     ('normalisation', 'zca', "config.normalisation='zca' is unknown"),
     ('image_size', -1, 'config.image_size must be >= 0'),
     ('pretrained', 'weights.pth', "config.pretrained: no converter for model 'cnn'"),
+    ('muon_momentum', 1.0, 'config.muon_momentum must be in'),
+    ('muon_learning_rate', -0.1, 'config.muon_learning_rate must be >= 0'),
+    ('image_size_schedule', ((0, 24), (8, 0)), 'must hold \\(start epoch >= 0, side in'),
+    ('image_size_schedule', ((0, 24.5),), 'must hold \\(start epoch >= 0, side in'),
+    ('image_size_schedule', ((8, 32), (0, 24)), 'the start epochs must increase'),
 ])
 def test_impossible_values_are_named(key, value, message):
   with pytest.raises(ConfigError, match=message):

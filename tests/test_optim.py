@@ -132,3 +132,61 @@ def test_lookahead_moves_the_weights_to_their_slow_average_and_ends_on_it(every)
       w = slow = d * slow + (1 - d) * w
     np.testing.assert_allclose(params['w'], w, rtol=1e-5, err_msg=f'step {count}')
   assert not np.allclose(w, np.array([1.0, -2.0]) * (1 - lr) ** total)  # lookahead changed the path
+
+
+def _muon_step(params, grads, **overrides):
+  config = tiny_config(optimizer='muon', schedule='constant', momentum=0.0, weight_decay=0.0,
+                       **overrides)
+  tx, _ = optim.create_optimizer(config, total_steps=10, steps_per_epoch=1)
+  updates, _ = tx.update(grads, tx.init(params), params, value=jnp.array(0.0))
+  return updates
+
+
+def test_muon_orthogonalises_convolution_kernels_and_leaves_the_rest_to_sgd():
+  keys = jax.random.split(jax.random.PRNGKey(0), 3)
+  params = {'Conv_0': {'kernel': jax.random.normal(keys[0], (3, 3, 4, 8))},
+            'Dense_0': {'kernel': jnp.ones((8, 5)), 'bias': jnp.ones(5)},
+            'Frozen': {'kernel': jnp.ones((2, 2, 3, 4))}}
+  grads = {'Conv_0': {'kernel': jax.random.normal(keys[1], (3, 3, 4, 8))},
+           'Dense_0': {'kernel': jax.random.normal(keys[2], (8, 5)), 'bias': jnp.ones(5)},
+           'Frozen': {'kernel': jnp.ones((2, 2, 3, 4))}}
+  updates = _muon_step(params, grads, learning_rate=0.1, muon_learning_rate=0.5,
+                       muon_normalise=False, frozen_params='^Frozen/')
+  np.testing.assert_array_equal(updates['Frozen']['kernel'], 0)
+  # The kernel's update is -0.5 x a (3 x 3 x 4, 8) matrix whose singular values Newton-Schulz
+  # brings near 1 (its quintic, in about [0.7, 1.2]), whatever the gradient's scale.
+  singular = np.linalg.svd(np.asarray(updates['Conv_0']['kernel']).reshape(36, 8) / -0.5,
+                           compute_uv=False)
+  assert 0.6 < singular.min() and singular.max() < 1.25
+  np.testing.assert_allclose(updates['Dense_0']['kernel'], -0.1 * grads['Dense_0']['kernel'],
+                             rtol=1e-6)
+  np.testing.assert_allclose(updates['Dense_0']['bias'], -0.1, rtol=1e-6)
+
+
+def test_muon_keeps_each_kernel_at_the_norm_of_its_outputs():
+  params = {'Conv_0': {'kernel': 5.0 * jnp.ones((3, 3, 4, 8))}}
+  grads = {'Conv_0': {'kernel': jax.random.normal(jax.random.PRNGKey(0), (3, 3, 4, 8))}}
+  updates = _muon_step(params, grads, muon_learning_rate=1e-4)
+  new = optax.apply_updates(params, updates)['Conv_0']['kernel']
+  assert float(jnp.linalg.norm(new)) == pytest.approx(np.sqrt(8), rel=1e-3)
+  # Without normalising, the step alone: the kernel's norm barely moves from 5 x sqrt(288).
+  updates = _muon_step(params, grads, muon_learning_rate=1e-4, muon_normalise=False)
+  new = optax.apply_updates(params, updates)['Conv_0']['kernel']
+  assert float(jnp.linalg.norm(new)) == pytest.approx(5 * np.sqrt(288), rel=1e-3)
+
+
+def test_muon_follows_the_schedule_scaled_to_its_own_peak():
+  config = tiny_config(optimizer='muon', schedule='triangular', warmup_epochs=2,
+                       triangular_start=0.2, triangular_end=0.0, learning_rate=1.0,
+                       muon_learning_rate=0.3, muon_normalise=False, momentum=0.0)
+  tx, _ = optim.create_optimizer(config, total_steps=10, steps_per_epoch=1)
+  params = {'Conv_0': {'kernel': jnp.ones((1, 1, 2, 2))}}
+  grads = {'Conv_0': {'kernel': jnp.eye(2).reshape(1, 1, 2, 2)}}  # already orthogonal
+  state, sizes = tx.init(params), []
+  for _ in range(3):
+    updates, state = tx.update(grads, state, params, value=jnp.array(0.0))
+    sizes.append(float(jnp.linalg.norm(updates['Conv_0']['kernel'])) / np.sqrt(2))
+  # The rates 0.2, 0.6, 1.0 of the peak, x 0.3; Newton-Schulz's quintic takes the identity's
+  # singular values, 1, to about 1.1 (not exactly 1, by design).
+  np.testing.assert_allclose(np.array(sizes) / sizes[-1], [0.2, 0.6, 1.0], rtol=1e-5)
+  assert sizes[-1] == pytest.approx(0.3, rel=0.15)

@@ -76,6 +76,16 @@ def test_training_and_evaluation_sizes_differ_with_eval_image_size():
   assert steps.eval_image_size(tiny_config(image_size=48)) == 48
 
 
+def test_progressive_resizing_trains_at_each_start_epochs_size_and_evaluates_at_full_size():
+  config = tiny_config(image_size_schedule=((0, 16), (2.5, 24), (4, 32)))
+  assert [steps.train_image_size(config, e) for e in (0, 2.4, 2.5, 3.9, 4, 9)] == [
+      16, 16, 24, 24, 32, 32]
+  assert steps.train_image_size(tiny_config(image_size=48), 3) == 48
+  images = np.zeros((2, 32, 32, 3), np.uint8)
+  assert steps.preprocess(images, config, jax.random.PRNGKey(0), size=16).shape == (2, 16, 16, 3)
+  assert steps.preprocess(images, config).shape == (2, 32, 32, 3)
+
+
 def test_ema_averages_weights_and_statistics_with_a_warm_up():
   config = tiny_config(ema_decay=0.99)
   state, _ = steps.create_train_state(config, steps_per_epoch=1)

@@ -50,6 +50,17 @@ def test_training_lowers_the_loss(mock_cifar, tmp_path):
   assert (tmp_path / 'checkpoints' / 'latest' / '40').is_dir()
 
 
+def test_progressive_resizing_counts_each_sizes_flops(mock_cifar, tmp_path):
+  config = tiny_config(num_epochs=2, image_size_schedule=((0, 16), (1, 32)))
+  progress = train.train_and_evaluate(config, str(tmp_path))
+  state, _ = steps.create_train_state(config, steps_per_epoch=1)
+  flops = {size: steps.flops_per_step(config, state, config.batch_size, size) for size in (16, 32)}
+  assert flops[16] < flops[32] / 2
+  steps_per_epoch = (200 - 40) // 16
+  assert progress['train_flops'] == pytest.approx(steps_per_epoch * (flops[16] + flops[32]))
+  assert (tmp_path / 'checkpoints' / 'latest' / str(2 * steps_per_epoch)).is_dir()
+
+
 def test_no_logged_point_averages_only_a_few_steps():
   logged = [step for step in range(1, 352) if train._logs_at(step, 25, 351)]
   assert logged == list(range(25, 326, 25)) + [351]  # 350 joins the last period
