@@ -140,8 +140,8 @@ def _is_convolution_kernel(path, leaf) -> bool:
   return jax.tree_util.keystr(path[-1:], simple=True) == 'kernel' and leaf.ndim == 4
 
 
-def _normalised(norm_per_row: float = 1.0) -> optax.GradientTransformation:
-  """Updates that also rescale each weight to a Frobenius norm of sqrt(outputs) x norm_per_row.
+def _normalised() -> optax.GradientTransformation:
+  """Updates that also rescale each weight to a Frobenius norm of sqrt(outputs).
 
   airbench's Muon keeps its convolution filters at a fixed norm: before BatchNorm, their scale
   only sets the effective step size, which the learning rate then controls alone (without it the
@@ -149,7 +149,7 @@ def _normalised(norm_per_row: float = 1.0) -> optax.GradientTransformation:
   """
   def update(updates, state, params):
     def rescaled(u, p):
-      target = jnp.sqrt(p.shape[-1]) * norm_per_row / (jnp.linalg.norm(p) + 1e-12)
+      target = jnp.sqrt(p.shape[-1]) / (jnp.linalg.norm(p) + 1e-12)
       return u + (target - 1) * p
     return jax.tree.map(rescaled, updates, params), state
   return optax.GradientTransformation(optax.init_empty_state, update)
