@@ -139,6 +139,11 @@ class _StopRequests:
       signal.signal(sig, handler)
 
 
+def _image_size_at(config: ml_collections.ConfigDict, steps_per_epoch: int, step: int) -> int:
+  """The side of training step `step` + 1's images (0: CIFAR's own)."""
+  return steps.train_image_size(config, step / steps_per_epoch)
+
+
 @dataclasses.dataclass
 class _Run:
   """What one session of training holds: the data, where results go and its clock."""
@@ -154,8 +159,7 @@ class _Run:
   started: float = dataclasses.field(default_factory=time.time)
 
   def image_size_at(self, step: int) -> int:
-    """The side of training step `step` + 1's images (0: CIFAR's own)."""
-    return steps.train_image_size(self.config, step / self.steps_per_epoch)
+    return _image_size_at(self.config, self.steps_per_epoch, step)
 
   def flops_until(self, step: int) -> float:
     return sum(self.step_flops[self.image_size_at(k)] for k in range(step))
@@ -239,7 +243,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: _StopRequests)
       files.write_text(pathlib.Path(workdir) / 'config.json', config.to_json_best_effort(indent=1))
     state = sharding.replicate(state, mesh)
     with console.phase('counting the training step\'s FLOPs'):
-      sizes = {steps.train_image_size(config, k / steps_per_epoch) for k in range(total_steps)}
+      sizes = {_image_size_at(config, steps_per_epoch, k) for k in range(total_steps)}
       step_flops = {size: steps.flops_per_step(config, state, config.batch_size, size)
                     for size in sizes}
     writer = writers.create_writer(workdir, int(state.step))
