@@ -63,6 +63,10 @@ _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'Several processes: this 
 _COORDINATOR_TIMEOUT = flags.DEFINE_integer(
     'coordinator_timeout', 120, 'Several processes: seconds to wait for all of them to start '
     'before giving up with an error.')
+_CPU_TUNING = flags.DEFINE_enum(
+    'cpu_tuning', 'auto', ['auto', 'on', 'off'], 'Tune the process for XLA:CPU (XLA flags, '
+    'malloc, AMX; cifar100_flax/cpu/tuning.py). auto: for train and eval when JAX will run on the '
+    'CPU (no accelerator plugin installed, or $JAX_PLATFORMS=cpu).')
 _TRACEBACK = flags.DEFINE_bool('traceback', os.environ.get('CIFAR100_FLAX_TRACEBACK') == '1',
                                'Show the full traceback of an error in the input, not one line.')
 flags.mark_flags_as_required(['workdir'])
@@ -224,6 +228,34 @@ def _check_outputs(mode: str, workdirs: list[str]) -> None:
     files.writable_folder(output or str(pathlib.Path(workdirs[0], 'export')), '--output')
 
 
+_TUNED_MODES = ('train', 'eval')  # the modes that run the model long enough to gain
+
+
+def _tune_for_cpu(mode: str) -> bool:
+  """Applies cifar100_flax.cpu.tuning where --cpu_tuning asks for it; whether it did."""
+  from cifar100_flax import hardware
+  from cifar100_flax.cpu import tuning
+  if _CPU_TUNING.value == 'auto':
+    tune = mode in _TUNED_MODES and hardware.expected_platform() == 'cpu'
+  else:
+    tune = _CPU_TUNING.value == 'on'
+  if tune:
+    tuning.configure()
+  return tune
+
+
+def _say_if_untuned_cpu(mode: str, tuned: bool) -> None:
+  """An accelerator plugin is installed, yet JAX fell back to the CPU: say what was left out."""
+  import jax
+
+  from cifar100_flax import hardware
+  if (not tuned and _CPU_TUNING.value == 'auto' and mode in _TUNED_MODES
+      and jax.default_backend() == 'cpu' and jax.process_index() == 0):
+    plugins = ', '.join(hardware.accelerator_plugins()) or 'a PJRT plugin'
+    print(f'JAX runs on the CPU although {plugins} is installed: the process is not tuned for '
+          f'XLA:CPU (--cpu_tuning=on does)', file=sys.stderr)
+
+
 def _exit_on_signal(signum: int, frame) -> None:
   # Until training installs its own handler (which finishes the step and saves): outputs are
   # written whole at the end, so stopping now leaves every file as it was.
@@ -242,12 +274,12 @@ def main(argv):
   _quiet_start_up()
   logging.get_absl_handler().addFilter(_QuietLibraries())
   from cifar100_flax import distributed
-  from cifar100_flax.cpu import tuning
-  tuning.configure()  # Before JAX initialises its backend.
+  tuned = _tune_for_cpu(mode)  # Before JAX starts its backends.
   try:
     distributed.initialize(distributed.cluster_from(
         _COORDINATOR_ADDRESS.value, _NUM_PROCESSES.value, _PROCESS_ID.value),
         _COORDINATOR_TIMEOUT.value)
+    _say_if_untuned_cpu(mode, tuned)
     from cifar100_flax import configuration
     if config is not None:  # Seconds, before TensorFlow is imported and any data is read.
       configuration.validate(config)

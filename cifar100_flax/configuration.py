@@ -29,7 +29,7 @@ NUM_TEST_EXAMPLES = 10_000  # a larger evaluation batch would only be padding
 # Keys a resumed run may change: they decide where data comes from and how the run is logged
 # and computed, not what it trains.
 FREE_ON_RESUME = ('data_dir', 'eval_batch_size', 'log_every_steps', 'conv_backend',
-                  'xla_cpu_options', 'checkpoint_keep', 'init_sample_size')
+                  'cpu_speed_path', 'xla_cpu_options', 'checkpoint_keep', 'init_sample_size')
 
 
 def config_from_file(path: str) -> ml_collections.ConfigDict:
@@ -154,6 +154,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
   models.create_model(config.model, dataset.NUM_CLASSES, config.dtype, **config.model_kwargs)
   _require(config.conv_backend in onednn.BACKENDS,
            f'config.conv_backend={config.conv_backend!r} is not one of {list(onednn.BACKENDS)}')
+  _require(config.cpu_speed_path is not False or config.conv_backend != 'onednn',
+           'config.conv_backend=onednn is part of the CPU speed path, which '
+           'config.cpu_speed_path=False turns off: drop one of the two')
   _require(config.optimizer in optim.OPTIMIZERS,
            f'config.optimizer={config.optimizer!r} is unknown; choose one of '
            f'{list(optim.OPTIMIZERS)}')

@@ -66,13 +66,17 @@ def _duration(seconds: float) -> str:
 
 
 class TrainingLine:
-  """Formats one line per log period: epoch, step, loss, accuracy, learning rate, speed and ETA.
+  """Formats one line per log period: epoch, step, loss, accuracy, learning rate, speed, model
+  FLOP utilisation (MFU: the step's FLOPs per second over the devices' peak, where both are
+  known) and ETA.
 
   Speed and the ETA are measured from the end of this session's first step, so that they leave
   out its compilation (and, on a resumed run, the restore)."""
 
-  def __init__(self, total_steps: int, steps_per_epoch: int):
+  def __init__(self, total_steps: int, steps_per_epoch: int, batch_size: int,
+               peak_flops_per_device: Optional[float] = None):
     self.total_steps, self.steps_per_epoch = total_steps, steps_per_epoch
+    self.batch_size, self.peak_flops_per_device = batch_size, peak_flops_per_device
     self._since: Optional[tuple[int, float]] = None  # (step, time) after the first step
 
   def first_step_done(self, step: int) -> None:
@@ -80,7 +84,7 @@ class TrainingLine:
     if self._since is None:
       self._since = (step, time.perf_counter())
 
-  def format(self, step: int, scalars: dict) -> str:
+  def format(self, step: int, scalars: dict, step_flops: Optional[float] = None) -> str:
     epoch = step / self.steps_per_epoch
     parts = [f'epoch {epoch:6.2f}', f'step {step:>{len(str(self.total_steps))}}/{self.total_steps}']
     names = {'train_loss': 'loss {:.4f}', 'train_accuracy': 'accuracy {:.4f}',
@@ -88,5 +92,9 @@ class TrainingLine:
     parts += [form.format(scalars[key]) for key, form in names.items() if key in scalars]
     if self._since and step > self._since[0]:
       rate = (step - self._since[0]) / (time.perf_counter() - self._since[1])
-      parts += [f'{rate:.2f} steps/s', f'ETA {_duration((self.total_steps - step) / rate)}']
+      parts += [f'{rate:.2f} steps/s', f'{rate * self.batch_size:.0f} images/s']
+      if step_flops and self.peak_flops_per_device:
+        mfu = step_flops * rate / (self.peak_flops_per_device * jax.device_count())
+        parts.append(f'MFU {100 * mfu:.1f}%')
+      parts.append(f'ETA {_duration((self.total_steps - step) / rate)}')
     return '  '.join(parts)

@@ -1,13 +1,16 @@
 """What CIFAR-100 is, without TensorFlow: sizes, normalisations, a split held in host memory and
-its evaluation batches.
+its evaluation batches; and where config.dataset's data comes from.
 
 The steps, the models and whatever applies a trained model to images need these; only reading
 the dataset needs TensorFlow, and only input_pipeline.py imports it.
 """
 
 import dataclasses
+import importlib
+from types import ModuleType
 from typing import Iterator
 
+import ml_collections
 import numpy as np
 
 NUM_CLASSES = 100
@@ -68,6 +71,19 @@ class Split:
 
   def take(self, index: np.ndarray) -> 'Split':
     return Split(self.images[index], self.labels[index], self.coarse_labels[index], self.ids[index])
+
+
+def source(config: ml_collections.ConfigDict) -> ModuleType:
+  """The module that loads config.dataset (`load_splits`, `train_batches`): synthetic.py for
+  'synthetic', else input_pipeline.py (tfds). Imported only once chosen, so that synthetic data
+  never imports TensorFlow."""
+  name = 'synthetic' if config.dataset == 'synthetic' else 'input_pipeline'
+  return importlib.import_module(f'cifar100_flax.{name}')
+
+
+def steps_per_epoch(num_examples: int, batch_size: int) -> int:
+  """Full batches an epoch (the last partial one is dropped)."""
+  return num_examples // batch_size
 
 
 def eval_batches(split: Split, batch_size: int, process_index: int = 0,

@@ -51,10 +51,14 @@ def get_config() -> ml_collections.ConfigDict:
   config.split_seed = 0  # seeds which training images form the validation split
   config.batch_size = 256  # global, split across all devices
   config.eval_batch_size = 500
-  # XLA:CPU options for the jitted steps, on top of cifar100_flax/cpu_tuning.py's (CPU only).
+  # The CPU speed path (cifar100_flax/cpu/): models built from layers written for XLA:CPU, the
+  # convolutions below. None: where JAX's platform is the CPU; True/False: always/never (then Flax's
+  # own layers). Same parameters either way: a checkpoint moves between the two.
+  config.cpu_speed_path = ml_collections.config_dict.placeholder(bool)
+  # XLA:CPU options for the jitted steps, on top of cifar100_flax/cpu/tuning.py's (CPU only).
   config.xla_cpu_options = ml_collections.ConfigDict()
-  # Convolutions: 'onednn' (a C++ extension built on first use; CPU, one device), 'xla', or 'auto'
-  # (oneDNN where it builds and applies, else XLA). See cifar100_flax/cpu/.
+  # The CPU speed path's convolutions: 'onednn' (a C++ extension built on first use; CPU, one
+  # device), 'xla', or 'auto' (oneDNN where it builds and applies, else XLA).
   config.conv_backend = 'auto'
   config.eval_flip_tta = False  # evaluate on the mean logits of each image and its mirror image
   config.eval_translate_tta = 0  # also on copies shifted by this many pixels (0: off; steps.py)

@@ -16,7 +16,6 @@ from cifar100_flax import (
   console,
   dataset,
   files,
-  input_pipeline,
   metrics,
   recalibration,
   sharding,
@@ -65,7 +64,7 @@ def restore_model(config: ml_collections.ConfigDict, workdir: str) -> tuple[step
   state = steps.ModelState(apply_fn=model.apply, **restored)
   if config.recalibration_images and progress.get('recalibration') != recalibration.record(config):
     with console.phase(f'loading {config.dataset} to recalibrate BatchNorm'):
-      train_images = input_pipeline.load_splits(config)['train'].images
+      train_images = dataset.source(config).load_splits(config)['train'].images
     state = recalibration.recalibrate(state, train_images[:config.recalibration_images], config,
                                       sharding.create_mesh())
   return state, progress
@@ -81,7 +80,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, split: str = 'test
   mesh = sharding.create_mesh()
   state = sharding.replicate(state, mesh)
   with console.phase(f'loading the {config.dataset} {split} split'):
-    test = input_pipeline.load_splits(config, with_train=split != 'test')[split]
+    test = dataset.source(config).load_splits(config, with_train=split != 'test')[split]
   if not len(test):
     raise ConfigError(f'the {split} split is empty (config.validation_size=0)')
   jitted_eval_step = steps.jit_eval_step(config)

@@ -17,7 +17,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import logging
 
-from cifar100_flax.dataset import Split
+from cifar100_flax.dataset import Split, steps_per_epoch
 from cifar100_flax.errors import DataError
 
 # TensorFlow only feeds data; keep it off any GPU so that JAX has the memory.
@@ -124,10 +124,6 @@ def load_splits(config: ml_collections.ConfigDict, with_train: bool = True) -> d
     splits['validation'] = full_train.take(np.sort(order[:config.validation_size]))
     splits['train'] = full_train.take(np.sort(order[config.validation_size:]))
   return splits
-
-
-def steps_per_epoch(num_examples: int, batch_size: int) -> int:
-  return num_examples // batch_size
 
 
 def train_batches(split: Split, batch_size: int, seed: int, start_step: int = 0,

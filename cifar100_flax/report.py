@@ -32,7 +32,6 @@ from cifar100_flax import (
   evaluate,
   files,
   gradcam,
-  input_pipeline,
   plots,
   steps,
   writers,
@@ -290,7 +289,7 @@ def report(workdirs: Sequence[str], output: Optional[str] = None,
   """
   runs = [load_run(workdir, config) for workdir in workdirs]
   with console.phase(f'loading {runs[0].config.dataset}'):
-    splits = input_pipeline.load_splits(runs[0].config)
+    splits = dataset.source(runs[0].config).load_splits(runs[0].config)
   shown = splits['test'].images[:GRADCAM_IMAGES]
   cams = {}
   for run in filter(_is_trained, runs):

@@ -20,7 +20,8 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from cifar100_flax import augment, console, dataset, metrics, mixing, models, optim, sharding
-from cifar100_flax.cpu import layers, onednn
+from cifar100_flax.cpu import onednn
+from cifar100_flax.models import layer_set
 
 
 class TrainState(train_state.TrainState):
@@ -48,13 +49,23 @@ class ModelState(flax.struct.PyTreeNode):
   step: jax.Array  # the training step the variables come from
 
 
+def uses_cpu_speed_path(config: ml_collections.ConfigDict) -> bool:
+  """config.cpu_speed_path, or (None) whether JAX's platform is the CPU."""
+  if config.cpu_speed_path is not None:
+    return config.cpu_speed_path
+  return jax.default_backend() == 'cpu'
+
+
 def create_model(config: ml_collections.ConfigDict,
                  conv_backend: Optional[str] = None) -> nn.Module:
-  """config.model, built with the convolutions of `conv_backend` ('onednn' or 'xla'; default:
+  """config.model, built from Flax's layers, or on the CPU speed path (uses_cpu_speed_path) from
+  its layers with the convolutions of `conv_backend` ('onednn' or 'xla'; default:
   config.conv_backend resolved, which builds the oneDNN extension the first time it is chosen)."""
-  backend = conv_backend or onednn.resolve(config.conv_backend)
-  return models.create_model(config.model, dataset.NUM_CLASSES, config.dtype,
-                             conv=layers.conv_module(backend), **config.model_kwargs)
+  layers = layer_set.FLAX
+  if uses_cpu_speed_path(config):
+    layers = layer_set.cpu(conv_backend or onednn.resolve(config.conv_backend))
+  return models.create_model(config.model, dataset.NUM_CLASSES, config.dtype, layers=layers,
+                             **config.model_kwargs)
 
 
 def _init_variables(model: nn.Module, config: ml_collections.ConfigDict, rng: jax.Array,
@@ -273,9 +284,10 @@ def evaluate_split(jitted_eval_step: Callable, state: TrainState | ModelState,
 
 
 def flops_per_step(config: ml_collections.ConfigDict, state: TrainState, batch_size: int,
-                   image_size: Optional[int] = None) -> float:
+                   image_size: Optional[int] = None) -> Optional[float]:
   """XLA's count of one training step's floating-point operations (all devices together) at
-  `image_size` (default config.image_size).
+  `image_size` (default config.image_size), from the lowered step; None where the backend counts
+  only compiled code (PJRT plugins: CUDA, ROCm, TPU), for `compiled_flops` to count.
 
   Counted on the model built with XLA's own convolutions: XLA cannot see into oneDNN's.
   """
@@ -284,4 +296,18 @@ def flops_per_step(config: ml_collections.ConfigDict, state: TrainState, batch_s
            'flip': jax.ShapeDtypeStruct((batch_size,), jnp.bool_)}
   xla_state = state.replace(apply_fn=create_model(config, 'xla').apply)
   step = jax.jit(functools.partial(train_step, config=config, image_size=image_size))
-  return float(step.lower(xla_state, batch).cost_analysis().get('flops', 0.0))
+  return _flops(step.lower(xla_state, batch).cost_analysis())
+
+
+def compiled_flops(compiled: jax.stages.Compiled) -> Optional[float]:
+  """XLA's count of a compiled step's floating-point operations, or None where it has none."""
+  return _flops(compiled.cost_analysis())
+
+
+def _flops(cost: Any) -> Optional[float]:
+  # cost_analysis(): a dict; a list of one dict per executable in older JAX; None (or no 'flops')
+  # where the backend does not count.
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else None
+  flops = (cost or {}).get('flops')
+  return float(flops) if flops and flops > 0 else None

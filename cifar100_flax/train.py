@@ -18,9 +18,10 @@ from cifar100_flax import (
   checkpointing,
   configuration,
   console,
+  dataset,
   distributed,
   files,
-  input_pipeline,
+  hardware,
   optim,
   pretrained,
   recalibration,
@@ -28,7 +29,6 @@ from cifar100_flax import (
   steps,
   writers,
 )
-from cifar100_flax.cpu import onednn
 from cifar100_flax.errors import TrainingDivergedError
 
 
@@ -38,7 +38,7 @@ class Progress:
   stopper: early_stopping.EarlyStopping
   train_seconds: float = 0.0  # in the training loop, over every session
   total_steps: int = 0
-  train_flops: float = 0.0
+  train_flops: Optional[float] = 0.0  # None: the backend did not count a step's FLOPs
   best_step: Optional[int] = None
   best_metric: Optional[float] = None
   best_metric_name: Optional[str] = None
@@ -154,15 +154,23 @@ class _Run:
   writer: Any
   steps_per_epoch: int
   total_steps: int
-  step_flops: dict  # a step's FLOPs, by the side of its images
+  step_flops: dict  # a step's FLOPs (None: not counted yet), by the side of its images
   resumed_seconds: float  # spent training in earlier sessions
   started: float = dataclasses.field(default_factory=time.time)
 
   def image_size_at(self, step: int) -> int:
     return _image_size_at(self.config, self.steps_per_epoch, step)
 
-  def flops_until(self, step: int) -> float:
-    return sum(self.step_flops[self.image_size_at(k)] for k in range(step))
+  def flops_until(self, step: int) -> Optional[float]:
+    """The FLOPs of steps 1 to `step`; None if a step's are unknown."""
+    counts = [self.step_flops[self.image_size_at(k)] for k in range(step)]
+    return None if None in counts else sum(counts)
+
+  def count_compiled(self, size: int, compiled: jax.stages.Compiled) -> None:
+    """Counts the FLOPs of the step for `size`-pixel images from its executable, if the lowered
+    step had no count (accelerators' backends count only compiled code)."""
+    if self.step_flops[size] is None:
+      self.step_flops[size] = steps.compiled_flops(compiled)
 
   def validate(self, jitted_eval_step, state: steps.TrainState, progress: Progress) -> Progress:
     """Progress after evaluating the validation split at the state's step."""
@@ -223,12 +231,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 
 def _train(config: ml_collections.ConfigDict, workdir: str, stop: _StopRequests) -> dict:
-  conv_backend = onednn.resolve(config.conv_backend)
-  model = steps.create_model(config, conv_backend)
+  model = steps.create_model(config)
   mesh = sharding.create_mesh()
   with console.phase(f'loading {config.dataset}'):
-    splits = input_pipeline.load_splits(config)
-  steps_per_epoch = input_pipeline.steps_per_epoch(len(splits['train']), config.batch_size)
+    splits = dataset.source(config).load_splits(config)
+  steps_per_epoch = dataset.steps_per_epoch(len(splits['train']), config.batch_size)
   total_steps = config.num_epochs * steps_per_epoch
   state, schedule = steps.create_train_state(
       config, steps_per_epoch, splits['train'].images[:config.init_sample_size], model)
@@ -246,14 +253,17 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: _StopRequests)
       sizes = {_image_size_at(config, steps_per_epoch, k) for k in range(total_steps)}
       step_flops = {size: steps.flops_per_step(config, state, config.batch_size, size)
                     for size in sizes}
-    writer = writers.create_writer(workdir, int(state.step))
+    writer = writers.create_writer(workdir, int(state.step),
+                                   tensorboard=config.dataset != 'synthetic')
     run = _Run(config, splits, mesh, checkpointer, writer, steps_per_epoch, total_steps,
                step_flops, progress.train_seconds)
+    total_flops = run.flops_until(total_steps)
+    flops = ('' if total_flops is None else
+             f', {total_flops / total_steps / config.batch_size:.3g} training FLOPs per image')
     console.say(f'{config.model} ({sum(x.size for x in jax.tree.leaves(state.params)):,} '
-                f'parameters, {conv_backend} convolutions, '
-                f'{run.flops_until(total_steps) / total_steps / config.batch_size:.3g} training '
-                f'FLOPs per image): {total_steps} steps of {config.batch_size} images, '
-                f'{steps_per_epoch} an epoch')
+                f'parameters, {model.layers.name}{flops}) on {jax.device_count()} '
+                f'{jax.default_backend()} device(s): {total_steps} steps of {config.batch_size} '
+                f'images, {steps_per_epoch} an epoch')
     try:
       progress = _loop(run, state, dataclasses.replace(progress, total_steps=total_steps),
                        schedule, stop)
@@ -274,12 +284,14 @@ def _loop(run: _Run, state: steps.TrainState, progress: Progress, schedule: opti
           stop: _StopRequests) -> Progress:
   config, step = run.config, int(state.step)
   logged = step
-  batches = (sharding.shard_batch(batch, run.mesh) for batch in input_pipeline.train_batches(
+  batches = dataset.source(config).train_batches(
       run.splits['train'], config.batch_size, config.shuffle_seed, step, jax.process_index(),
-      jax.process_count()))
+      jax.process_count())
+  batches = (sharding.shard_batch(batch, run.mesh) for batch in batches)
   jitted_eval_step = steps.jit_eval_step(config)
   eval_every = config.eval_every_steps or run.steps_per_epoch
-  line = console.TrainingLine(run.total_steps, run.steps_per_epoch)
+  line = console.TrainingLine(run.total_steps, run.steps_per_epoch, config.batch_size,
+                             hardware.peak_flops_per_device(config.dtype))
   train_metrics, stopping = None, False
   train_steps = {}  # compiled, by image side
   stop.stop_if_agreed(step)  # asked while loading, restoring or counting
@@ -291,6 +303,7 @@ def _loop(run: _Run, state: steps.TrainState, progress: Progress, schedule: opti
                          + (f' for {size}-pixel images' if config.image_size_schedule else '')):
         train_steps[size] = steps.jit_train_step(config, run.mesh, size).lower(
             state, batch).compile()
+      run.count_compiled(size, train_steps[size])
       stop.stop_if_agreed(step)
     state, step_metrics = train_steps[size](state, batch)
     step += 1
@@ -301,7 +314,7 @@ def _loop(run: _Run, state: steps.TrainState, progress: Progress, schedule: opti
       _check_finite(scalars, step)
       scalars['learning_rate'] = float(schedule(step - 1) * optim.plateau_scale(state.opt_state))
       run.writer.write_scalars(step, scalars)
-      console.say(line.format(step, scalars))
+      console.say(line.format(step, scalars, run.step_flops[size]))
       train_metrics, logged = None, step
     if step % eval_every == 0 or step == run.total_steps:
       state, progress = run.recalibrated(state, progress)

@@ -1,4 +1,4 @@
-"""clu metric writers: TensorBoard events from clu, and a JSON-lines history in the workdir.
+"""Where training's scalars go: TensorBoard events (clu) and a JSON-lines history in the workdir.
 
 clu has no writer to a plain file that pandas or jq can read, so `HistoryWriter` adds one.
 """
@@ -9,18 +9,18 @@ from typing import Any, Mapping
 
 import jax
 import numpy as np
-from clu import metric_writers
-from clu.metric_writers import interface
 
 from cifar100_flax import files
 
 
-class HistoryWriter(interface.MetricWriter):
+class HistoryWriter:
   """Appends one JSON object per write_scalars call to `history.jsonl`.
 
   A run resumed from step `resumed_at` first drops the records after it (written before the
   interruption, and written again now), so that the history reads as one run; a run started
-  afresh (`resumed_at` 0) drops every record of an earlier one.
+  afresh (`resumed_at` 0) drops every record of an earlier one. It has the methods of clu's
+  MetricWriter that training calls, without subclassing it: importing any of clu.metric_writers
+  imports TensorFlow, which runs on synthetic data do without.
   """
 
   def __init__(self, path: pathlib.Path, resumed_at: int = 0):
@@ -29,33 +29,10 @@ class HistoryWriter(interface.MetricWriter):
       kept = [r for r in _records(path.read_text()) if r['step'] <= resumed_at]
       files.write_text(path, ''.join(f'{json.dumps(r)}\n' for r in kept))
 
-  def write_scalars(self, step: int, scalars: Mapping[str, interface.Scalar]) -> None:
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
     record = {'step': int(step), **{k: float(np.asarray(v)) for k, v in scalars.items()}}
     with self.path.open('a') as f:
       f.write(json.dumps(record) + '\n')
-
-  def write_summaries(self, step: int, values: Mapping[str, Any],
-                      metadata: Mapping[str, Any] | None = None) -> None:
-    pass
-
-  def write_images(self, step: int, images: Mapping[str, Any]) -> None:
-    pass
-
-  def write_videos(self, step: int, videos: Mapping[str, Any]) -> None:
-    pass
-
-  def write_audios(self, step: int, audios: Mapping[str, Any], *, sample_rate: int) -> None:
-    pass
-
-  def write_texts(self, step: int, texts: Mapping[str, str]) -> None:
-    pass
-
-  def write_histograms(self, step: int, arrays: Mapping[str, Any],
-                       num_buckets: Mapping[str, int] | None = None) -> None:
-    pass
-
-  def write_hparams(self, hparams: Mapping[str, Any]) -> None:
-    pass
 
   def flush(self) -> None:
     pass
@@ -80,11 +57,22 @@ def read_history(workdir: str) -> list[dict]:
   return _records(path.read_text()) if path.exists() else []
 
 
-def create_writer(workdir: str, resumed_at: int = 0) -> metric_writers.MetricWriter:
-  """TensorBoard events and history.jsonl in `workdir`, from process 0 only (the terminal's line
-  is console.py's); `resumed_at`: the step a resumed run starts from."""
+def create_writer(workdir: str, resumed_at: int = 0, tensorboard: bool = True) -> Any:
+  """A writer of history.jsonl and (with `tensorboard`, through TensorFlow) TensorBoard events in
+  `workdir`, from process 0 only (the terminal's line is console.py's); `resumed_at`: the step a
+  resumed run starts from. Other processes get a writer that writes nothing."""
   if jax.process_index() != 0:
-    return metric_writers.MultiWriter([])
-  return metric_writers.MultiWriter([
-      metric_writers.SummaryWriter(workdir),
-      HistoryWriter(pathlib.Path(workdir) / 'history.jsonl', resumed_at)])
+    return _Nowhere()
+  history = HistoryWriter(pathlib.Path(workdir) / 'history.jsonl', resumed_at)
+  if not tensorboard:
+    return history
+  from clu import metric_writers  # imports TensorFlow: only when asked for TensorBoard's events
+  return metric_writers.MultiWriter([metric_writers.SummaryWriter(workdir), history])
+
+
+class _Nowhere:
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
+    pass
+
+  def close(self) -> None:
+    pass

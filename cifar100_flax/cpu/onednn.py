@@ -133,6 +133,9 @@ def resolve(backend: str) -> str:
     single_cpu = jax.default_backend() == 'cpu' and jax.device_count() == 1
     return 'onednn' if single_cpu and available() else 'xla'
   if backend == 'onednn':
+    if jax.default_backend() != 'cpu':
+      raise ConfigError(f"config.conv_backend=onednn runs on the CPU; this run is on "
+                        f"{jax.default_backend()}: use 'auto' or 'xla'.")
     try:
       _register()
     except Unavailable as e:

@@ -2,16 +2,16 @@
 
 import dataclasses
 import math
-from typing import Any, Callable
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from cifar100_flax.cpu import layers
 from cifar100_flax.errors import ConfigError
 from cifar100_flax.models import efficientnet, resnet, vit
 from cifar100_flax.models.airbench import Airbench
 from cifar100_flax.models.cnn import CNN
+from cifar100_flax.models.layer_set import FLAX, LayerSet
 
 # name -> (module, the arguments that name fixes)
 MODELS = {'cnn': (CNN, {}), 'airbench': (Airbench, {})}
@@ -55,16 +55,15 @@ def _argument_problem(name: str, value: Any, default: Any) -> str:
 
 
 def create_model(name: str, num_classes: int, dtype: str = 'float32',
-                 conv: Callable[..., nn.Module] = layers.Conv, **kwargs) -> nn.Module:
-  """Model `name` with its config.model_kwargs; `conv`: the convolution it is built with
-  (`layers.conv_module(backend)`; XLA's by default)."""
+                 layers: LayerSet = FLAX, **kwargs) -> nn.Module:
+  """Model `name` with its config.model_kwargs, built from `layers` (Flax's by default)."""
   if name not in MODELS:
     raise ConfigError(f'config.model={name!r} is not a known model; choose one of {sorted(MODELS)}')
   if dtype not in DTYPES:
     raise ConfigError(f'config.dtype={dtype!r} is not supported; choose one of {sorted(DTYPES)}')
   module, fixed = MODELS[name]
   fields = {f.name: f.default for f in dataclasses.fields(module)
-            if f.name not in {'parent', 'name', 'num_classes', 'dtype', 'conv', *fixed}}
+            if f.name not in {'parent', 'name', 'num_classes', 'dtype', 'layers', *fixed}}
   unknown = sorted(set(kwargs) - set(fields))
   if unknown:
     raise ConfigError(f'config.model_kwargs has {unknown}, which model {name!r} does not take; '
@@ -73,4 +72,4 @@ def create_model(name: str, num_classes: int, dtype: str = 'float32',
     problem = _argument_problem(key, value, fields[key])
     if problem:
       raise ConfigError(f'config.model_kwargs.{key}={value!r} {problem}')
-  return module(num_classes=num_classes, dtype=DTYPES[dtype], conv=conv, **fixed, **kwargs)
+  return module(num_classes=num_classes, dtype=DTYPES[dtype], layers=layers, **fixed, **kwargs)

@@ -8,13 +8,13 @@ is initialised: initialise it on a batch of (preprocessed) training images.
 """
 
 import functools
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cifar100_flax.cpu import layers
+from cifar100_flax.models.layer_set import FLAX, LayerSet
 
 _WHITENING_EPSILON = 5e-4  # added to the patch covariance's eigenvalues, as airbench does
 _gelu = functools.partial(nn.gelu, approximate=True)
@@ -53,7 +53,7 @@ class Airbench(nn.Module):
   logit_scale: float = 1 / 9
   batch_norm_momentum: float = 0.6  # PyTorch's 0.4: short runs need fast running statistics
   dtype: Any = jnp.float32
-  conv: Callable[..., nn.Module] = layers.Conv  # layers.conv_module(backend)
+  layers: LayerSet = FLAX  # layer_set.FLAX or layer_set.cpu(...)
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -62,15 +62,15 @@ class Airbench(nn.Module):
     x = jax.lax.conv_general_dilated(x.astype(self.dtype),
                                      jax.lax.stop_gradient(kernel).astype(self.dtype),
                                      (1, 1), 'VALID', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-    x = layers.bias_activation(
+    x = self.layers.bias_activation(
         x, self.param('whitening_bias', nn.initializers.zeros, (kernel.shape[-1],)), _gelu)
     for width in self.widths:
       for index in range(self.convs_per_stage):
-        x = self.conv(width, (3, 3), padding=1, use_bias=False, dtype=self.dtype,
+        x = self.layers.conv(width, (3, 3), padding=1, use_bias=False, dtype=self.dtype,
                         kernel_init=_identity_init)(x)
         if index == 0:
-          x = layers.max_pool(x, 2)
-        x = layers.BatchNorm(use_running_average=not train, momentum=self.batch_norm_momentum,
+          x = self.layers.max_pool(x, 2)
+        x = self.layers.batch_norm(use_running_average=not train, momentum=self.batch_norm_momentum,
                              epsilon=1e-12, use_scale=False, dtype=self.dtype, activation=_gelu)(x)
     x = jnp.max(x, axis=(1, 2))
     logits = nn.Dense(self.num_classes, use_bias=False, dtype=self.dtype)(x)

@@ -1,12 +1,12 @@
 """A VGG-style CNN: stages of (3x3 conv, BatchNorm, ReLU) x n then 2x2 max-pooling, a dense head."""
 
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cifar100_flax.cpu import layers
+from cifar100_flax.models.layer_set import FLAX, LayerSet
 
 
 class CNN(nn.Module):
@@ -16,17 +16,17 @@ class CNN(nn.Module):
   hidden: int = 256
   dropout: float = 0.3
   dtype: Any = jnp.float32
-  conv: Callable[..., nn.Module] = layers.Conv  # layers.conv_module(backend)
+  layers: LayerSet = FLAX  # layer_set.FLAX or layer_set.cpu(...)
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     for width in self.widths:
       for _ in range(self.convs_per_stage):
-        x = self.conv(width, (3, 3), padding=1, use_bias=False, dtype=self.dtype)(x)
+        x = self.layers.conv(width, (3, 3), padding=1, use_bias=False, dtype=self.dtype)(x)
         # PyTorch's default momentum (0.1 there is 0.9 here) suits runs of a few thousand steps.
-        x = layers.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype,
+        x = self.layers.batch_norm(use_running_average=not train, momentum=0.9, dtype=self.dtype,
                              activation=nn.relu)(x)
-      x = layers.max_pool(x, 2)
+      x = self.layers.max_pool(x, 2)
     x = jnp.mean(x, axis=(1, 2))
     if self.hidden:
       x = nn.Dropout(self.dropout, deterministic=not train)(x)

@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cifar100_flax.cpu import layers
+from cifar100_flax.models.layer_set import FLAX, LayerSet
 
 # (repeats, kernel, stride, expansion, output channels) of each stage, for width/depth 1.0.
 STAGES = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),
@@ -34,6 +34,15 @@ def round_channels(channels: int, multiplier: float, divisor: int = 8) -> int:
   return int(rounded + divisor if rounded < 0.9 * channels else rounded)
 
 
+def _conv_and_norm(layers: LayerSet, dtype: Any,
+                   frozen_statistics: bool) -> tuple[Callable, Callable]:
+  """The convolution ('SAME', no bias) and BatchNorm (TensorFlow's momentum and epsilon) of
+  every layer."""
+  return (functools.partial(layers.conv, use_bias=False, padding='SAME', dtype=dtype),
+          functools.partial(layers.batch_norm, use_running_average=frozen_statistics,
+                            momentum=0.99, epsilon=1e-3, dtype=dtype))
+
+
 class MBConv(nn.Module):
   """Inverted residual: 1x1 expansion, depthwise kxk, 1x1 projection; identity shortcut if shapes
   allow."""
@@ -43,15 +52,12 @@ class MBConv(nn.Module):
   expansion: int
   drop_path: float  # probability of dropping the residual branch of this block (stochastic depth)
   dtype: Any
-  conv: Callable[..., nn.Module]
+  layers: LayerSet
   batch_norm_frozen: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    norm = functools.partial(layers.BatchNorm,
-                             use_running_average=not train or self.batch_norm_frozen,
-                             momentum=0.99, epsilon=1e-3, dtype=self.dtype)
-    conv = functools.partial(self.conv, use_bias=False, padding='SAME', dtype=self.dtype)
+    conv, norm = _conv_and_norm(self.layers, self.dtype, not train or self.batch_norm_frozen)
     y = x
     channels = x.shape[-1] * self.expansion
     if self.expansion != 1:
@@ -75,15 +81,12 @@ class EfficientNetLite(nn.Module):
   drop_path: float = 0.2  # stochastic depth of the last block (linear in depth from 0)
   batch_norm_frozen: bool = False  # True: use the (pretrained) running statistics in training too
   dtype: Any = jnp.float32
-  conv: Callable[..., nn.Module] = layers.Conv  # layers.conv_module(backend)
+  layers: LayerSet = FLAX  # layer_set.FLAX or layer_set.cpu(...)
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     width, depth, _, dropout = VARIANTS[self.variant]
-    norm = functools.partial(layers.BatchNorm,
-                             use_running_average=not train or self.batch_norm_frozen,
-                             momentum=0.99, epsilon=1e-3, dtype=self.dtype)
-    conv = functools.partial(self.conv, use_bias=False, padding='SAME', dtype=self.dtype)
+    conv, norm = _conv_and_norm(self.layers, self.dtype, not train or self.batch_norm_frozen)
     x = conv(_STEM, (3, 3), 2, name='conv_stem')(x.astype(self.dtype))
     x = norm(name='bn0', activation=nn.relu6)(x)
     blocks = []
@@ -94,7 +97,7 @@ class EfficientNetLite(nn.Module):
                  for i in range(repeats)]
     for index, (channels, kernel, stride, expansion) in enumerate(blocks):
       x = MBConv(channels, kernel, stride, expansion, self.drop_path * index / len(blocks),
-                 self.dtype, self.conv, self.batch_norm_frozen, name=f'blocks_{index}')(x, train)
+                 self.dtype, self.layers, self.batch_norm_frozen, name=f'blocks_{index}')(x, train)
     x = norm(name='bn1', activation=nn.relu6)(
         conv(_HEAD, (1, 1), name='conv_head')(x))
     x = jnp.mean(x, axis=(1, 2))

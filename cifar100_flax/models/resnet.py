@@ -12,34 +12,34 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cifar100_flax.cpu import layers
 from cifar100_flax.errors import ConfigError
+from cifar100_flax.models.layer_set import FLAX, LayerSet
 
 ModuleDef = Callable[..., nn.Module]
-# PyTorch's BatchNorm: momentum 0.1 there is 0.9 here; eps 1e-5.
-BatchNorm = functools.partial(layers.BatchNorm, momentum=0.9, epsilon=1e-5)
 
 
-def _conv_and_norm(conv: ModuleDef, dtype: Any,
+def _conv_and_norm(layers: LayerSet, dtype: Any,
                    frozen_statistics: bool) -> tuple[ModuleDef, ModuleDef]:
   """The convolution and BatchNorm of every layer: no conv bias, BatchNorm from running
-  statistics in evaluation (or always, when frozen)."""
-  return (functools.partial(conv, use_bias=False, dtype=dtype),
-          functools.partial(BatchNorm, use_running_average=frozen_statistics, dtype=dtype))
+  statistics in evaluation (or always, when frozen), with PyTorch's momentum (0.1 there is 0.9
+  here) and epsilon."""
+  return (functools.partial(layers.conv, use_bias=False, dtype=dtype),
+          functools.partial(layers.batch_norm, use_running_average=frozen_statistics,
+                            momentum=0.9, epsilon=1e-5, dtype=dtype))
 
 
 class _Block(nn.Module):
   width: int  # of the 3x3 convolutions; a bottleneck outputs 4x as many channels
   stride: int  # of the first 3x3 convolution and the shortcut
   dtype: Any
-  conv: ModuleDef
+  layers: LayerSet
   batch_norm_frozen: bool = False
 
 
 class BasicBlock(_Block):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    conv, norm = _conv_and_norm(self.conv, self.dtype, not train or self.batch_norm_frozen)
+    conv, norm = _conv_and_norm(self.layers, self.dtype, not train or self.batch_norm_frozen)
     y = conv(self.width, (3, 3), self.stride, padding=1, name='conv1')(x)
     y = norm(name='bn1', activation=nn.relu)(y)
     y = conv(self.width, (3, 3), padding=1, name='conv2')(y)
@@ -51,7 +51,7 @@ class BasicBlock(_Block):
 class Bottleneck(_Block):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    conv, norm = _conv_and_norm(self.conv, self.dtype, not train or self.batch_norm_frozen)
+    conv, norm = _conv_and_norm(self.layers, self.dtype, not train or self.batch_norm_frozen)
     y = conv(self.width, (1, 1), name='conv1')(x)
     y = norm(name='bn1', activation=nn.relu)(y)
     y = conv(self.width, (3, 3), self.stride, padding=1, name='conv2')(y)
@@ -77,14 +77,14 @@ class ResNet(nn.Module):
   dropout: float = 0.0
   batch_norm_frozen: bool = False  # True: use the (pretrained) running statistics in training too
   dtype: Any = jnp.float32
-  conv: ModuleDef = layers.Conv  # layers.conv_module(backend)
+  layers: LayerSet = FLAX  # layer_set.FLAX or layer_set.cpu(...)
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     if self.stem not in ('imagenet', 'cifar'):
       raise ConfigError(f"config.model_kwargs.stem={self.stem!r}; choose 'imagenet' or 'cifar'")
     block = {'basic': BasicBlock, 'bottleneck': Bottleneck}[self.block]
-    conv, norm = _conv_and_norm(self.conv, self.dtype, not train or self.batch_norm_frozen)
+    conv, norm = _conv_and_norm(self.layers, self.dtype, not train or self.batch_norm_frozen)
     if self.stem == 'imagenet':
       x = conv(self.width, (7, 7), 2, padding=3, name='conv1')(x)
       x = norm(name='bn1', activation=nn.relu)(x)
@@ -95,7 +95,7 @@ class ResNet(nn.Module):
     for stage, size in enumerate(self.stage_sizes):
       for index in range(size):
         stride = 2 if stage > 0 and index == 0 else 1
-        x = block(self.width * 2**stage, stride, self.dtype, self.conv, self.batch_norm_frozen,
+        x = block(self.width * 2**stage, stride, self.dtype, self.layers, self.batch_norm_frozen,
                   name=f'layer{stage + 1}_{index}')(x, train)
     x = jnp.mean(x, axis=(1, 2))
     x = nn.Dropout(self.dropout, deterministic=not train)(x)

@@ -8,13 +8,13 @@ LayerNorm, learned position embeddings for it and every patch, pre-norm blocks, 
 on; pretrained.resize_position_embedding fits a checkpoint's to another size.
 """
 
-from typing import Any, Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cifar100_flax.cpu import layers
+from cifar100_flax.models.layer_set import FLAX, LayerSet
 
 # name -> (width, depth, heads), timm's vit_{tiny,small,base}_patch16_*.
 VARIANTS = {'tiny': (192, 12, 3), 'small': (384, 12, 6), 'base': (768, 12, 12)}
@@ -63,11 +63,11 @@ class PatchEmbed(nn.Module):
   width: int
   patch_size: int
   dtype: Any
-  conv: Callable[..., nn.Module]
+  layers: LayerSet
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    x = self.conv(self.width, (self.patch_size,) * 2, self.patch_size, padding='VALID',
+    x = self.layers.conv(self.width, (self.patch_size,) * 2, self.patch_size, padding='VALID',
                   dtype=self.dtype, name='proj')(x)
     return x.reshape(x.shape[0], -1, self.width)  # row-major patches, as timm's flatten(2)
 
@@ -84,7 +84,7 @@ class VisionTransformer(nn.Module):
   depth: int = 0
   heads: int = 0
   dtype: Any = jnp.float32
-  conv: Callable[..., nn.Module] = layers.Conv  # layers.conv_module(backend)
+  layers: LayerSet = FLAX  # layer_set.FLAX or layer_set.cpu(...)
 
   def sizes(self) -> tuple[int, int, int]:
     """(width, depth, heads): the variant's, or the overrides given."""
@@ -100,7 +100,7 @@ class VisionTransformer(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     width, depth, heads = self.sizes()
-    x = PatchEmbed(width, self.patch_size, self.dtype, self.conv, name='patch_embed')(
+    x = PatchEmbed(width, self.patch_size, self.dtype, self.layers, name='patch_embed')(
         x.astype(self.dtype))
     cls_token = self.param('cls_token', nn.initializers.zeros, (1, 1, width))
     x = jnp.concatenate([jnp.broadcast_to(cls_token, (x.shape[0], 1, width)).astype(x.dtype), x],
