@@ -233,15 +233,10 @@ _TUNED_MODES = ('train', 'eval')  # the modes that run the model long enough to 
 
 def _tune_for_cpu(mode: str) -> bool:
   """Applies cifar100_flax.cpu.tuning where --cpu_tuning asks for it; whether it did."""
-  from cifar100_flax import hardware
   from cifar100_flax.cpu import tuning
-  if _CPU_TUNING.value == 'auto':
-    tune = mode in _TUNED_MODES and hardware.expected_platform() == 'cpu'
-  else:
-    tune = _CPU_TUNING.value == 'on'
-  if tune:
-    tuning.configure()
-  return tune
+  if _CPU_TUNING.value == 'auto' and mode not in _TUNED_MODES:
+    return False
+  return tuning.configure_if(_CPU_TUNING.value)
 
 
 def _say_if_untuned_cpu(mode: str, tuned: bool) -> None:

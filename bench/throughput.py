@@ -6,8 +6,12 @@ PyTorch.
 
 JAX runs the project's own jitted training step (on-device augmentation, label smoothing, SGD with
 Nesterov momentum and weight decay; convolutions on oneDNN where config.conv_backend's 'auto'
-picks it, see cifar100_flax/cpu/); PyTorch runs the same network (bench/torch_peers.py, equal
-parameter counts) with the same loss and optimiser, channels_last, on already-augmented floats.
+picks it, see cifar100_flax/cpu/; Flax's own layers on GPUs and TPUs); PyTorch runs the same network
+(bench/torch_peers.py, equal parameter counts) with the same loss and optimiser, channels_last, on
+already-augmented floats, in bfloat16 by autocast (AMP), as its users run it; on a GPU in float32
+both use TF32 (JAX's default precision; PyTorch with allow_tf32 and cuDNN's benchmark mode). Where
+the device's peak is known (GPUs, TPUs), MFU is the step's FLOPs (XLA's count of the compiled JAX
+step, the same network for both) per second over that peak.
 The machine is shared and noisy, so each round times every (framework, precision) pair in turn and
 the fastest round counts. Ratios compare equal precisions; a ratio above 1 means JAX is faster:
 
@@ -33,7 +37,7 @@ import torch  # noqa: E402
 import torch_peers  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from cifar100_flax import configuration, dataset, pretrained, steps  # noqa: E402
+from cifar100_flax import configuration, dataset, hardware, pretrained, steps  # noqa: E402
 from cifar100_flax.cpu import onednn, tuning  # noqa: E402
 
 _CONFIGS = pathlib.Path(__file__).resolve().parents[1] / 'configs'
@@ -47,8 +51,9 @@ _ROUNDS = flags.DEFINE_integer('rounds', 3, 'Rounds; the fastest counts.')
 _IMAGE_SIZE = flags.DEFINE_integer('image_size', 0, 'Input side for the EfficientNet-Lites '
                                    '(resized on the device; 0: the recipe\'s 128; 224-260 are '
                                    'their native sizes).')
-_CPU_TUNING = flags.DEFINE_bool('cpu_tuning', True,
-                                'Apply cifar100_flax.cpu.tuning, as main.py does.')
+_CPU_TUNING = flags.DEFINE_enum('cpu_tuning', 'auto', tuning.SETTINGS,
+                                'cifar100_flax.cpu.tuning, as main.py applies it (auto: where JAX '
+                                'will run on the CPU).')
 _RESNET50_IMAGE_SIZE = flags.DEFINE_integer(
     'resnet50_image_size', 0, "ResNet-50's input side (resized on the device; 0: CIFAR's 32, "
     "224: ImageNet's, for accelerators).")
@@ -130,9 +135,10 @@ class JaxRunner:
     self.params = sum(x.size for x in jax.tree.leaves(self.state.params))
     self.batch = jax.device_put(batch)
     self.batch_eval = {**self.batch, 'mask': jnp.ones(len(batch['label']), bool)}
-    self._train = steps.jit_train_step(config)
-    self._eval = steps.jit_eval_step(config)
     start = time.perf_counter()
+    self._train = steps.jit_train_step(config).lower(self.state, self.batch).compile()
+    self.flops = steps.compiled_flops(self._train)  # per step; None where XLA does not count
+    self._eval = steps.jit_eval_step(config)
     self.train()
     self.infer()
     self.compile_seconds = time.perf_counter() - start
@@ -157,6 +163,9 @@ def _freeze(model: torch.nn.Module, name: str, pattern: str) -> None:
 
 # The peer runs where JAX does: on the GPU when there is one.
 _TORCH_DEVICE = 'cuda' if torch.cuda.is_available() else 'cpu'
+if _TORCH_DEVICE == 'cuda':  # As JAX's default precision multiplies float32 on a GPU: TF32.
+  torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+  torch.backends.cudnn.benchmark = True  # cuDNN's fastest kernels for the (fixed) shapes
 
 
 class TorchRunner:
@@ -204,7 +213,8 @@ def _synchronize() -> None:
 
 
 def time_model(name: str, batch_size: int, steps: int, rounds: int) -> dict:
-  """{(framework, precision): {'train': img/s, 'infer': img/s, 'compile': s, 'params': n}}."""
+  """{(framework, precision): {'train': img/s, 'infer': img/s, 'compile': s, 'params': n,
+  'mfu': fraction or None}}."""
   batch = _synthetic_batch(batch_size)
   runners = {}
   for precision, dtype in PRECISIONS.items():
@@ -221,9 +231,16 @@ def time_model(name: str, batch_size: int, steps: int, rounds: int) -> dict:
       runner.train()  # Warm-up: caches, allocator, thread pools.
       best[key]['train'] = min(best[key]['train'], _seconds(runner.train, steps))
       best[key]['infer'] = min(best[key]['infer'], _seconds(runner.infer, steps))
-  return {key: {'train': batch_size / best[key]['train'], 'infer': batch_size / best[key]['infer'],
-                'compile': runner.compile_seconds, 'params': runner.params}
-          for key, runner in runners.items()}
+  results = {}
+  for (framework, precision), runner in runners.items():
+    flops, peak = runners['jax', precision].flops, hardware.peak_flops_per_device(
+        PRECISIONS[precision])
+    seconds = best[framework, precision]['train']
+    results[framework, precision] = {
+        'train': batch_size / seconds, 'infer': batch_size / best[framework, precision]['infer'],
+        'compile': runner.compile_seconds, 'params': runner.params,
+        'mfu': flops / seconds / (peak * jax.device_count()) if flops and peak else None}
+  return results
 
 
 def time_input(batch_size: int, num_batches: int = 40) -> dict:
@@ -259,8 +276,7 @@ def _augmentation_speed(batch_size: int) -> float:
 
 def main(argv):
   del argv
-  if _CPU_TUNING.value:
-    tuning.configure()  # Before JAX initialises its backend (the imports above do not).
+  tuning.configure_if(_CPU_TUNING.value)  # Before JAX starts its backend (imports do not).
   torch.set_num_threads(os.cpu_count())
   print(f'jax {jax.__version__} ({jax.default_backend()}, {jax.device_count()} devices), '
         f'torch {torch.__version__} ({_TORCH_DEVICE}), {os.cpu_count()} CPUs, '
@@ -277,7 +293,8 @@ def main(argv):
     for (framework, precision), r in results.items():
       print(f'{name:10s} {framework:6s} {precision}  train {r["train"]:7.1f} img/s  '
             f'infer {r["infer"]:7.1f} img/s  compile {r["compile"]:5.1f} s  '
-            f'params {r["params"]:,}', flush=True)
+            f'params {r["params"]:,}' + (f'  MFU {100 * r["mfu"]:.1f}%' if r['mfu'] else ''),
+            flush=True)
     ratio = {p: results['jax', p]['train'] / results['torch', p]['train'] for p in PRECISIONS}
     ratios.append(f'RATIO model={name} jax_over_torch_fp32={ratio["fp32"]:.2f} '
                   f'jax_over_torch_bf16={ratio["bf16"]:.2f}')

@@ -1,5 +1,6 @@
-"""Process-wide settings that make XLA:CPU train convnets faster; call `configure()` before JAX
-starts.
+"""Process-wide settings that make XLA:CPU train convnets faster; call `configure()` (or
+`configure_if(--cpu_tuning)`) before JAX starts. On a GPU or TPU they would tune nothing that
+computes the model, and malloc's single arena would slow the input pipeline's threads.
 
 Each was measured with bench/throughput.py (the figures are in docs/speed.md):
 - XLA hands convolutions to YNNPACK by default, whose kernel gradient of a 3x3 convolution is
@@ -23,12 +24,24 @@ import os
 import platform
 import sys
 
+from cifar100_flax import hardware
+
 XLA_CPU_FLAGS = {
     'xla_cpu_experimental_ynn_fusion_type': 'individual_dot,reduce',
     'xla_cpu_experimental_xnn_fusion_type': 'individual_convolution',
 }
+SETTINGS = ('auto', 'on', 'off')  # of the entry points' --cpu_tuning
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8  # glibc's mallopt parameters
 _SYS_ARCH_PRCTL, _ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA = 158, 0x1023, 18  # x86-64 Linux
+
+
+def configure_if(setting: str) -> bool:
+  """`configure()` if `setting` is 'on', or 'auto' and JAX will run on the CPU
+  (hardware.expected_platform); whether it did."""
+  if setting == 'on' or (setting == 'auto' and hardware.expected_platform() == 'cpu'):
+    configure()
+    return True
+  return False
 
 
 def configure() -> None:
