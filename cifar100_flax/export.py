@@ -14,9 +14,11 @@ bfloat16 convolutions on a CPU; the other two compute in the run's dtype, exactl
 Every export is run once after writing and compared with JAX on the same images.
 """
 
+import functools
 import importlib.util
 import json
 import pathlib
+import re
 import shutil
 from typing import Callable, Optional
 
@@ -24,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from jax._src import core as jax_core
 
 from cifar100_flax import console, dataset, evaluate, steps
 from cifar100_flax.errors import UsageError
@@ -55,16 +58,53 @@ def export(config: ml_collections.ConfigDict, workdir: str, fmt: str,
   returns the model's path."""
   if fmt not in FORMATS:
     raise UsageError(f'--format={fmt}: one of {", ".join(FORMATS)}')
-  modules, install = _NEEDS.get(fmt, ((), ''))
-  missing = [m for m in modules if importlib.util.find_spec(m) is None]
-  if missing:
-    raise UsageError(f'--format={fmt} needs {", ".join(missing)}: {install}')
+  problem = format_problem(fmt)
+  if problem:
+    raise UsageError(f'--format={fmt} {problem}')
   with console.phase(f'restoring {workdir}'):
     state, _ = evaluate.restore_model(config, workdir)  # with every process, if several
   out = pathlib.Path(output or pathlib.Path(workdir) / 'export')
   if jax.process_index() != 0:  # one writer
     return out / FILE_NAMES[fmt]
   return write(jax.device_get(state), config, fmt, out, workdir)
+
+
+def format_problem(fmt: str) -> Optional[str]:
+  """Why `fmt` cannot be written with what is installed ('needs ...'), or None."""
+  modules, install = _NEEDS.get(fmt, ((), ''))
+  missing = [m for m in modules if importlib.util.find_spec(m) is None]
+  if missing:
+    return f'needs {", ".join(missing)}: {install}'
+  if fmt == 'onnx' and not hasattr(jax_core, 'ClosedJaxpr'):
+    # jax2onnx 0.17.1 (its newest release, 2026-12) converts jitted calls with
+    # jax._src.core.ClosedJaxpr, which JAX 0.12 folded into Jaxpr.
+    return (f'needs a jax2onnx that converts with JAX {jax.__version__}; the newest does up to '
+            f'JAX 0.11: export --format=stablehlo, or install requirements.txt\'s JAX')
+  if fmt == 'savedmodel':
+    return _savedmodel_problem()
+  return None
+
+
+@functools.cache
+def _savedmodel_problem() -> Optional[str]:
+  """Why TensorFlow cannot run what jax2tf writes with this JAX, or None: tried on x + 1.
+
+  A SavedModel holds JAX's StableHLO, which only a TensorFlow of JAX's time reads: TensorFlow
+  2.21 fails on JAX 0.12.1's shape assertions ('unregistered operation vhlo.custom_call_v2').
+  """
+  import tensorflow as tf
+  from jax.experimental import jax2tf
+  probe = tf.function(jax2tf.convert(lambda x: x + 1, polymorphic_shapes=['(batch,)']),
+                      autograph=False, input_signature=[tf.TensorSpec([None], tf.float32)])
+  try:
+    probe(tf.zeros([2]))
+  except tf.errors.InvalidArgumentError as e:
+    found = re.search(r': error: (?:loc\(\S+\): )?(.*?)(?: found in |$)', str(e), re.MULTILINE)
+    why = found.group(1) if found else 'it cannot read the module'
+    return (f'needs a TensorFlow that reads the StableHLO of JAX {jax.__version__}; TensorFlow '
+            f'{tf.__version__} does not ({why}): export --format=stablehlo, or install '
+            f'requirements.txt\'s JAX and TensorFlow')
+  return None
 
 
 def write(state: steps.ModelState, config: ml_collections.ConfigDict, fmt: str,
