@@ -4,11 +4,13 @@ Nothing here changes what a model computes (every piece is tested against the pl
 expression); it changes how fast XLA:CPU computes it. Three parts:
 
 - `tuning.configure()`: process-wide XLA:CPU flags, glibc malloc settings and the AMX permission,
-  applied by the entry points (main.py, bench/) before JAX starts its backend.
+  applied by the entry points (main.py, bench/) before JAX starts its backend, where JAX will run
+  on the CPU (`tuning.configure_if`, the `--cpu_tuning` flag).
 - `layers`: the models' building blocks (Conv, BatchNorm fused with its activation and a residual,
   max-pooling, bias + activation) written with closed-form gradients (`jax.custom_vjp`) so that
-  their reverse mode makes few passes over the activations. They are plain JAX and run on every
-  backend. `layers.conv_module(backend)` is the convolution a model is built with.
+  their reverse mode makes few passes over the activations. They are plain JAX, measured on
+  XLA:CPU only: models are built from them on the CPU (`models/layer_set.cpu(backend)`;
+  `config.cpu_speed_path`), from Flax's own layers elsewhere.
 - `onednn`: oneDNN's convolutions and matmul (PyTorch's CPU library) as XLA FFI custom calls
   (C++ in `csrc/onednn_conv.cc`), built with the system's C++ compiler when an entry point asks
   for them (`onednn.resolve`), cached in ~/.cache/cifar100_flax.
