@@ -175,14 +175,17 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _require(value > 0, f'config.{key} must be > 0, got {value}')
     _require(value % devices == 0,
              f'config.{key}={value} must be divisible by the number of devices ({devices})')
-  _require(config.batch_size <= dataset.NUM_TRAIN_EXAMPLES - max(config.validation_size, 0),
+  _require(config.synthetic_size >= 0,
+           f'config.synthetic_size must be >= 0 (0: CIFAR-100\'s), got {config.synthetic_size}')
+  train_examples = dataset.train_examples(config)
+  _require(config.batch_size <= train_examples - max(config.validation_size, 0),
            f'config.batch_size={config.batch_size} is more than the '
-           f'{dataset.NUM_TRAIN_EXAMPLES - max(config.validation_size, 0):,} training images '
+           f'{train_examples - max(config.validation_size, 0):,} training images '
            f'(after config.validation_size={config.validation_size})')
   _require(config.eval_batch_size <= NUM_TEST_EXAMPLES,
            f'config.eval_batch_size must be at most {NUM_TEST_EXAMPLES:,} (the test split; a '
            f'larger batch is padding), got {config.eval_batch_size}')
-  largest_validation = dataset.NUM_TRAIN_EXAMPLES - config.batch_size
+  largest_validation = train_examples - config.batch_size
   _require(0 <= config.validation_size < largest_validation,
            f'config.validation_size must be in [0, {largest_validation}), '
            f'got {config.validation_size}')

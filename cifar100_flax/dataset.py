@@ -81,6 +81,14 @@ def source(config: ml_collections.ConfigDict) -> ModuleType:
   return importlib.import_module(f'cifar100_flax.{name}')
 
 
+def train_examples(config: ml_collections.ConfigDict) -> int:
+  """The training split's size before the validation carve-out: CIFAR-100's, or
+  config.synthetic_size for synthetic data."""
+  if config.dataset == 'synthetic' and config.synthetic_size:
+    return config.synthetic_size
+  return NUM_TRAIN_EXAMPLES
+
+
 def steps_per_epoch(num_examples: int, batch_size: int) -> int:
   """Full batches an epoch (the last partial one is dropped)."""
   return num_examples // batch_size

@@ -44,7 +44,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.init_sample_size = 5000
 
   # Data.
+  # 'cifar100' (tfds), or 'synthetic': CIFAR-shaped class patterns with noise, made without
+  # TensorFlow or the dataset, to time the real loop (cifar100_flax/synthetic.py).
   config.dataset = 'cifar100'
+  # dataset='synthetic': training images before the validation carve-out (0: CIFAR-100's 50,000);
+  # the test split has a fifth as many.
+  config.synthetic_size = 0
   # tfds data_dir; default: $TFDS_DATA_DIR or ~/tensorflow_datasets
   config.data_dir = ml_collections.config_dict.placeholder(str)
   config.validation_size = 5000  # images carved from the training split

@@ -16,8 +16,6 @@ import numpy as np
 from cifar100_flax import dataset
 from cifar100_flax.dataset import Split
 
-NUM_TEST_EXAMPLES = 10_000
-
 
 def _split(rng: np.random.Generator, patterns: np.ndarray, size: int, name: str) -> Split:
   labels = rng.integers(0, dataset.NUM_CLASSES, size, dtype=np.int32)
@@ -29,15 +27,17 @@ def _split(rng: np.random.Generator, patterns: np.ndarray, size: int, name: str)
 
 
 def load_splits(config: ml_collections.ConfigDict, with_train: bool = True) -> dict[str, Split]:
-  """'train', 'validation' (config.validation_size of CIFAR-100's 50,000 training images) and
-  'test' (10,000), the same for the same config.split_seed."""
+  """'train' and 'validation' (config.validation_size of dataset.train_examples: CIFAR-100's
+  50,000 or config.synthetic_size) and 'test' (a fifth as many), the same for the same
+  config.split_seed."""
   rng = np.random.default_rng(config.split_seed)
   patterns = rng.integers(0, 256, (dataset.NUM_CLASSES, *dataset.IMAGE_SHAPE), dtype=np.uint8)
-  splits = {'test': _split(rng, patterns, NUM_TEST_EXAMPLES, 'test')}
+  size = dataset.train_examples(config)
+  splits = {'test': _split(rng, patterns, size // 5, 'test')}
   if with_train:
     validation_size = max(config.validation_size, 0)
     splits['validation'] = _split(rng, patterns, validation_size, 'validation')
-    splits['train'] = _split(rng, patterns, dataset.NUM_TRAIN_EXAMPLES - validation_size, 'train')
+    splits['train'] = _split(rng, patterns, size - validation_size, 'train')
   return splits
 
 

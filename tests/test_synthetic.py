@@ -21,6 +21,8 @@ def test_splits_have_cifars_sizes_and_are_the_same_for_the_same_seed():
   assert splits['train'].images.dtype == np.uint8 and splits['train'].labels.max() < 100
   np.testing.assert_array_equal(splits['train'].coarse_labels,
                                 dataset.FINE_TO_COARSE[splits['train'].labels])
+  small = synthetic.load_splits(tiny_config(dataset='synthetic', synthetic_size=500))
+  assert {k: len(v) for k, v in small.items()} == {'train': 460, 'validation': 40, 'test': 100}
   again = synthetic.load_splits(config, with_train=False)
   np.testing.assert_array_equal(again['test'].images, splits['test'].images)
   other = synthetic.load_splits(tiny_config(dataset='synthetic', split_seed=1), with_train=False)
