@@ -46,7 +46,8 @@ def main() -> None:
   report = json.loads((_REPO / args.workdir / 'eval_test.json').read_text())
   print(f'TIME_TO_ACCURACY config={pathlib.Path(args.config).stem} seed={args.seed} '
         f'cpu="{cpu_name()}" train_minutes={report["train_seconds"] / 60:.1f} '
-        f'train_flops={report["train_flops"]:.3g} test_top1={report["top1_accuracy"]:.4f}')
+        f'train_flops={report["train_flops"] or float("nan"):.3g} '  # nan: not counted
+        f'test_top1={report["top1_accuracy"]:.4f}')
 
 
 if __name__ == '__main__':
