@@ -18,7 +18,9 @@
 # runs it so, with TensorFlow unimportable. Exit status 1 if any part failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-WHEELS=(clu==0.0.12 ml-collections==1.1.0 dm-pix==0.4.5)  # as requirements.txt pins them
+# What the image lacks (the rest of what main.py imports for train, eval and export is there:
+# tqdm, wrapt, chex, pillow, matplotlib, safetensors; device/KINDS.md), as requirements.txt pins it.
+WHEELS=(clu==0.0.12 ml-collections==1.1.0 dm-pix==0.4.5)
 if [ "${1:-}" = wheels ]; then
   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl "${WHEELS[@]}"
   exit

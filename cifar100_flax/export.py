@@ -78,8 +78,9 @@ def format_problem(fmt: str) -> Optional[str]:
   if fmt == 'onnx' and not hasattr(jax_core, 'ClosedJaxpr'):
     # jax2onnx 0.17.1 (its newest release, 2026-12) converts jitted calls with
     # jax._src.core.ClosedJaxpr, which JAX 0.12 folded into Jaxpr.
-    return (f'needs a jax2onnx that converts with JAX {jax.__version__}; the newest does up to '
-            f'JAX 0.11: export --format=stablehlo, or install requirements.txt\'s JAX')
+    return (f'needs a jax2onnx that converts with JAX {jax.__version__}; the newest reads '
+            f'ClosedJaxpr, which JAX 0.12 removed: export --format=stablehlo, or install '
+            f'requirements.txt\'s JAX')
   if fmt == 'savedmodel':
     return _savedmodel_problem()
   return None
