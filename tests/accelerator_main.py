@@ -8,7 +8,7 @@ that registers no backend, so that JAX still computes on the CPU), `jax.default_
 'gpu', and `Lowered.cost_analysis()` returns None (jax/_src/stages.py, where pxla.py raises
 NotImplementedError for plugins). With $REHEARSAL_RECORD=DIR it records in DIR what a CPU-only
 path would show: each program compiled (the lowered text), whether the process tuning ran, and
-$XLA_FLAGS at exit. $REHEARSAL_STOP_AT_BATCH=K: Ctrl-C while training fetches batch K.
+$XLA_FLAGS at exit. $REHEARSAL_STOP_AT_BATCH=K: Ctrl-C while training fetches batch K (from 0).
 """
 
 import atexit
@@ -16,16 +16,14 @@ import itertools
 import os
 import pathlib
 import runpy
-import signal
 import sys
 import tempfile
 
 import jax
 import pytest
 
-from cifar100_flax import input_pipeline
 from cifar100_flax.cpu import tuning
-from tests.helpers import REPO, mocked_cifar
+from tests.helpers import REPO, mocked_cifar, stop_after
 
 
 def _install_plugin() -> None:
@@ -59,18 +57,6 @@ def _present_as_gpu(patch: pytest.MonkeyPatch, record: pathlib.Path | None) -> N
   atexit.register(lambda: (record / 'xla_flags').write_text(os.environ.get('XLA_FLAGS', '')))
 
 
-def _stop_at_batch(patch: pytest.MonkeyPatch, count: int) -> None:
-  batches = input_pipeline.train_batches
-
-  def interrupted(*args, **kwargs):
-    for index, batch in enumerate(batches(*args, **kwargs), 1):
-      if index == count:
-        os.kill(os.getpid(), signal.SIGINT)
-      yield batch
-
-  patch.setattr(input_pipeline, 'train_batches', interrupted)
-
-
 if __name__ == '__main__':
   sys.argv = ['main.py', *sys.argv[1:]]
   _install_plugin()
@@ -78,5 +64,5 @@ if __name__ == '__main__':
   with pytest.MonkeyPatch.context() as patch, mocked_cifar(patch):
     _present_as_gpu(patch, pathlib.Path(record) if record else None)
     if os.environ.get('REHEARSAL_STOP_AT_BATCH'):
-      _stop_at_batch(patch, int(os.environ['REHEARSAL_STOP_AT_BATCH']))
+      stop_after(patch, int(os.environ['REHEARSAL_STOP_AT_BATCH']))
     runpy.run_path(str(REPO / 'main.py'), run_name='__main__')

@@ -4,6 +4,7 @@ import contextlib
 import functools
 import os
 import pathlib
+import signal
 import subprocess
 import sys
 
@@ -35,6 +36,20 @@ def without_a_compiler(monkeypatch: pytest.MonkeyPatch, cache: pathlib.Path) -> 
   monkeypatch.setenv('CIFAR100_FLAX_CACHE', str(cache))
   for cached in (onednn._register, onednn.available):
     monkeypatch.setattr(onednn, cached.__name__, functools.cache(cached.__wrapped__))
+
+
+def stop_after(monkeypatch: pytest.MonkeyPatch, count: int, stop: str = 'ctrl-c') -> None:
+  """Crashes, or sends this process SIGINT (Ctrl-C), while fetching batch `count`."""
+  real = input_pipeline.train_batches
+
+  def batches(*args, **kwargs):
+    for i, batch in enumerate(real(*args, **kwargs)):
+      if i == count:
+        if stop == 'crash':
+          raise RuntimeError('simulated crash')
+        os.kill(os.getpid(), signal.SIGINT)
+      yield batch
+  monkeypatch.setattr(input_pipeline, 'train_batches', batches)
 
 
 def run_main(*args: str) -> subprocess.CompletedProcess:

@@ -1,15 +1,13 @@
 """What JAX will run on, judged before it starts, and the devices' peaks."""
 
-import itertools
 import os
 import subprocess
 import sys
 import types
 
 import jax
-import pytest
 
-from cifar100_flax import console, hardware
+from cifar100_flax import hardware
 from tests.helpers import REPO
 
 _JUDGED = """
@@ -57,23 +55,3 @@ def test_peaks_are_known_by_device_kind_and_unknown_on_the_cpu(monkeypatch):
     assert hardware.peak_flops_per_device('float32') == fp32
   monkeypatch.setattr(jax, 'devices', lambda: [types.SimpleNamespace(device_kind='Radeon X')])
   assert hardware.peak_flops_per_device('bfloat16') is None
-
-
-def test_the_training_line_shows_images_per_second_and_mfu_where_the_peak_is_known(monkeypatch):
-  clock = itertools.cycle([100.0, 110.0])  # each line: its first step, then its format
-  monkeypatch.setattr(console.time, 'perf_counter', lambda: next(clock))
-  line = console.TrainingLine(total_steps=100, steps_per_epoch=10, batch_size=50,
-                              peak_flops_per_device=1e12 / jax.device_count())
-  line.first_step_done(1)
-  text = line.format(21, {'train_loss': 1.0}, step_flops=2e10)  # 2 steps/s of 2e10 FLOPs
-  assert '2.00 steps/s' in text and '100 images/s' in text and 'MFU 4.0%' in text
-  unknown = console.TrainingLine(100, 10, 50)
-  unknown.first_step_done(1)
-  assert 'MFU' not in unknown.format(21, {}, step_flops=2e10)
-
-
-@pytest.mark.parametrize('cost', [None, {}, [], [{'flops': 0.0}]])
-def test_a_backend_without_a_count_gives_no_flops(cost):
-  from cifar100_flax import steps
-  assert steps._flops(cost) is None
-  assert steps._flops([{'flops': 5.0}]) == steps._flops({'flops': 5.0}) == 5.0

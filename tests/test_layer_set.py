@@ -9,8 +9,7 @@ import pytest
 
 from cifar100_flax import evaluate, export, models, steps, train
 from cifar100_flax.models import layer_set
-from tests.helpers import tiny_config
-from tests.test_train import _stop_after
+from tests.helpers import stop_after, tiny_config
 
 TINY = {'cnn': dict(widths=(8, 8), convs_per_stage=1, hidden=16),
         'airbench': dict(widths=(8, 8, 8), convs_per_stage=1),
@@ -65,7 +64,7 @@ def test_a_run_of_the_cpu_path_resumes_evaluates_and_exports_with_flax_layers(mo
   workdir = str(tmp_path / 'run')
   config = tiny_config(num_epochs=2, eval_every_steps=5)
   with monkeypatch.context() as patch:
-    _stop_after(patch, 7, 'ctrl-c')
+    stop_after(patch, 7)
     with pytest.raises(KeyboardInterrupt, match='stopped at step 8'):
       train.train_and_evaluate(config, workdir)
   flax_config = tiny_config(num_epochs=2, eval_every_steps=5, cpu_speed_path=False)

@@ -105,3 +105,9 @@ def test_ema_averages_weights_and_statistics_with_a_warm_up():
   assert evaluated.params is state.ema['params'] and evaluated.batch_stats is state.ema[
       'batch_stats']
   assert steps.evaluated_model(steps.create_train_state(tiny_config(), 1)[0]).params is not None
+
+
+@pytest.mark.parametrize('cost', [None, {}, [], [{'flops': 0.0}]])
+def test_a_backend_without_a_count_gives_no_flops(cost):
+  assert steps._flops(cost) is None
+  assert steps._flops([{'flops': 5.0}]) == steps._flops({'flops': 5.0}) == 5.0

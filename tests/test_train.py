@@ -1,13 +1,11 @@
-import os
-import signal
 
 import jax
 import numpy as np
 import pytest
 
-from cifar100_flax import checkpointing, evaluate, input_pipeline, pretrained, steps, train, writers
+from cifar100_flax import checkpointing, evaluate, pretrained, steps, train, writers
 from cifar100_flax.errors import CheckpointError, TrainingDivergedError
-from tests.helpers import REPO, mocked_cifar, tiny_config
+from tests.helpers import REPO, mocked_cifar, stop_after, tiny_config
 
 # Dropout and every augmentation on, so that resuming must restore the RNG exactly; the EMA and
 # recalibrated BatchNorm statistics too.
@@ -27,20 +25,6 @@ def _final_params(config, workdir):
   template, _ = steps.create_train_state(config, steps_per_epoch=1)
   state, progress = checkpointing.Checkpointer(workdir).restore_latest(template)
   return state, progress
-
-
-def _stop_after(monkeypatch, count, stop):
-  """Crashes, or sends this process SIGINT (Ctrl-C), while fetching batch `count`."""
-  real = input_pipeline.train_batches
-
-  def batches(*args, **kwargs):
-    for i, batch in enumerate(real(*args, **kwargs)):
-      if i == count:
-        if stop == 'crash':
-          raise RuntimeError('simulated crash')
-        os.kill(os.getpid(), signal.SIGINT)
-      yield batch
-  monkeypatch.setattr(input_pipeline, 'train_batches', batches)
 
 
 def test_training_lowers_the_loss(mock_cifar, tmp_path):
@@ -85,7 +69,7 @@ def test_resuming_reproduces_the_uninterrupted_run(mock_cifar, tmp_path, monkeyp
   # A crash loses the steps since the last checkpoint (step 10); Ctrl-C while batch 12 is fetched
   # lets that step finish and saves at step 13.
   with monkeypatch.context() as patch:
-    _stop_after(patch, 12, stop)
+    stop_after(patch, 12, stop)
     with pytest.raises(RuntimeError if stop == 'crash' else KeyboardInterrupt):
       train.train_and_evaluate(config, str(tmp_path / 'cut'))
   saved = sorted(int(p.name) for p in (tmp_path / 'cut' / 'checkpoints' / 'latest').iterdir())
