@@ -19,9 +19,10 @@ import time
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')  # TensorFlow only reads the data
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from cifar100_flax import configuration, input_pipeline  # noqa: E402
+from cifar100_flax.config import loading
+from cifar100_flax.data import tfds_pipeline
 
 _BATCH = 500
 
@@ -37,7 +38,7 @@ def _runner(path: pathlib.Path):
 
 def main(workdir: str) -> None:
   saved = np.load(pathlib.Path(workdir) / 'predictions_test.npz')
-  test = input_pipeline.load_splits(configuration.load_config(workdir), with_train=False)['test']
+  test = tfds_pipeline.load_splits(loading.load_config(workdir), with_train=False)['test']
   if not np.array_equal(test.ids, saved['ids']):
     sys.exit('error: predictions_test.npz is not in the order of the test split')
   for name in ('model.onnx', 'model.jax_export'):

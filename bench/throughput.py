@@ -24,21 +24,28 @@ import pathlib
 import re
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
-import flax  # noqa: E402
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import ml_collections  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch_peers  # noqa: E402
-from absl import app, flags  # noqa: E402
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import torch
+import torch_peers
+from absl import app, flags
 
-from cifar100_flax import configuration, dataset, hardware, pretrained, steps  # noqa: E402
-from cifar100_flax.cpu import onednn, tuning  # noqa: E402
+from cifar100_flax import hardware
+from cifar100_flax.config import loading
+from cifar100_flax.cpu import onednn, tuning
+from cifar100_flax.data import (
+  cifar100,
+  preprocessing,
+)
+from cifar100_flax.models import pretrained
+from cifar100_flax.training import flops, states, steps
 
 _CONFIGS = pathlib.Path(__file__).resolve().parents[1] / 'configs'
 
@@ -63,7 +70,7 @@ _CONV_BACKEND = flags.DEFINE_enum('conv_backend', 'auto', onednn.BACKENDS,
 
 
 def _config(name: str) -> ml_collections.ConfigDict:
-  return configuration.config_from_file(str(_CONFIGS / f'{name}.py'))
+  return loading.config_from_file(str(_CONFIGS / f'{name}.py'))
 
 
 def _resnet50_config() -> ml_collections.ConfigDict:
@@ -112,8 +119,8 @@ PRECISIONS = {'fp32': 'float32', 'bf16': 'bfloat16'}
 
 def _synthetic_batch(batch_size: int, seed: int = 0) -> dict:
   rng = np.random.default_rng(seed)
-  return {'image': rng.integers(0, 256, (batch_size, *dataset.IMAGE_SHAPE), np.uint8),
-          'label': rng.integers(0, dataset.NUM_CLASSES, batch_size).astype(np.int32),
+  return {'image': rng.integers(0, 256, (batch_size, *cifar100.IMAGE_SHAPE), np.uint8),
+          'label': rng.integers(0, cifar100.NUM_CLASSES, batch_size).astype(np.int32),
           'flip': rng.random(batch_size) < 0.5}
 
 
@@ -131,13 +138,13 @@ class JaxRunner:
   """The project's jitted training and evaluation steps for one config."""
 
   def __init__(self, config: ml_collections.ConfigDict, batch: dict):
-    self.state, _ = steps.create_train_state(config, steps_per_epoch=100)
+    self.state, _ = states.create_train_state(config, steps_per_epoch=100)
     self.params = sum(x.size for x in jax.tree.leaves(self.state.params))
     self.batch = jax.device_put(batch)
     self.batch_eval = {**self.batch, 'mask': jnp.ones(len(batch['label']), bool)}
     start = time.perf_counter()
     self._train = steps.jit_train_step(config).lower(self.state, self.batch).compile()
-    self.flops = steps.compiled_flops(self._train)  # per step; None where XLA does not count
+    self.flops = flops.compiled_flops(self._train)  # per step; None where XLA does not count
     self._eval = steps.jit_eval_step(config)
     self.train()
     self.infer()
@@ -172,7 +179,7 @@ class TorchRunner:
   """The PyTorch peer: same network, loss and optimiser; bfloat16 by autocast."""
 
   def __init__(self, name: str, config: ml_collections.ConfigDict, batch: dict, precision: str):
-    self.model = PEERS[name](dataset.NUM_CLASSES, **config.model_kwargs).to(
+    self.model = PEERS[name](cifar100.NUM_CLASSES, **config.model_kwargs).to(
         _TORCH_DEVICE, memory_format=torch.channels_last)
     self.params = sum(p.numel() for p in self.model.parameters())
     if config.frozen_params and name in pretrained.CONVERTERS:  # airbench's freezes its own
@@ -180,7 +187,7 @@ class TorchRunner:
     self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=config.momentum,
                                      nesterov=config.nesterov, weight_decay=config.weight_decay)
     self.loss = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    images = (batch['image'] - np.array(dataset.MEAN_RGB)) / np.array(dataset.STDDEV_RGB)
+    images = (batch['image'] - np.array(cifar100.MEAN_RGB)) / np.array(cifar100.STDDEV_RGB)
     images = torch.tensor(images.transpose(0, 3, 1, 2), dtype=torch.float32)
     if config.image_size:  # JAX resizes inside its step; the peer gets resized images.
       images = torch.nn.functional.interpolate(images, size=config.image_size, mode='bilinear')
@@ -248,16 +255,16 @@ def time_input(batch_size: int, num_batches: int = 40) -> dict:
   of the on-device augmentation."""
   speeds = {'on-device augmentation': _augmentation_speed(batch_size)}
   try:
-    from cifar100_flax import input_pipeline  # pylint: disable=g-import-not-at-top
+    from cifar100_flax.data import tfds_pipeline
   except ImportError:  # An accelerator image without TensorFlow: the models still time.
     return speeds
-  n = dataset.NUM_TRAIN_EXAMPLES
+  n = cifar100.NUM_TRAIN_EXAMPLES
   rng = np.random.default_rng(0)
-  split = dataset.Split(
-      images=rng.integers(0, 256, (n, *dataset.IMAGE_SHAPE), np.uint8),
+  split = cifar100.Split(
+      images=rng.integers(0, 256, (n, *cifar100.IMAGE_SHAPE), np.uint8),
       labels=rng.integers(0, 100, n).astype(np.int32), coarse_labels=np.zeros(n, np.int32),
       ids=np.arange(n).astype(str))
-  batches = input_pipeline.train_batches(split, batch_size, seed=0)
+  batches = tfds_pipeline.train_batches(split, batch_size, seed=0)
   jax.device_put(next(batches))
   start = time.perf_counter()
   for _ in range(num_batches):
@@ -268,7 +275,7 @@ def time_input(batch_size: int, num_batches: int = 40) -> dict:
 def _augmentation_speed(batch_size: int) -> float:
   config = _config('cnn')
   images = jax.device_put(_synthetic_batch(batch_size)['image'])
-  augment = jax.jit(functools.partial(steps.preprocess, config=config))
+  augment = jax.jit(functools.partial(preprocessing.preprocess, config=config))
   key = jax.random.key(0)
   jax.block_until_ready(augment(images, key=key))
   return batch_size / _seconds(lambda: jax.block_until_ready(augment(images, key=key)), 5)

@@ -134,6 +134,6 @@ def efficientnet_lite(variant: int, num_classes: int, dropout: float = 0.2, drop
   """cifar100_flax.models.efficientnet.EfficientNetLite(variant): the reference implementation
   its weights convert from."""
   del batch_norm_frozen  # Both train their BatchNorm in the benchmark.
-  from efficientnet_lite_pytorch import EfficientNet  # pylint: disable=g-import-not-at-top
+  from efficientnet_lite_pytorch import EfficientNet
   return EfficientNet.from_name(f'efficientnet-lite{variant}', num_classes=num_classes,
                                 dropout_rate=dropout, drop_connect_rate=drop_path)

@@ -8,7 +8,7 @@ each phase is one line.
 import contextlib
 import sys
 import time
-from typing import Iterable, Iterator, Optional
+from collections.abc import Iterable, Iterator
 
 import jax
 import tqdm
@@ -53,7 +53,7 @@ def phase(description: str) -> Iterator[None]:
     _open_phase.update(description=None, interrupted=False)
 
 
-def progress(iterable: Iterable, description: str, total: Optional[int] = None) -> Iterable:
+def progress(iterable: Iterable, description: str, total: int | None = None) -> Iterable:
   """`iterable`, with a progress bar on a terminal."""
   return tqdm.tqdm(iterable, desc=description, total=total, leave=False, dynamic_ncols=True,
                    disable=None if _is_main_process() else True, file=sys.stdout)
@@ -74,17 +74,17 @@ class TrainingLine:
   out its compilation (and, on a resumed run, the restore)."""
 
   def __init__(self, total_steps: int, steps_per_epoch: int, batch_size: int,
-               peak_flops_per_device: Optional[float] = None):
+               peak_flops_per_device: float | None = None):
     self.total_steps, self.steps_per_epoch = total_steps, steps_per_epoch
     self.batch_size, self.peak_flops_per_device = batch_size, peak_flops_per_device
-    self._since: Optional[tuple[int, float]] = None  # (step, time) after the first step
+    self._since: tuple[int, float] | None = None  # (step, time) after the first step
 
   def first_step_done(self, step: int) -> None:
     """Called after every step; the first call (after compilation) starts the clock."""
     if self._since is None:
       self._since = (step, time.perf_counter())
 
-  def format(self, step: int, scalars: dict, step_flops: Optional[float] = None) -> str:
+  def format(self, step: int, scalars: dict, step_flops: float | None = None) -> str:
     epoch = step / self.steps_per_epoch
     parts = [f'epoch {epoch:6.2f}', f'step {step:>{len(str(self.total_steps))}}/{self.total_steps}']
     names = {'train_loss': 'loss {:.4f}', 'train_accuracy': 'accuracy {:.4f}',

@@ -6,7 +6,7 @@ import errno
 import os
 import pathlib
 import tempfile
-from typing import Iterator, Optional
+from collections.abc import Iterator
 
 from cifar100_flax.errors import UsageError
 
@@ -20,7 +20,7 @@ OS_ERRORS = {
 }
 
 
-def known_os_error(error: Optional[BaseException]) -> Optional[OSError]:
+def known_os_error(error: BaseException | None) -> OSError | None:
   """The first OSError with an errno of OS_ERRORS in `error`'s chain of causes, if any."""
   seen = set()
   while error is not None and id(error) not in seen:
@@ -82,3 +82,9 @@ def write_text(path: pathlib.Path, text: str) -> None:
   """Replaces `path` by `text` whole (see `replaced`)."""
   with replaced(path) as temporary:
     temporary.write_text(text)
+
+
+def write_bytes(path: pathlib.Path, data: bytes) -> None:
+  """Replaces `path` by `data` whole (see `replaced`)."""
+  with replaced(path) as temporary:
+    temporary.write_bytes(data)

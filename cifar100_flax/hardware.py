@@ -8,7 +8,6 @@ import importlib.metadata
 import importlib.util
 import os
 import pkgutil
-from typing import Optional
 
 import jax
 
@@ -56,7 +55,7 @@ def expected_platform() -> str:
   return 'cpu'
 
 
-def peak_flops_per_device(dtype: str) -> Optional[float]:
+def peak_flops_per_device(dtype: str) -> float | None:
   """The dense peak FLOP/s of one of JAX's devices for `dtype` ('float32' or 'bfloat16'), or None
   where this table does not know the device (every CPU)."""
   if jax.default_backend() == 'cpu':

@@ -10,7 +10,7 @@ Test top-1 0.5405 (AMD EPYC, 40 minutes); docs/results.md has the run.
 
 import ml_collections
 
-from cifar100_flax import defaults
+from cifar100_flax.config import defaults
 
 
 def get_config() -> ml_collections.ConfigDict:

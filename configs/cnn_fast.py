@@ -15,7 +15,7 @@ and 0.7552 for seeds 0 and 1 (mean 0.7520), in 30.2 and 29.4 minutes of training
 
 import ml_collections
 
-from cifar100_flax import defaults
+from cifar100_flax.config import defaults
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -25,7 +25,8 @@ run trains on all 50,000 images:
 
 import ml_collections
 
-from cifar100_flax import defaults, pretrained
+from cifar100_flax.config import defaults
+from cifar100_flax.models import pretrained
 
 
 def _weights_file() -> str:

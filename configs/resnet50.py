@@ -18,7 +18,7 @@ another 10x). ViT-B/16 from ImageNet-21k goes further (configs/vit_b16.py).
 
 import ml_collections
 
-from cifar100_flax import defaults
+from cifar100_flax.config import defaults
 
 
 def get_config() -> ml_collections.ConfigDict:

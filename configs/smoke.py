@@ -6,7 +6,7 @@
 
 import ml_collections
 
-from cifar100_flax import defaults
+from cifar100_flax.config import defaults
 
 
 def get_config() -> ml_collections.ConfigDict:

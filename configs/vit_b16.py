@@ -25,7 +25,7 @@ A short CPU run of a small ViT from scratch (no weights can be downloaded here),
 
 import ml_collections
 
-from cifar100_flax import defaults
+from cifar100_flax.config import defaults
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -11,8 +11,8 @@ import sys
 import pytest
 import tensorflow_datasets as tfds
 
-from cifar100_flax import input_pipeline
 from cifar100_flax.cpu import onednn
+from cifar100_flax.data import tfds_pipeline
 from tests.tiny_config import get_config as tiny_config  # noqa: F401  (shared from here)
 
 MOCK_EXAMPLES = 200  # per split; the validation carve-out comes out of the training split
@@ -22,9 +22,9 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 @contextlib.contextmanager
 def mocked_cifar(monkeypatch: pytest.MonkeyPatch):
   """Deterministic random CIFAR-100-shaped data; 'downloading' it is a no-op."""
-  monkeypatch.setattr(input_pipeline, '_why_offline', lambda: None)
+  monkeypatch.setattr(tfds_pipeline, '_why_offline', lambda: None)
   # tfds records the real split sizes, of which mock data has only MOCK_EXAMPLES.
-  monkeypatch.setattr(input_pipeline, 'expected_examples', lambda builder, split: None)
+  monkeypatch.setattr(tfds_pipeline, 'expected_examples', lambda builder, split: None)
   with tfds.testing.mock_data(num_examples=MOCK_EXAMPLES):
     yield
 
@@ -40,7 +40,7 @@ def without_a_compiler(monkeypatch: pytest.MonkeyPatch, cache: pathlib.Path) -> 
 
 def stop_after(monkeypatch: pytest.MonkeyPatch, count: int, stop: str = 'ctrl-c') -> None:
   """Crashes, or sends this process SIGINT (Ctrl-C), while fetching batch `count`."""
-  real = input_pipeline.train_batches
+  real = tfds_pipeline.train_batches
 
   def batches(*args, **kwargs):
     for i, batch in enumerate(real(*args, **kwargs)):
@@ -49,7 +49,7 @@ def stop_after(monkeypatch: pytest.MonkeyPatch, count: int, stop: str = 'ctrl-c'
           raise RuntimeError('simulated crash')
         os.kill(os.getpid(), signal.SIGINT)
       yield batch
-  monkeypatch.setattr(input_pipeline, 'train_batches', batches)
+  monkeypatch.setattr(tfds_pipeline, 'train_batches', batches)
 
 
 def run_main(*args: str) -> subprocess.CompletedProcess:

@@ -8,11 +8,12 @@ import sys
 
 import pytest
 
-from cifar100_flax import evaluate, train
+from cifar100_flax.evaluation import evaluate
+from cifar100_flax.training import loop
 from tests.helpers import mocked_cifar, tiny_config
 
 if __name__ == '__main__':
   config = tiny_config(model_kwargs=dict(widths=(8,), convs_per_stage=1, hidden=16, dropout=0.2))
   with pytest.MonkeyPatch.context() as patch, mocked_cifar(patch):
-    train.train_and_evaluate(config, sys.argv[1])
+    loop.train_and_evaluate(config, sys.argv[1])
     evaluate.evaluate(config, sys.argv[1])

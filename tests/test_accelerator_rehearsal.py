@@ -19,8 +19,10 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from cifar100_flax import configuration, dataset, steps
+from cifar100_flax.config import loading
 from cifar100_flax.cpu import tuning
+from cifar100_flax.data import cifar100
+from cifar100_flax.training import states, steps
 from tests.helpers import REPO, run_main
 
 pytestmark = pytest.mark.slow
@@ -64,11 +66,11 @@ def _counts(text: str) -> dict:
 
 def _reference_counts(cpu_speed_path: bool) -> dict:
   """The operation counts of the training step built with Flax's layers (or the CPU path's)."""
-  config = configuration.config_from_file(str(REPO / 'configs/smoke.py'))
+  config = loading.config_from_file(str(REPO / 'configs/smoke.py'))
   config.update_from_flattened_dict({**OVERRIDES, 'cpu_speed_path': cpu_speed_path,
                                      'conv_backend': 'xla'})
-  state, _ = steps.create_train_state(config, 10)
-  batch = {'image': jnp.zeros((16, *dataset.IMAGE_SHAPE), jnp.uint8),
+  state, _ = states.create_train_state(config, 10)
+  batch = {'image': jnp.zeros((16, *cifar100.IMAGE_SHAPE), jnp.uint8),
            'label': jnp.zeros(16, jnp.int32), 'flip': jnp.zeros(16, bool)}
   return _counts(steps.jit_train_step(config).lower(state, batch).as_text())
 

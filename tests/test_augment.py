@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance, ImageOps
 
-from cifar100_flax import augment, autoaugment
+from cifar100_flax.data import augment, autoaugment
 
 OFF = dict(crop_padding=0, crop_reflect=False, flip=False, alternating_flip=False,
            rotation_degrees=0.0, zoom=0.0, shear_degrees=0.0, cutout_size=0, auto_augment='',

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from cifar100_flax import configuration, defaults
+from cifar100_flax.config import checks, defaults, loading
 from cifar100_flax.errors import ConfigError
 from tests.helpers import REPO, tiny_config, without_a_compiler
 
@@ -18,23 +18,23 @@ def test_every_config_is_shipped_and_tested():
 
 @pytest.mark.parametrize('name', SHIPPED)
 def test_shipped_configs_load_by_path_and_are_valid(name):
-  config = configuration.config_from_file(str(REPO / 'configs' / name))
-  configuration.validate(config)
+  config = loading.config_from_file(str(REPO / 'configs' / name))
+  checks.validate(config)
   assert set(config) == set(defaults.get_config())  # every key in defaults.py, no new ones
 
 
 def test_a_missing_config_file_is_named():
   with pytest.raises(ConfigError, match='nope.py: no such config file'):
-    configuration.config_from_file('configs/nope.py')
+    loading.config_from_file('configs/nope.py')
 
 
 def test_validating_builds_nothing(monkeypatch, tmp_path):
   """Checking a config is pure: it does not build the oneDNN extension (nor fail without it)."""
   without_a_compiler(monkeypatch, tmp_path)
-  configuration.validate(tiny_config(conv_backend='onednn'))
+  checks.validate(tiny_config(conv_backend='onednn'))
   assert not any(tmp_path.iterdir())
   with pytest.raises(ConfigError, match="conv_backend='mkl' is not one of"):
-    configuration.validate(tiny_config(conv_backend='mkl'))
+    checks.validate(tiny_config(conv_backend='mkl'))
 
 
 @pytest.mark.parametrize('key, value, message', [
@@ -68,14 +68,14 @@ def test_validating_builds_nothing(monkeypatch, tmp_path):
 ])
 def test_impossible_values_are_named(key, value, message):
   with pytest.raises(ConfigError, match=message):
-    configuration.validate(tiny_config(**{key: value}))
+    checks.validate(tiny_config(**{key: value}))
 
 
 def test_negative_augmentation_strength_is_named():
   config = tiny_config()
   config.augment.cutout_size = -4
   with pytest.raises(ConfigError, match='config.augment.cutout_size must be >= 0'):
-    configuration.validate(config)
+    checks.validate(config)
 
 
 def _main(*flags):

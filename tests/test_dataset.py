@@ -4,32 +4,22 @@ import pathlib
 import numpy as np
 import pytest
 
-from cifar100_flax import dataset
+from cifar100_flax.data import cifar100
 from tests.helpers import REPO
 
 
 def test_eval_batches_cover_every_example_once():
-  split = dataset.Split(
+  split = cifar100.Split(
       images=np.arange(10, dtype=np.uint8)[:, None, None, None] * np.ones((1, 32, 32, 3), np.uint8),
       labels=np.arange(10, dtype=np.int32), coarse_labels=np.zeros(10, np.int32),
       ids=np.array([str(i) for i in range(10)]))
-  batches = list(dataset.eval_batches(split, 4))
+  batches = list(cifar100.eval_batches(split, 4))
   assert [len(b['label']) for b in batches] == [4, 4, 4]
   mask = np.concatenate([b['mask'] for b in batches])
   labels = np.concatenate([b['label'] for b in batches])
   assert mask.sum() == 10
   np.testing.assert_array_equal(labels[mask], np.arange(10))
   assert (batches[-1]['image'][2:] == 0).all()
-
-
-def test_dataset_steps_and_models_import_without_tensorflow():
-  """Whatever applies a trained model to images needs no TensorFlow; only input_pipeline does."""
-  import subprocess  # pylint: disable=g-import-not-at-top
-  import sys  # pylint: disable=g-import-not-at-top
-  code = ('import sys; from cifar100_flax import dataset, steps, models, gradcam; '
-          'print("tensorflow" in sys.modules)')
-  out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
-  assert out.stdout.strip() == 'False'
 
 
 _PREPARED = pathlib.Path(os.environ.get('TFDS_DATA_DIR', REPO.parent / 'shared/data/'
@@ -39,14 +29,14 @@ _PREPARED = pathlib.Path(os.environ.get('TFDS_DATA_DIR', REPO.parent / 'shared/d
 @pytest.mark.skipif(not (_PREPARED / 'label.labels.txt').is_file(),
                     reason='needs the prepared tfds cifar100 (TFDS_DATA_DIR)')
 def test_class_names_are_those_of_the_prepared_dataset():
-  assert dataset.CLASS_NAMES == tuple((_PREPARED / 'label.labels.txt').read_text().split())
-  assert dataset.COARSE_CLASS_NAMES == tuple(
+  assert cifar100.CLASS_NAMES == tuple((_PREPARED / 'label.labels.txt').read_text().split())
+  assert cifar100.COARSE_CLASS_NAMES == tuple(
       (_PREPARED / 'coarse_label.labels.txt').read_text().split())
 
 
 def test_superclasses_follow_cifar100s_published_grouping():
-  assert len(dataset.CLASS_NAMES) == dataset.NUM_CLASSES
-  names = dict(zip(dataset.CLASS_NAMES, dataset.FINE_TO_COARSE))
-  assert dataset.COARSE_CLASS_NAMES[names['maple_tree']] == 'trees'
-  assert dataset.COARSE_CLASS_NAMES[names['rocket']] == 'vehicles_2'
-  assert dataset.COARSE_CLASS_NAMES[names['beaver']] == 'aquatic_mammals'
+  assert len(cifar100.CLASS_NAMES) == cifar100.NUM_CLASSES
+  names = dict(zip(cifar100.CLASS_NAMES, cifar100.FINE_TO_COARSE))
+  assert cifar100.COARSE_CLASS_NAMES[names['maple_tree']] == 'trees'
+  assert cifar100.COARSE_CLASS_NAMES[names['rocket']] == 'vehicles_2'
+  assert cifar100.COARSE_CLASS_NAMES[names['beaver']] == 'aquatic_mammals'

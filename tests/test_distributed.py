@@ -1,7 +1,7 @@
 import pytest
 
-from cifar100_flax import distributed
-from cifar100_flax.distributed import Cluster, DistributedError
+from cifar100_flax.training import processes
+from cifar100_flax.training.processes import Cluster, DistributedError
 
 _LAUNCHER_VARIABLES = ('JAX_COORDINATOR_ADDRESS', 'JAX_NUM_PROCESSES', 'JAX_PROCESS_ID',
                        'SLURM_STEP_NUM_TASKS', 'SLURM_NTASKS', 'OMPI_COMM_WORLD_SIZE',
@@ -15,24 +15,24 @@ def _no_launcher(monkeypatch):
 
 
 def test_one_process_needs_nothing():
-  cluster = distributed.cluster_from(None, None, None)
+  cluster = processes.cluster_from(None, None, None)
   assert cluster == Cluster() and not cluster.is_multi_process
-  distributed.initialize(cluster)  # a no-op: nothing to join
-  assert distributed.any_process(True) and not distributed.any_process(False)
+  processes.initialize(cluster)  # a no-op: nothing to join
+  assert processes.any_process(True) and not processes.any_process(False)
 
 
 def test_flags_name_the_cluster():
-  cluster = distributed.cluster_from('127.0.0.1:1234', 2, 1)
+  cluster = processes.cluster_from('127.0.0.1:1234', 2, 1)
   assert cluster == Cluster('127.0.0.1:1234', 2, 1) and cluster.is_multi_process
-  assert not distributed.cluster_from('[::1]:1234', 1, 0).is_multi_process
+  assert not processes.cluster_from('[::1]:1234', 1, 0).is_multi_process
 
 
 def test_the_jax_variables_stand_in_for_the_flags(monkeypatch):
   monkeypatch.setenv('JAX_COORDINATOR_ADDRESS', 'node-0.cluster:8476')
   monkeypatch.setenv('JAX_NUM_PROCESSES', '4')
   monkeypatch.setenv('JAX_PROCESS_ID', '3')
-  assert distributed.cluster_from(None, None, None) == Cluster('node-0.cluster:8476', 4, 3)
-  assert distributed.cluster_from(None, None, 2).process_id == 2  # a flag wins
+  assert processes.cluster_from(None, None, None) == Cluster('node-0.cluster:8476', 4, 3)
+  assert processes.cluster_from(None, None, 2).process_id == 2  # a flag wins
 
 
 @pytest.mark.parametrize('variable, value, multi', [
@@ -41,7 +41,7 @@ def test_the_jax_variables_stand_in_for_the_flags(monkeypatch):
     ('TPU_WORKER_HOSTNAMES', 'w-0', False)])
 def test_a_cluster_launcher_with_several_tasks_is_left_to_jax(monkeypatch, variable, value, multi):
   monkeypatch.setenv(variable, value)
-  cluster = distributed.cluster_from(None, None, None)
+  cluster = processes.cluster_from(None, None, None)
   assert cluster.auto == multi and cluster.coordinator_address is None
 
 
@@ -55,10 +55,10 @@ def test_a_cluster_launcher_with_several_tasks_is_left_to_jax(monkeypatch, varia
 ])
 def test_wrong_or_inconsistent_values_are_one_line_errors(flags, message):
   with pytest.raises(DistributedError, match=message):
-    distributed.cluster_from(*flags)
+    processes.cluster_from(*flags)
 
 
 def test_a_malformed_variable_is_named(monkeypatch):
   monkeypatch.setenv('JAX_NUM_PROCESSES', 'two')
   with pytest.raises(DistributedError, match='must be integers'):
-    distributed.cluster_from('127.0.0.1:1234', None, 0)
+    processes.cluster_from('127.0.0.1:1234', None, 0)

@@ -6,8 +6,12 @@ import jax
 import numpy as np
 import pytest
 
-from cifar100_flax import checkpointing, configuration, evaluate, input_pipeline, steps, writers
+from cifar100_flax.config import loading
+from cifar100_flax.data import preprocessing, tfds_pipeline
 from cifar100_flax.errors import CheckpointError, ConfigError
+from cifar100_flax.evaluation import evaluate
+from cifar100_flax.inference import restore
+from cifar100_flax.training import checkpoints, states, writers
 from tests.helpers import MOCK_EXAMPLES, REPO, run_main, tiny_config
 
 # A workdir (config.json, checkpoints/best, predictions_test.npz), packed.
@@ -36,10 +40,10 @@ def test_eval_counts_every_test_image_and_matches_a_numpy_recount(trained):
 def test_eval_probabilities_are_the_model_applied_to_each_test_image(trained, mock_cifar):
   """The padded, batched, sharded evaluation gives what one plain call of the model gives."""
   workdir, _ = trained
-  state, _ = evaluate.restore_model(tiny_config(), str(workdir))
-  test = input_pipeline.load_splits(tiny_config(), with_train=False)['test']
+  state, _ = restore.restore_model(tiny_config(), str(workdir))
+  test = tfds_pipeline.load_splits(tiny_config(), with_train=False)['test']
   logits = state.apply_fn({'params': state.params, 'batch_stats': state.batch_stats},
-                          steps.preprocess(test.images, tiny_config()), train=False)
+                          preprocessing.preprocess(test.images, tiny_config()), train=False)
   saved = np.load(workdir / 'predictions_test.npz')
   np.testing.assert_array_equal(saved['ids'], test.ids)
   np.testing.assert_allclose(saved['probs'], jax.nn.softmax(logits), rtol=1e-5, atol=1e-6)
@@ -61,11 +65,11 @@ OPTIMISER_CHANGES = dict(optimizer='adamw', lookahead_every=4, frozen_params='^C
 def test_a_run_evaluates_after_its_optimiser_keys_change(trained, mock_cifar, tmp_path):
   workdir, report = trained
   changed = _copy_with_config(workdir, tmp_path / 'changed', **OPTIMISER_CHANGES)
-  config = configuration.load_config(str(changed))
+  config = loading.load_config(str(changed))
   # Resuming needs the optimiser's state as saved: that still refuses the changed config.
-  template, _ = steps.create_train_state(config, steps_per_epoch=1)
+  template, _ = states.create_train_state(config, steps_per_epoch=1)
   with pytest.raises(CheckpointError):
-    checkpointing.Checkpointer(str(changed), read_only=True).restore_latest(template)
+    checkpoints.Checkpointer(str(changed), read_only=True).restore_latest(template)
   again = evaluate.evaluate(config, str(changed))
   assert again['top1_accuracy'] == report['top1_accuracy']
   np.testing.assert_allclose(np.load(changed / 'predictions_test.npz')['probs'],
@@ -89,7 +93,7 @@ def test_a_checkpoint_written_before_the_restructuring_still_evaluates(mock_cifa
   workdir = tmp_path / 'old_run'
   expected = np.load(workdir / 'predictions_test.npz')['probs']
   (workdir / 'predictions_test.npz').unlink()
-  report = evaluate.evaluate(configuration.load_config(str(workdir)), str(workdir))
+  report = evaluate.evaluate(loading.load_config(str(workdir)), str(workdir))
   assert report['checkpoint_step'] == 10
   np.testing.assert_allclose(np.load(workdir / 'predictions_test.npz')['probs'], expected,
                              atol=1e-5)
@@ -116,7 +120,7 @@ def test_corrupt_checkpoint_is_refused(trained, mock_cifar, tmp_path):
   for path in (workdir / 'checkpoints').rglob('*'):
     if path.is_file() and 'state' in path.parts and path.stat().st_size > 1000:
       path.write_bytes(b'garbage')
-  with pytest.raises(checkpointing.NoReadableCheckpoint, match='damaged') as raised:
+  with pytest.raises(checkpoints.NoReadableCheckpoint, match='damaged') as raised:
     evaluate.evaluate(tiny_config(), str(workdir))
   assert 'steps 20, 10' in str(raised.value) and 'new --workdir' in str(raised.value)
   assert raised.value.__cause__ is not None  # what orbax said, for --traceback
@@ -126,7 +130,7 @@ def test_an_unreadable_checkpoint_is_a_permission_error_not_corrupt(trained, moc
                                                                     monkeypatch):
   def denied(*args, **kwargs):
     raise PermissionError(13, 'Permission denied', str(tmp_path / 'state'))
-  monkeypatch.setattr(checkpointing.ocp.CheckpointManager, 'restore', denied)
+  monkeypatch.setattr(checkpoints.ocp.CheckpointManager, 'restore', denied)
   with pytest.raises(CheckpointError, match='permission denied') as raised:
     evaluate.evaluate(tiny_config(), str(trained[0]))
   assert 'corrupt' not in str(raised.value)
@@ -135,7 +139,7 @@ def test_an_unreadable_checkpoint_is_a_permission_error_not_corrupt(trained, moc
 def test_eval_on_the_validation_split_counts_every_carved_out_image(trained, mock_cifar, tmp_path):
   workdir = shutil.copytree(trained[0], tmp_path / 'run')
   report = evaluate.evaluate(tiny_config(), str(workdir), split='validation')
-  validation = input_pipeline.load_splits(tiny_config())['validation']
+  validation = tfds_pipeline.load_splits(tiny_config())['validation']
   saved = np.load(workdir / 'predictions_validation.npz')
   np.testing.assert_array_equal(saved['ids'], validation.ids)
   assert report['num_examples'] == len(validation) == tiny_config().validation_size

@@ -6,8 +6,10 @@ import jax
 import numpy as np
 import pytest
 
-from cifar100_flax import export, images, input_pipeline, steps
+from cifar100_flax.data import tfds_pipeline
 from cifar100_flax.errors import CheckpointError, UsageError
+from cifar100_flax.inference import export, image_files
+from cifar100_flax.training import states, steps
 from tests.helpers import REPO, mocked_cifar, run_main, tiny_config
 
 # Where the ONNX converter is missing, or cannot convert with this JAX (today's releases).
@@ -16,8 +18,8 @@ needs_onnx = pytest.mark.skipif(bool(_ONNX_PROBLEM), reason=f'--format=onnx {_ON
 
 
 def _untrained(config):
-  state, _ = steps.create_train_state(config, steps_per_epoch=1)
-  return steps.evaluated_model(state)
+  state, _ = states.create_train_state(config, steps_per_epoch=1)
+  return states.evaluated_model(state)
 
 
 def _images(batch, seed=0):
@@ -38,7 +40,7 @@ def exported(trained, tmp_path_factory):
   with pytest.MonkeyPatch.context() as patch, mocked_cifar(patch):
     paths = {fmt: export.export(tiny_config(), str(workdir), fmt, str(out))
              for fmt in export.FORMATS if not export.format_problem(fmt)}
-    test = input_pipeline.load_splits(tiny_config(), with_train=False)['test']
+    test = tfds_pipeline.load_splits(tiny_config(), with_train=False)['test']
   return paths, test, np.load(workdir / 'predictions_test.npz')
 
 
@@ -116,7 +118,7 @@ def test_a_bfloat16_run_exports_in_its_dtype_and_onnx_in_float32(tmp_path):
   images = _images(5)
   stablehlo = export.write(state, config, 'stablehlo', tmp_path)
   # Eval with XLA's convolutions (oneDNN's add up bfloat16 products in another order).
-  xla = state.replace(apply_fn=steps.create_model(config, 'xla').apply)
+  xla = state.replace(apply_fn=states.create_model(config, 'xla').apply)
   bfloat16 = np.asarray(steps.jit_eval_step(config)(xla, {
       'image': images, 'label': np.zeros(5, np.int32), 'mask': np.ones(5, bool)})[1])
   exported = np.asarray(jax.export.deserialize(stablehlo.read_bytes()).call(images))
@@ -163,7 +165,7 @@ def test_the_onnx_example_needs_neither_jax_nor_tensorflow(exported, tmp_path):
                         capture_output=True, text=True, timeout=120, check=True)
   # What --mode predict's reading of the same files gives.
   expected = _onnx_session(paths['onnx']).run(
-      ['probabilities'], {'images': np.stack([images.read(str(f)) for f in files])})[0]
+      ['probabilities'], {'images': np.stack([image_files.read(str(f)) for f in files])})[0]
   names = json.loads(paths['onnx'].with_name('model.onnx.json').read_text())['class_names']
   lines = done.stdout.splitlines()
   assert len(lines) == len(files)

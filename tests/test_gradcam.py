@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cifar100_flax import gradcam, models
+from cifar100_flax import models
+from cifar100_flax.evaluation import gradcam
 
 
 class _ConvThenLinear(nn.Module):

@@ -3,13 +3,13 @@ import itertools
 import numpy as np
 import pytest
 
-from cifar100_flax import input_pipeline
+from cifar100_flax.data import tfds_pipeline
 from cifar100_flax.errors import DataError
 from tests.helpers import MOCK_EXAMPLES, tiny_config
 
 
 def test_split_sizes_and_dtypes(mock_cifar):
-  splits = input_pipeline.load_splits(tiny_config(validation_size=40))
+  splits = tfds_pipeline.load_splits(tiny_config(validation_size=40))
   assert {k: len(v) for k, v in splits.items()} == {
       'train': MOCK_EXAMPLES - 40, 'validation': 40, 'test': MOCK_EXAMPLES}
   for split in splits.values():
@@ -19,7 +19,7 @@ def test_split_sizes_and_dtypes(mock_cifar):
 
 
 def test_validation_split_follows_its_seed(mock_cifar):
-  ids = lambda seed: set(input_pipeline.load_splits(tiny_config(split_seed=seed))['validation'].ids)
+  ids = lambda seed: set(tfds_pipeline.load_splits(tiny_config(split_seed=seed))['validation'].ids)
   assert ids(0) == ids(0)
   assert ids(0) != ids(1)
 
@@ -29,9 +29,9 @@ def _take(iterator, n):
 
 
 def test_train_batches_resume_at_any_step(mock_cifar):
-  split = input_pipeline.load_splits(tiny_config())['train']  # 160 images: 10 batches of 16
-  full = _take(input_pipeline.train_batches(split, 16, seed=3), 25)
-  resumed = _take(input_pipeline.train_batches(split, 16, seed=3, start_step=13), 12)
+  split = tfds_pipeline.load_splits(tiny_config())['train']  # 160 images: 10 batches of 16
+  full = _take(tfds_pipeline.train_batches(split, 16, seed=3), 25)
+  resumed = _take(tfds_pipeline.train_batches(split, 16, seed=3, start_step=13), 12)
   for a, b in zip(full[13:], resumed):
     np.testing.assert_array_equal(a['image'], b['image'])
     np.testing.assert_array_equal(a['label'], b['label'])
@@ -45,8 +45,8 @@ def test_train_batches_resume_at_any_step(mock_cifar):
 
 
 def test_alternating_flip_mirrors_each_image_in_every_other_epoch(mock_cifar):
-  split = input_pipeline.load_splits(tiny_config())['train']  # 160 images: 10 batches of 16
-  batches = _take(input_pipeline.train_batches(split, 16, seed=3), 30)
+  split = tfds_pipeline.load_splits(tiny_config())['train']  # 160 images: 10 batches of 16
+  batches = _take(tfds_pipeline.train_batches(split, 16, seed=3), 30)
 
   def flips_of(epoch):  # image bytes -> flipped?
     chunk = batches[10 * epoch:10 * epoch + 10]
@@ -59,13 +59,13 @@ def test_alternating_flip_mirrors_each_image_in_every_other_epoch(mock_cifar):
 
 
 def test_each_process_gets_its_part_of_the_batch(mock_cifar):
-  split = input_pipeline.load_splits(tiny_config())['train']
-  whole = next(input_pipeline.train_batches(split, 16, seed=0))
-  parts = [next(input_pipeline.train_batches(split, 16, 0, 0, p, 2)) for p in range(2)]
+  split = tfds_pipeline.load_splits(tiny_config())['train']
+  whole = next(tfds_pipeline.train_batches(split, 16, seed=0))
+  parts = [next(tfds_pipeline.train_batches(split, 16, 0, 0, p, 2)) for p in range(2)]
   np.testing.assert_array_equal(np.concatenate([p['label'] for p in parts]), whole['label'])
 
 
 def test_missing_data_offline_fails_fast_and_says_how_to_fix(tmp_path, monkeypatch):
-  monkeypatch.setattr(input_pipeline, '_why_offline', lambda: 'no network')
+  monkeypatch.setattr(tfds_pipeline, '_why_offline', lambda: 'no network')
   with pytest.raises(DataError, match='cifar100 is not prepared.*TFDS_DATA_DIR'):
-    input_pipeline.load_splits(tiny_config(data_dir=str(tmp_path)))
+    tfds_pipeline.load_splits(tiny_config(data_dir=str(tmp_path)))

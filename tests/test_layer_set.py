@@ -7,8 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cifar100_flax import evaluate, export, models, steps, train
+from cifar100_flax import models
+from cifar100_flax.evaluation import evaluate
+from cifar100_flax.inference import export
 from cifar100_flax.models import layer_set
+from cifar100_flax.training import loop, states
 from tests.helpers import stop_after, tiny_config
 
 TINY = {'cnn': dict(widths=(8, 8), convs_per_stage=1, hidden=16),
@@ -44,11 +47,11 @@ def test_every_model_has_the_same_variables_and_function_with_either(name):
 
 
 def test_the_platform_chooses_unless_the_config_says(monkeypatch):
-  assert steps.create_model(tiny_config(conv_backend='xla')).layers == layer_set.cpu('xla')
-  assert steps.create_model(tiny_config(cpu_speed_path=False)).layers == layer_set.FLAX
+  assert states.create_model(tiny_config(conv_backend='xla')).layers == layer_set.cpu('xla')
+  assert states.create_model(tiny_config(cpu_speed_path=False)).layers == layer_set.FLAX
   monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
-  assert steps.create_model(tiny_config()).layers == layer_set.FLAX
-  assert steps.create_model(tiny_config(cpu_speed_path=True)).layers == layer_set.cpu('xla')
+  assert states.create_model(tiny_config()).layers == layer_set.FLAX
+  assert states.create_model(tiny_config(cpu_speed_path=True)).layers == layer_set.cpu('xla')
 
 
 def test_bfloat16_flax_layers_keep_float32_variables():
@@ -66,9 +69,9 @@ def test_a_run_of_the_cpu_path_resumes_evaluates_and_exports_with_flax_layers(mo
   with monkeypatch.context() as patch:
     stop_after(patch, 7)
     with pytest.raises(KeyboardInterrupt, match='stopped at step 8'):
-      train.train_and_evaluate(config, workdir)
+      loop.train_and_evaluate(config, workdir)
   flax_config = tiny_config(num_epochs=2, eval_every_steps=5, cpu_speed_path=False)
-  train.train_and_evaluate(flax_config, workdir)  # resumes at step 8 on Flax's layers
+  loop.train_and_evaluate(flax_config, workdir)  # resumes at step 8 on Flax's layers
   assert (tmp_path / 'run' / 'checkpoints' / 'latest' / '20').is_dir()
   on_flax = evaluate.evaluate(flax_config, workdir)
   on_cpu = evaluate.evaluate(config, workdir)

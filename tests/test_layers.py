@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cifar100_flax.cpu import layers
+from cifar100_flax.cpu import convolution, fused_layers
 
 
 @pytest.mark.parametrize('shape', [(2, 8, 8, 3), (1, 7, 9, 2)])
@@ -14,7 +14,7 @@ def test_max_pool_and_its_gradient_equal_flaxs(shape):
   x = jax.random.normal(jax.random.key(0), shape)
   expected, expected_grad = jax.value_and_grad(
       lambda x: jnp.sum(nn.max_pool(x, (2, 2), strides=(2, 2)) ** 2))(x)
-  actual, actual_grad = jax.value_and_grad(lambda x: jnp.sum(layers.max_pool(x, 2) ** 2))(x)
+  actual, actual_grad = jax.value_and_grad(lambda x: jnp.sum(fused_layers.max_pool(x, 2) ** 2))(x)
   np.testing.assert_allclose(actual, expected, rtol=1e-6)
   np.testing.assert_allclose(actual_grad, expected_grad, rtol=1e-6)
 
@@ -22,7 +22,7 @@ def test_max_pool_and_its_gradient_equal_flaxs(shape):
 @pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
 def test_max_pool_gives_a_tied_windows_gradient_to_its_first_maximum(dtype):
   x = jnp.array([[1.0, 3.0], [3.0, 0.0]], dtype).reshape(1, 2, 2, 1)  # maxima at (0, 1) and (1, 0)
-  grad = jax.grad(lambda x: jnp.sum(layers.max_pool(x, 2).astype(jnp.float32) * 5.0))(x)
+  grad = jax.grad(lambda x: jnp.sum(fused_layers.max_pool(x, 2).astype(jnp.float32) * 5.0))(x)
   assert grad.dtype == dtype
   np.testing.assert_array_equal(grad.reshape(2, 2).astype(jnp.float32), [[0.0, 5.0], [0.0, 0.0]])
 
@@ -51,7 +51,7 @@ def test_batch_norm_equals_flaxs_values_gradients_and_statistics(train):
   x = 3.0 * jax.random.normal(jax.random.key(0), (4, 5, 5, 6)) + 1.0
   variables = _variables(6)
   kwargs = dict(use_running_average=not train, momentum=0.9, epsilon=1e-5)
-  actual = _apply(layers.BatchNorm(**kwargs), variables, x, train)
+  actual = _apply(fused_layers.BatchNorm(**kwargs), variables, x, train)
   expected = _apply(nn.BatchNorm(**kwargs), variables, x, train)
   for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
     np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-5)
@@ -77,7 +77,7 @@ def test_batch_norm_with_activation_equals_flaxs_then_the_activation(train, acti
     return jnp.sum(y * cotangent), (y, updates['batch_stats'])
 
   def fused(variables, x, residual):
-    return layers.BatchNorm(**kwargs, activation=activation).apply(
+    return fused_layers.BatchNorm(**kwargs, activation=activation).apply(
         variables, x, residual, mutable=['batch_stats'])
 
   def flax_then_activation(variables, x, residual):
@@ -98,7 +98,7 @@ def test_bias_activation_equals_autodiff_of_the_plain_expression(dtype):
   cotangent = jax.random.normal(jax.random.key(2), x.shape).astype(dtype)
   gelu = functools.partial(nn.gelu, approximate=True)
   plain = lambda x, bias: gelu(x.astype(jnp.float32) + bias).astype(x.dtype)
-  fused = lambda x, bias: layers.bias_activation(x, bias, gelu)
+  fused = lambda x, bias: fused_layers.bias_activation(x, bias, gelu)
   results = []
   for f in (fused, plain):
     y, vjp = jax.vjp(f, x, bias)
@@ -111,7 +111,7 @@ def test_bias_activation_equals_autodiff_of_the_plain_expression(dtype):
 
 def test_batch_norm_in_bfloat16_keeps_float32_variables():
   x = jax.random.normal(jax.random.key(0), (4, 5, 5, 6)).astype(jnp.bfloat16)
-  module = layers.BatchNorm(use_running_average=False, dtype=jnp.bfloat16)
+  module = fused_layers.BatchNorm(use_running_average=False, dtype=jnp.bfloat16)
   variables = module.init(jax.random.key(1), x)
   y, grads, stats = _apply(module, variables, x, True)
   assert y.dtype == jnp.bfloat16 and grads[1].dtype == jnp.bfloat16
@@ -121,7 +121,7 @@ def test_batch_norm_in_bfloat16_keeps_float32_variables():
 
 
 def test_initialising_does_not_move_the_running_statistics():
-  variables = layers.BatchNorm(use_running_average=False).init(
+  variables = fused_layers.BatchNorm(use_running_average=False).init(
       jax.random.key(0), jnp.full((2, 3, 3, 4), 5.0))
   np.testing.assert_array_equal(variables['batch_stats']['mean'], 0.0)
   np.testing.assert_array_equal(variables['batch_stats']['var'], 1.0)
@@ -136,7 +136,7 @@ def _assert_conv_equals_flaxs(x, **kwargs):
     return loss(variables, x), jax.grad(loss, argnums=(0, 1))(variables, x)
 
   expected = loss_and_grads(nn.Conv(**kwargs))
-  actual = loss_and_grads(layers.Conv(**kwargs))
+  actual = loss_and_grads(convolution.Conv(**kwargs))
   jax.tree.map(lambda a, e: np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-5),
                actual, expected)
 

@@ -1,6 +1,7 @@
 import numpy as np
 
-from cifar100_flax import dataset, metrics
+from cifar100_flax.data import cifar100
+from cifar100_flax.evaluation import classification
 
 
 def _naive_report(probs, labels):
@@ -28,7 +29,7 @@ def test_classification_report_matches_a_naive_reference():
   labels = rng.integers(0, 100, 300)
   probs = rng.dirichlet(np.ones(100), 300)
   probs[np.arange(150), labels[:150]] += 1.0  # half are right
-  report = metrics.classification_report(probs, labels, dataset.FINE_TO_COARSE[labels])
+  report = classification.classification_report(probs, labels, cifar100.FINE_TO_COARSE[labels])
   for key, value in _naive_report(probs, labels).items():
     np.testing.assert_allclose(report[key], value, err_msg=key)
   assert report['num_examples'] == 300
@@ -39,7 +40,7 @@ def test_classification_report_matches_a_naive_reference():
 
 
 def test_fine_to_coarse_is_a_partition_into_20_superclasses_of_5():
-  assert np.bincount(dataset.FINE_TO_COARSE).tolist() == [5] * 20
+  assert np.bincount(cifar100.FINE_TO_COARSE).tolist() == [5] * 20
 
 
 def test_calibration_matches_a_hand_count():
@@ -48,7 +49,7 @@ def test_calibration_matches_a_hand_count():
   probs = np.array([[0.28, 0.24, 0.24, 0.24], [0.26, 0.25, 0.25, 0.24],
                     [0.9, 0.05, 0.03, 0.02], [0.95, 0.03, 0.01, 0.01]])
   labels = np.array([1, 0, 0, 2])
-  calibration = metrics.calibration(probs, labels, num_bins=10)
+  calibration = classification.calibration(probs, labels, num_bins=10)
   assert calibration['bin_count'] == [0, 0, 2, 0, 0, 0, 0, 0, 1, 1]
   np.testing.assert_allclose(calibration['bin_accuracy'][2], 0.5)
   np.testing.assert_allclose(calibration['bin_confidence'][2], 0.27)
@@ -58,5 +59,5 @@ def test_calibration_matches_a_hand_count():
 
 def test_most_confused_pairs_are_the_largest_off_diagonal_counts_in_order():
   matrix = np.array([[9, 1, 4], [0, 7, 0], [2, 6, 3]])
-  assert metrics.most_confused_pairs(matrix, count=3) == [(2, 1, 6), (0, 2, 4), (2, 0, 2)]
-  assert metrics.most_confused_pairs(np.eye(3, dtype=int)) == []
+  assert classification.most_confused_pairs(matrix, count=3) == [(2, 1, 6), (0, 2, 4), (2, 0, 2)]
+  assert classification.most_confused_pairs(np.eye(3, dtype=int)) == []

@@ -4,7 +4,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from cifar100_flax import mixing
+from cifar100_flax.data import mixing
 
 
 def _config(**on):

@@ -8,9 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cifar100_flax import steps
-from cifar100_flax.cpu import layers, onednn
+from cifar100_flax.cpu import convolution, onednn
+from cifar100_flax.data import preprocessing
 from cifar100_flax.errors import ConfigError
+from cifar100_flax.training import states, steps
 from tests.helpers import tiny_config, without_a_compiler
 
 needs_onednn = pytest.mark.skipif(not onednn.available(),
@@ -86,7 +87,7 @@ def test_the_conv_module_of_each_backend_runs_its_convolutions(features, groups)
   x = jax.random.normal(jax.random.key(0), (2, 8, 8, 4))
 
   def conv(backend):
-    return layers.conv_module(onednn.resolve(backend))(features, (3, 3), padding=1,
+    return convolution.conv_module(onednn.resolve(backend))(features, (3, 3), padding=1,
                                                        feature_group_count=groups, use_bias=False)
 
   variables = conv('xla').init(jax.random.key(1), x)
@@ -102,7 +103,7 @@ def test_the_conv_module_of_each_backend_runs_its_convolutions(features, groups)
 def test_a_bfloat16_depthwise_convolution_runs_in_float32_on_onednn():
   x = jax.random.normal(jax.random.key(0), (2, 8, 8, 4), jnp.bfloat16)
   kernel = jax.random.normal(jax.random.key(1), (3, 3, 1, 4), jnp.bfloat16)
-  conv = functools.partial(layers.conv_general_dilated, window_strides=(1, 1),
+  conv = functools.partial(convolution.conv_general_dilated, window_strides=(1, 1),
                            padding=((1, 1), (1, 1)), feature_group_count=4, use_onednn=True,
                            dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
   hlo = jax.jit(conv).lower(x, kernel).as_text()
@@ -123,7 +124,7 @@ def test_bfloat16_goes_to_xla_where_onednn_has_no_bfloat16_kernels(monkeypatch):
   x = jnp.zeros((2, 8, 8, 4), jnp.bfloat16)
   for kernel_shape, groups in (((3, 3, 4, 8), 1), ((3, 3, 1, 4), 4)):
     hlo = jax.jit(functools.partial(
-        layers.conv_general_dilated, window_strides=(1, 1), padding=((1, 1), (1, 1)),
+        convolution.conv_general_dilated, window_strides=(1, 1), padding=((1, 1), (1, 1)),
         feature_group_count=groups, use_onednn=True,
         dimension_numbers=('NHWC', 'HWIO', 'NHWC'))).lower(x, jnp.zeros(kernel_shape,
                                                                        jnp.bfloat16)).as_text()
@@ -136,7 +137,7 @@ def test_a_patch_embedding_on_onednn_is_a_matmul_that_equals_xlas_convolution():
   """A ViT's 16x16, stride-16 patches; oneDNN's own kernel gradient of it crashed on its second
   call, so it runs as a matmul, called here several times."""
   x = jax.random.normal(jax.random.key(0), (4, 64, 64, 3))
-  conv = layers.conv_module('onednn')(8, (16, 16), strides=16, padding='VALID')
+  conv = convolution.conv_module('onednn')(8, (16, 16), strides=16, padding='VALID')
   variables = conv.init(jax.random.key(1), x)
   loss = lambda variables, x, module: jnp.sum(jnp.sin(module.apply(variables, x)))
   grads = jax.jit(jax.grad(functools.partial(loss, module=conv), argnums=(0, 1)))
@@ -144,7 +145,7 @@ def test_a_patch_embedding_on_onednn_is_a_matmul_that_equals_xlas_convolution():
   assert 'onednn_conv' not in hlo and 'onednn_matmul' in hlo
   for _ in range(3):
     got = jax.block_until_ready(grads(variables, x))
-  expected = jax.grad(functools.partial(loss, module=layers.conv_module('xla')(
+  expected = jax.grad(functools.partial(loss, module=convolution.conv_module('xla')(
       8, (16, 16), strides=16, padding='VALID')), argnums=(0, 1))(variables, x)
   jax.tree.map(lambda a, e: np.testing.assert_allclose(a, e, rtol=1e-4, atol=1e-4), got, expected)
 
@@ -156,10 +157,10 @@ def test_a_model_built_with_onednn_traces_oneDNN_and_one_built_with_xla_does_not
   images = np.zeros((2, 32, 32, 3), np.uint8)
   hlo = {}
   for backend in ('xla', 'onednn'):
-    model = steps.create_model(config, backend)
-    variables = model.init(jax.random.key(0), steps.preprocess(images, config), train=False)
+    model = states.create_model(config, backend)
+    variables = model.init(jax.random.key(0), preprocessing.preprocess(images, config), train=False)
     hlo[backend] = jax.jit(lambda v, x, m=model: m.apply(v, x, train=False)).lower(
-        variables, steps.preprocess(images, config)).as_text()
+        variables, preprocessing.preprocess(images, config)).as_text()
   assert 'onednn_conv' in hlo['onednn'] and 'onednn_conv' not in hlo['xla']
 
 
@@ -172,7 +173,7 @@ def test_a_training_step_on_onednn_matches_xla():
   results = []
   for backend in ('xla', 'onednn'):
     config.conv_backend = backend
-    state, _ = steps.create_train_state(config, steps_per_epoch=10, sample_images=batch['image'])
+    state, _ = states.create_train_state(config, steps_per_epoch=10, sample_images=batch['image'])
     state, step_metrics = steps.jit_train_step(config)(state, batch)
     results.append((state.params, state.batch_stats, step_metrics.compute()['loss']))
   for got, expected in zip(jax.tree.leaves(results[1]), jax.tree.leaves(results[0])):
@@ -225,7 +226,7 @@ def test_small_maps_convolve_as_a_matmul_on_onednn():
   gradients."""
   x = jax.random.normal(jax.random.key(0), (2, 3, 3, 5))
   onednn_conv, xla_conv = (module(6, (3, 3), padding=1, use_bias=False)
-                           for module in (layers.OnednnConv, layers.Conv))
+                           for module in (convolution.OnednnConv, convolution.Conv))
   variables = xla_conv.init(jax.random.key(1), x)
 
   def values_and_gradients(conv, variables, x):

@@ -4,13 +4,14 @@ import numpy as np
 import optax
 import pytest
 
-from cifar100_flax import optim
 from cifar100_flax.errors import ConfigError
+from cifar100_flax.optim import optimizers
 from tests.helpers import tiny_config
 
 
 def _schedule(**overrides):
-  return optim.create_optimizer(tiny_config(**overrides), total_steps=100, steps_per_epoch=10)[1]
+  return optimizers.create_optimizer(tiny_config(**overrides), total_steps=100,
+                                     steps_per_epoch=10)[1]
 
 
 def test_warmup_cosine_rises_to_the_peak_then_decays():
@@ -35,19 +36,20 @@ def test_piecewise_constant_steps_down_at_the_boundaries():
 def test_reduce_on_plateau_lowers_the_rate_when_the_loss_stalls():
   config = tiny_config(schedule='reduce_on_plateau', plateau_factor=0.5, plateau_patience=1,
                        weight_decay=0.0)
-  tx, _ = optim.create_optimizer(config, total_steps=100, steps_per_epoch=2)
+  tx, _ = optimizers.create_optimizer(config, total_steps=100, steps_per_epoch=2)
   params = {'w': jnp.ones(3)}
   state = tx.init(params)
   for _ in range(10):  # five "epochs" of a flat loss
     _, state = tx.update({'w': jnp.ones(3)}, state, params, value=jnp.array(1.0))
-  assert float(optim.plateau_scale(state)) < 1.0
+  assert float(optimizers.plateau_scale(state)) < 1.0
 
 
-@pytest.mark.parametrize('name', optim.OPTIMIZERS)
+@pytest.mark.parametrize('name', optimizers.OPTIMIZERS)
 def test_every_optimizer_decays_kernels_only(name):
   """Not biases, nor a ViT's class token and position embeddings (matrices, but no kernels)."""
-  tx, _ = optim.create_optimizer(tiny_config(optimizer=name, weight_decay=0.1, schedule='constant'),
-                                 total_steps=10, steps_per_epoch=1)
+  tx, _ = optimizers.create_optimizer(
+      tiny_config(optimizer=name, weight_decay=0.1, schedule='constant'), total_steps=10,
+      steps_per_epoch=1)
   params = {'Dense_0': {'kernel': jnp.ones((2, 2)), 'bias': jnp.ones(2)},
             'pos_embed': jnp.ones((1, 5, 2)), 'cls_token': jnp.ones((1, 1, 2))}
   zero_grads = jax.tree.map(jnp.zeros_like, params)
@@ -66,7 +68,7 @@ def test_triangular_rises_linearly_then_falls_to_its_end_fraction():
 
 
 def test_learning_rate_multipliers_scale_the_matching_updates():
-  tx, _ = optim.create_optimizer(
+  tx, _ = optimizers.create_optimizer(
       tiny_config(weight_decay=0.0, schedule='constant', learning_rate=0.1, momentum=0.0,
                   learning_rate_multipliers=(('norm/bias$', 64.0),)),
       total_steps=10, steps_per_epoch=1)
@@ -78,7 +80,7 @@ def test_learning_rate_multipliers_scale_the_matching_updates():
 
 
 def test_frozen_params_get_no_update_and_no_weight_decay():
-  tx, _ = optim.create_optimizer(tiny_config(weight_decay=0.1, schedule='constant',
+  tx, _ = optimizers.create_optimizer(tiny_config(weight_decay=0.1, schedule='constant',
                                              frozen_params='^stem/'),
                                  total_steps=10, steps_per_epoch=1)
   params = {'stem': {'kernel': jnp.ones((2, 2))}, 'head': {'kernel': jnp.ones((2, 2))}}
@@ -89,14 +91,14 @@ def test_frozen_params_get_no_update_and_no_weight_decay():
 
 
 def test_a_frozen_params_pattern_that_matches_nothing_is_an_error():
-  tx, _ = optim.create_optimizer(tiny_config(frozen_params='^no_such_layer'),
+  tx, _ = optimizers.create_optimizer(tiny_config(frozen_params='^no_such_layer'),
                                  total_steps=10, steps_per_epoch=1)
   with pytest.raises(ConfigError, match='frozen_params'):
     tx.init({'kernel': jnp.ones((2, 2))})
 
 
 def test_a_frozen_backbone_does_not_move_then_learns_slower_than_the_head():
-  tx, _ = optim.create_optimizer(
+  tx, _ = optimizers.create_optimizer(
       tiny_config(schedule='constant', learning_rate=0.1, momentum=0.0, weight_decay=0.1,
                   backbone_frozen_epochs=2, backbone_learning_rate_multiplier=0.25),
       total_steps=10, steps_per_epoch=1)
@@ -114,7 +116,7 @@ def test_a_frozen_backbone_does_not_move_then_learns_slower_than_the_head():
 @pytest.mark.parametrize('every', [1, 3])
 def test_lookahead_moves_the_weights_to_their_slow_average_and_ends_on_it(every):
   total, decay, lr = 7, 0.5, 0.1
-  tx, _ = optim.create_optimizer(
+  tx, _ = optimizers.create_optimizer(
       tiny_config(weight_decay=0.0, schedule='constant', learning_rate=lr, momentum=0.0,
                   lookahead_every=every, lookahead_decay=decay),
       total_steps=total, steps_per_epoch=1)
@@ -137,7 +139,7 @@ def test_lookahead_moves_the_weights_to_their_slow_average_and_ends_on_it(every)
 def _muon_step(params, grads, **overrides):
   config = tiny_config(optimizer='muon', schedule='constant', momentum=0.0, weight_decay=0.0,
                        **overrides)
-  tx, _ = optim.create_optimizer(config, total_steps=10, steps_per_epoch=1)
+  tx, _ = optimizers.create_optimizer(config, total_steps=10, steps_per_epoch=1)
   updates, _ = tx.update(grads, tx.init(params), params, value=jnp.array(0.0))
   return updates
 
@@ -179,7 +181,7 @@ def test_muon_follows_the_schedule_scaled_to_its_own_peak():
   config = tiny_config(optimizer='muon', schedule='triangular', warmup_epochs=2,
                        triangular_start=0.2, triangular_end=0.0, learning_rate=1.0,
                        muon_learning_rate=0.3, muon_normalise=False, momentum=0.0)
-  tx, _ = optim.create_optimizer(config, total_steps=10, steps_per_epoch=1)
+  tx, _ = optimizers.create_optimizer(config, total_steps=10, steps_per_epoch=1)
   params = {'Conv_0': {'kernel': jnp.ones((1, 1, 2, 2))}}
   grads = {'Conv_0': {'kernel': jnp.eye(2).reshape(1, 1, 2, 2)}}  # already orthogonal
   state, sizes = tx.init(params), []

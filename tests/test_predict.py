@@ -5,8 +5,9 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from cifar100_flax import dataset, input_pipeline, predict
+from cifar100_flax.data import cifar100, tfds_pipeline
 from cifar100_flax.errors import UsageError
+from cifar100_flax.inference import predict
 from tests.helpers import mocked_cifar, run_main, tiny_config
 
 
@@ -15,7 +16,7 @@ def test_pngs(trained, tmp_path_factory):
   """The mock test images eval saw, as PNG files in a folder, and what eval gave them."""
   folder = tmp_path_factory.mktemp('pngs')
   with pytest.MonkeyPatch.context() as patch, mocked_cifar(patch):
-    test = input_pipeline.load_splits(tiny_config(), with_train=False)['test']
+    test = tfds_pipeline.load_splits(tiny_config(), with_train=False)['test']
   for image, name in zip(test.images, test.ids):
     PIL.Image.fromarray(image).save(folder / f'{name}.png')
   return folder, np.load(trained[0] / 'predictions_test.npz')
@@ -25,18 +26,18 @@ def test_pngs_of_test_images_get_evals_probabilities(trained, test_pngs, mock_ci
   folder, saved = test_pngs
   output = tmp_path / 'all.json'
   failures = predict.predict([tiny_config()], [str(trained[0])], [str(folder)], str(output),
-                             top_k=dataset.NUM_CLASSES)
+                             top_k=cifar100.NUM_CLASSES)
   rows = json.loads(output.read_text())
   assert not failures and len(rows) == len(saved['ids'])
   by_id = {row['file'].rsplit('/', 1)[1][:-4]: row for row in rows}
   for i, example_id in enumerate(saved['ids']):
     row = by_id[example_id]
-    probs = np.zeros(dataset.NUM_CLASSES)
+    probs = np.zeros(cifar100.NUM_CLASSES)
     for entry in row['top']:
-      probs[dataset.CLASS_NAMES.index(entry['class'])] = entry['probability']
+      probs[cifar100.CLASS_NAMES.index(entry['class'])] = entry['probability']
     np.testing.assert_allclose(probs, saved['probs'][i], atol=1e-6)
-    superclasses = np.bincount(dataset.FINE_TO_COARSE, weights=saved['probs'][i])
-    assert row['superclass']['class'] == dataset.COARSE_CLASS_NAMES[superclasses.argmax()]
+    superclasses = np.bincount(cifar100.FINE_TO_COARSE, weights=saved['probs'][i])
+    assert row['superclass']['class'] == cifar100.COARSE_CLASS_NAMES[superclasses.argmax()]
 
 
 def test_an_ensemble_predicts_the_mean_of_its_members(trained, test_pngs, mock_cifar):
@@ -75,7 +76,7 @@ def test_main_predicts_what_it_can_read_and_says_what_it_cannot(trained, test_pn
   index = {example_id: i for i, example_id in enumerate(saved['ids'])}
   for row, path in zip(rows, (first, second)):
     p = saved['probs'][index[path.stem]]
-    assert row['class_1'] == dataset.CLASS_NAMES[p.argmax()]
+    assert row['class_1'] == cifar100.CLASS_NAMES[p.argmax()]
     assert abs(float(row['probability_1']) - p.max()) <= 1e-5
     table_row, = [line for line in done.stdout.splitlines() if line.startswith(str(path))]
     assert f" {row['class_1']} " in table_row

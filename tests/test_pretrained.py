@@ -8,8 +8,8 @@ import jax
 import numpy as np
 import pytest
 
-from cifar100_flax import models, pretrained
-from cifar100_flax.models import efficientnet, resnet, vit
+from cifar100_flax import models
+from cifar100_flax.models import efficientnet, pretrained, resnet, vit
 
 FIXTURES = pathlib.Path(__file__).parent / 'fixtures'
 REPO = pathlib.Path(__file__).parent.parent

@@ -3,8 +3,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cifar100_flax import recalibration, steps
-from cifar100_flax.cpu import layers
+from cifar100_flax.cpu import fused_layers
+from cifar100_flax.data import preprocessing
+from cifar100_flax.training import recalibration, states
 from tests.helpers import tiny_config
 
 EPSILON = 1e-5
@@ -17,17 +18,17 @@ class _TwoNorms(nn.Module):
 
   @nn.compact
   def __call__(self, x, train):
-    x = layers.BatchNorm(use_running_average=not train or self.frozen, momentum=0.9)(x)
+    x = fused_layers.BatchNorm(use_running_average=not train or self.frozen, momentum=0.9)(x)
     x = nn.Dense(4, kernel_init=nn.initializers.normal(1.0))(x)
     x = nn.Dropout(0.5, deterministic=not train)(x)
-    return layers.BatchNorm(use_running_average=not train, momentum=0.5)(x)
+    return fused_layers.BatchNorm(use_running_average=not train, momentum=0.5)(x)
 
 
 def _model(frozen=False):
   module = _TwoNorms(frozen)
   images = np.zeros((2, 32, 32, 3), np.uint8)
   variables = module.init(jax.random.PRNGKey(0), jnp.asarray(images, jnp.float32), train=False)
-  return module, steps.ModelState(apply_fn=module.apply, params=variables['params'],
+  return module, states.ModelState(apply_fn=module.apply, params=variables['params'],
                                   batch_stats=variables['batch_stats'], step=jnp.int32(0))
 
 
@@ -37,7 +38,7 @@ def _reference(module, model, images, config, batch_size):
   bias = np.asarray(model.params['Dense_0']['bias'])
   first, second = [], []
   for i in range(0, len(images) - batch_size + 1, batch_size):
-    x = np.asarray(steps.preprocess(images[i:i + batch_size], config), np.float64)
+    x = np.asarray(preprocessing.preprocess(images[i:i + batch_size], config), np.float64)
     mean, var = x.mean((0, 1, 2)), x.var((0, 1, 2))
     first.append((mean, var))
     y = (x - mean) / np.sqrt(var + EPSILON) @ kernel + bias  # BatchNorm's scale 1, bias 0
@@ -66,7 +67,7 @@ def test_recalibration_uses_the_evaluation_size():
   images = np.random.default_rng(1).integers(0, 256, (8, 32, 32, 3)).astype(np.uint8)
   module, model = _model()
   recalibrated = recalibration.recalibrate(model, images, config)
-  upsampled = np.asarray(steps.preprocess(images, config))
+  upsampled = np.asarray(preprocessing.preprocess(images, config))
   assert upsampled.shape == (8, 64, 64, 3)
   np.testing.assert_allclose(recalibrated.batch_stats['BatchNorm_0']['mean'],
                              upsampled.mean((0, 1, 2)), rtol=1e-4, atol=1e-6)

@@ -5,8 +5,9 @@ import shutil
 import numpy as np
 import pytest
 
-from cifar100_flax import configuration, evaluate, report
+from cifar100_flax.config import checks, loading
 from cifar100_flax.errors import UserError
+from cifar100_flax.evaluation import evaluate, report
 from tests.helpers import mocked_cifar, run_main, tiny_config
 
 FIGURES = ('curves', 'augmented', 'confusion', 'superclass_confusion', 'per_class',
@@ -62,7 +63,7 @@ def test_a_run_without_evaluation_or_config_is_refused_clearly(tmp_path):
   with pytest.raises(UserError, match='has no test evaluation'):
     report.load_run(str(tmp_path))
   with pytest.raises(UserError, match='config.json is missing'):
-    configuration.load_config(str(tmp_path))
+    loading.load_config(str(tmp_path))
 
 
 def test_a_run_saved_before_a_config_key_existed_gets_its_default(trained, tmp_path):
@@ -70,10 +71,10 @@ def test_a_run_saved_before_a_config_key_existed_gets_its_default(trained, tmp_p
   saved = json.loads((workdir / 'config.json').read_text())
   del saved['eval_translate_tta'], saved['augment']['flip'], saved['model_kwargs']['dropout']
   (tmp_path / 'config.json').write_text(json.dumps(saved))
-  config = configuration.load_config(str(tmp_path))
+  config = loading.load_config(str(tmp_path))
   assert config.eval_translate_tta == 0 and config.augment.flip
   assert 'dropout' not in config.model_kwargs  # the model's own arguments, not the default model's
-  configuration.validate(config)
+  checks.validate(config)
 
 
 def test_augmented_samples_are_what_training_sees_at_its_size():
@@ -91,7 +92,7 @@ def test_an_ensemble_of_two_copies_of_a_model_is_that_model_and_is_reported_besi
   copies = [tmp_path / 'a', tmp_path / 'b']
   for copy in copies:
     shutil.copytree(workdir, copy)
-  config = configuration.load_config(str(workdir))
+  config = loading.load_config(str(workdir))
   single = evaluate.evaluate(config, str(workdir))
   ensemble = evaluate.evaluate_ensemble([config, config], [str(c) for c in copies],
                                         str(tmp_path / 'ensemble'))

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from cifar100_flax import dataset, synthetic
+from cifar100_flax.data import cifar100, synthetic
 from tests.helpers import REPO, tiny_config
 
 
@@ -17,10 +17,10 @@ def test_splits_have_cifars_sizes_and_are_the_same_for_the_same_seed():
   splits = synthetic.load_splits(config)
   assert {k: len(v) for k, v in splits.items()} == {'train': 49_000, 'validation': 1000,
                                                      'test': 10_000}
-  assert splits['train'].images.shape[1:] == dataset.IMAGE_SHAPE
+  assert splits['train'].images.shape[1:] == cifar100.IMAGE_SHAPE
   assert splits['train'].images.dtype == np.uint8 and splits['train'].labels.max() < 100
   np.testing.assert_array_equal(splits['train'].coarse_labels,
-                                dataset.FINE_TO_COARSE[splits['train'].labels])
+                                cifar100.FINE_TO_COARSE[splits['train'].labels])
   small = synthetic.load_splits(tiny_config(dataset='synthetic', synthetic_size=500))
   assert {k: len(v) for k, v in small.items()} == {'train': 460, 'validation': 40, 'test': 100}
   again = synthetic.load_splits(config, with_train=False)

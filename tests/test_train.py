@@ -3,8 +3,11 @@ import jax
 import numpy as np
 import pytest
 
-from cifar100_flax import checkpointing, evaluate, pretrained, steps, train, writers
 from cifar100_flax.errors import CheckpointError, TrainingDivergedError
+from cifar100_flax.evaluation import evaluate
+from cifar100_flax.inference import restore
+from cifar100_flax.models import pretrained
+from cifar100_flax.training import checkpoints, flops, loop, states, writers
 from tests.helpers import REPO, mocked_cifar, stop_after, tiny_config
 
 # Dropout and every augmentation on, so that resuming must restore the RNG exactly; the EMA and
@@ -22,13 +25,13 @@ def _config(**overrides):
 
 
 def _final_params(config, workdir):
-  template, _ = steps.create_train_state(config, steps_per_epoch=1)
-  state, progress = checkpointing.Checkpointer(workdir).restore_latest(template)
+  template, _ = states.create_train_state(config, steps_per_epoch=1)
+  state, progress = checkpoints.Checkpointer(workdir).restore_latest(template)
   return state, progress
 
 
 def test_training_lowers_the_loss(mock_cifar, tmp_path):
-  train.train_and_evaluate(tiny_config(num_epochs=4, learning_rate=0.1), str(tmp_path))
+  loop.train_and_evaluate(tiny_config(num_epochs=4, learning_rate=0.1), str(tmp_path))
   losses = [r['train_loss'] for r in writers.read_history(str(tmp_path)) if 'train_loss' in r]
   assert len(losses) == 8 and losses[-1] < losses[0] - 0.3
   assert (tmp_path / 'checkpoints' / 'latest' / '40').is_dir()
@@ -36,19 +39,20 @@ def test_training_lowers_the_loss(mock_cifar, tmp_path):
 
 def test_progressive_resizing_counts_each_sizes_flops(mock_cifar, tmp_path):
   config = tiny_config(num_epochs=2, image_size_schedule=((0, 16), (1, 32)))
-  progress = train.train_and_evaluate(config, str(tmp_path))
-  state, _ = steps.create_train_state(config, steps_per_epoch=1)
-  flops = {size: steps.flops_per_step(config, state, config.batch_size, size) for size in (16, 32)}
-  assert flops[16] < flops[32] / 2
+  progress = loop.train_and_evaluate(config, str(tmp_path))
+  state, _ = states.create_train_state(config, steps_per_epoch=1)
+  per_size = {size: flops.flops_per_step(config, state, config.batch_size, size)
+              for size in (16, 32)}
+  assert per_size[16] < per_size[32] / 2
   steps_per_epoch = (200 - 40) // 16
-  assert progress['train_flops'] == pytest.approx(steps_per_epoch * (flops[16] + flops[32]))
+  assert progress['train_flops'] == pytest.approx(steps_per_epoch * (per_size[16] + per_size[32]))
   assert (tmp_path / 'checkpoints' / 'latest' / str(2 * steps_per_epoch)).is_dir()
 
 
 def test_no_logged_point_averages_only_a_few_steps():
-  logged = [step for step in range(1, 352) if train._logs_at(step, 25, 351)]
+  logged = [step for step in range(1, 352) if loop._logs_at(step, 25, 351)]
   assert logged == list(range(25, 326, 25)) + [351]  # 350 joins the last period
-  assert [step for step in range(1, 41) if train._logs_at(step, 5, 40)] == list(range(5, 41, 5))
+  assert [step for step in range(1, 41) if loop._logs_at(step, 5, 40)] == list(range(5, 41, 5))
 
 
 @pytest.fixture(scope='module')
@@ -56,7 +60,7 @@ def uninterrupted(tmp_path_factory):
   """The workdir of a run of RESUME_CONFIG that nothing stopped."""
   workdir = str(tmp_path_factory.mktemp('whole'))
   with pytest.MonkeyPatch.context() as patch, mocked_cifar(patch):
-    train.train_and_evaluate(_config(**RESUME_CONFIG), workdir)
+    loop.train_and_evaluate(_config(**RESUME_CONFIG), workdir)
   return workdir
 
 
@@ -71,10 +75,10 @@ def test_resuming_reproduces_the_uninterrupted_run(mock_cifar, tmp_path, monkeyp
   with monkeypatch.context() as patch:
     stop_after(patch, 12, stop)
     with pytest.raises(RuntimeError if stop == 'crash' else KeyboardInterrupt):
-      train.train_and_evaluate(config, str(tmp_path / 'cut'))
+      loop.train_and_evaluate(config, str(tmp_path / 'cut'))
   saved = sorted(int(p.name) for p in (tmp_path / 'cut' / 'checkpoints' / 'latest').iterdir())
   assert saved[-1] == (10 if stop == 'crash' else 13)
-  train.train_and_evaluate(config, str(tmp_path / 'cut'))
+  loop.train_and_evaluate(config, str(tmp_path / 'cut'))
 
   whole, whole_progress = _final_params(config, uninterrupted)
   cut, cut_progress = _final_params(config, str(tmp_path / 'cut'))
@@ -89,19 +93,19 @@ def test_resuming_reproduces_the_uninterrupted_run(mock_cifar, tmp_path, monkeyp
 def test_the_ema_model_is_validated_checkpointed_and_evaluated(mock_cifar, tmp_path):
   config = _config(ema_decay=0.9, recalibration_images=32, image_size=40, eval_image_size=48,
                    num_epochs=1)
-  train.train_and_evaluate(config, str(tmp_path))
+  loop.train_and_evaluate(config, str(tmp_path))
   state, progress = _final_params(config, str(tmp_path))
   assert progress['recalibration'] == {'image_size': 48, 'images': 32}
   kernel = lambda tree: np.asarray(tree['Conv_0']['kernel'])
   assert not np.allclose(kernel(state.ema['params']), kernel(state.params))
-  model, _ = evaluate.restore_model(config, str(tmp_path))  # already recalibrated: kept as saved
+  model, _ = restore.restore_model(config, str(tmp_path))  # already recalibrated: kept as saved
   np.testing.assert_array_equal(kernel(model.params), kernel(state.ema['params']))
   for got, saved in zip(jax.tree.leaves(model.batch_stats),
                         jax.tree.leaves(state.ema['batch_stats'])):
     np.testing.assert_array_equal(got, saved)
   # At another size the statistics are recalibrated again; the weights stay.
   config.eval_image_size = 64
-  other, _ = evaluate.restore_model(config, str(tmp_path))
+  other, _ = restore.restore_model(config, str(tmp_path))
   np.testing.assert_array_equal(kernel(other.params), kernel(state.ema['params']))
   assert not np.allclose(jax.tree.leaves(other.batch_stats)[0],
                          jax.tree.leaves(state.ema['batch_stats'])[0])
@@ -112,33 +116,33 @@ def test_early_stopping_stops_and_stays_stopped(mock_cifar, tmp_path):
   # No evaluation can improve by 10: the first sets the best, the next two fail, and it stops.
   config = tiny_config(num_epochs=4, eval_every_steps=2, early_stopping_patience=2,
                        early_stopping_min_delta=10.0)
-  progress = train.train_and_evaluate(config, str(tmp_path))
+  progress = loop.train_and_evaluate(config, str(tmp_path))
   assert progress['early_stopping']['should_stop'] and progress['best_step'] == 2
   val_steps = [r['step'] for r in writers.read_history(str(tmp_path)) if 'val_accuracy' in r]
   assert val_steps == [2, 4, 6]
-  train.train_and_evaluate(config, str(tmp_path))  # resuming a stopped run trains no further
+  loop.train_and_evaluate(config, str(tmp_path))  # resuming a stopped run trains no further
   assert _final_params(config, str(tmp_path))[0].step == 6
 
 
 def test_diverging_loss_stops_with_a_clear_error(mock_cifar, tmp_path):
   config = tiny_config(learning_rate=1e30, warmup_epochs=0.0, weight_decay=0.0)
   with pytest.raises(TrainingDivergedError, match='diverged at step'):
-    train.train_and_evaluate(config, str(tmp_path))
+    loop.train_and_evaluate(config, str(tmp_path))
 
 
 def test_pretrained_weights_replace_all_but_the_head(tmp_path):
-  import flax  # pylint: disable=g-import-not-at-top
+  import flax
 
-  from cifar100_flax import models  # pylint: disable=g-import-not-at-top
+  from cifar100_flax import models
   config = tiny_config(model='resnet18')
   config.model_kwargs = {'stem': 'cifar', 'width': 4}
-  state, _ = steps.create_train_state(config, steps_per_epoch=1)
+  state, _ = states.create_train_state(config, steps_per_epoch=1)
   other = models.create_model('resnet18', 10, stem='cifar', width=4).init(
       jax.random.PRNGKey(123), np.zeros((1, 32, 32, 3), np.float32), train=False)
   path = tmp_path / 'weights.msgpack'
   path.write_bytes(flax.serialization.msgpack_serialize(jax.tree.map(np.asarray, other)))
   config.pretrained = str(path)
-  loaded = train._with_pretrained(state, config)
+  loaded = loop._with_pretrained(state, config)
   np.testing.assert_array_equal(loaded.params['conv1']['kernel'],
                                 other['params']['conv1']['kernel'])
   np.testing.assert_array_equal(loaded.batch_stats['bn1']['var'],
@@ -155,21 +159,21 @@ def test_a_timm_vit_fine_tunes_from_its_weights_at_another_size(mock_cifar, tmp_
                        num_epochs=1, recalibration_images=32, ema_decay=0.9,
                        backbone_frozen_epochs=0.5, backbone_learning_rate_multiplier=0.5)
   config.model_kwargs = {'width': 32, 'depth': 2, 'heads': 2}
-  state, _ = steps.create_train_state(config, steps_per_epoch=1)
-  loaded = train._with_pretrained(state, config)
+  state, _ = states.create_train_state(config, steps_per_epoch=1)
+  loaded = loop._with_pretrained(state, config)
   weights = pretrained.convert_vit(pretrained.load_state_dict(fixture))['params']
   np.testing.assert_array_equal(loaded.params['blocks_1']['attn']['qkv']['kernel'],
                                 weights['blocks_1']['attn']['qkv']['kernel'])
   assert loaded.params['pos_embed'].shape == (1, 1 + 2 * 2, 32)
   np.testing.assert_array_equal(loaded.params['fc']['kernel'], state.params['fc']['kernel'])
-  train.train_and_evaluate(config, str(tmp_path))
+  loop.train_and_evaluate(config, str(tmp_path))
   report = evaluate.evaluate(config, str(tmp_path))
   assert report['num_examples'] == 200 and np.isfinite(report['top1_accuracy'])
 
 
 def test_without_a_validation_split_the_last_model_is_the_best(mock_cifar, tmp_path):
   config = tiny_config(validation_size=0, early_stopping_patience=0, num_epochs=2)
-  progress = train.train_and_evaluate(config, str(tmp_path))
+  progress = loop.train_and_evaluate(config, str(tmp_path))
   steps = 2 * (200 // config.batch_size)  # every mock training image is trained on
   assert progress['best_step'] == steps and progress['total_steps'] == steps
   assert (tmp_path / 'checkpoints' / 'best' / str(steps)).is_dir()
@@ -178,15 +182,15 @@ def test_without_a_validation_split_the_last_model_is_the_best(mock_cifar, tmp_p
 def test_a_full_disk_is_told_as_such_and_keeps_the_previous_checkpoint(mock_cifar, tmp_path,
                                                                        monkeypatch):
   config = tiny_config(num_epochs=1, eval_every_steps=5)
-  real_save = checkpointing.ocp.CheckpointManager.save
+  real_save = checkpoints.ocp.CheckpointManager.save
 
   def save(manager, step, *args, **kwargs):
     if step > 5:
       raise OSError(28, 'No space left on device')  # ENOSPC, as orbax's writer would meet it
     return real_save(manager, step, *args, **kwargs)
 
-  monkeypatch.setattr(checkpointing.ocp.CheckpointManager, 'save', save)
+  monkeypatch.setattr(checkpoints.ocp.CheckpointManager, 'save', save)
   with pytest.raises(CheckpointError, match='the disk is full: free some space') as raised:
-    train.train_and_evaluate(config, str(tmp_path))
+    loop.train_and_evaluate(config, str(tmp_path))
   assert 'corrupt' not in str(raised.value) and isinstance(raised.value.__cause__, OSError)
   assert sorted(p.name for p in (tmp_path / 'checkpoints' / 'latest').iterdir()) == ['5']

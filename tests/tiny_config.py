@@ -7,7 +7,7 @@ Also a config file for main.py, as the fault battery uses it (tests/faults/):
 
 import ml_collections
 
-from cifar100_flax import defaults
+from cifar100_flax.config import defaults
 
 
 def get_config(**overrides) -> ml_collections.ConfigDict:

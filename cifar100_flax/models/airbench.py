@@ -8,7 +8,8 @@ is initialised: initialise it on a batch of (preprocessed) training images.
 """
 
 import functools
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax

@@ -1,6 +1,7 @@
 """A VGG-style CNN: stages of (3x3 conv, BatchNorm, ReLU) x n then 2x2 max-pooling, a dense head."""
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax

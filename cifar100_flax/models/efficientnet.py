@@ -9,7 +9,8 @@ Inputs are expected scaled to mean 0.5, std 0.5 per channel, like the weights we
 
 import functools
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax

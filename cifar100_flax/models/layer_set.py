@@ -10,13 +10,13 @@ evaluates and exports with the other.
 
 import dataclasses
 import functools
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cifar100_flax.cpu import layers as cpu_layers
+from cifar100_flax.cpu import convolution, fused_layers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,9 +32,9 @@ class LayerSet:
 class BatchNorm(nn.BatchNorm):
   """`nn.BatchNorm`, then `activation(y + residual)`: the CPU path's interface with Flax's
   numerics (its class name gives the same automatic module names, BatchNorm_0, ...)."""
-  activation: Optional[Callable] = None  # elementwise, e.g. nn.relu; None: the identity
+  activation: Callable | None = None  # elementwise, e.g. nn.relu; None: the identity
 
-  def __call__(self, x: jax.Array, residual: Optional[jax.Array] = None) -> jax.Array:
+  def __call__(self, x: jax.Array, residual: jax.Array | None = None) -> jax.Array:
     y = super().__call__(x)
     if residual is not None:
       y = y + residual.astype(y.dtype)
@@ -57,5 +57,5 @@ def cpu(conv_backend: str) -> LayerSet:
   """The CPU speed path with `conv_backend`'s convolutions ('onednn' or 'xla', as
   `cpu.onednn.resolve` chose)."""
   return LayerSet(f'CPU layers, {conv_backend} convolutions',
-                  cpu_layers.conv_module(conv_backend), cpu_layers.BatchNorm,
-                  cpu_layers.max_pool, cpu_layers.bias_activation)
+                  convolution.conv_module(conv_backend), fused_layers.BatchNorm,
+                  fused_layers.max_pool, fused_layers.bias_activation)

@@ -6,7 +6,8 @@ the 7x7/2 convolution and max-pooling for one 3x3/1 convolution, the usual choic
 """
 
 import functools
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax

@@ -18,7 +18,7 @@ from cifar100_flax.models.layer_set import FLAX, LayerSet
 
 # name -> (width, depth, heads), timm's vit_{tiny,small,base}_patch16_*.
 VARIANTS = {'tiny': (192, 12, 3), 'small': (384, 12, 6), 'base': (768, 12, 12)}
-_LayerNorm = lambda name: nn.LayerNorm(epsilon=1e-6, name=name)  # noqa: E731  (timm's eps)
+_LayerNorm = lambda name: nn.LayerNorm(epsilon=1e-6, name=name)
 
 
 class Attention(nn.Module):

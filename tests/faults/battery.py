@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import orbax.checkpoint as ocp
@@ -47,21 +47,21 @@ def environment(**extra: str) -> dict:
           **extra}
 
 
-def command(*args: str, fault: Optional[str] = None) -> list[str]:
+def command(*args: str, fault: str | None = None) -> list[str]:
   """`python main.py ARGS`, or with a fault injected (tests/faults/faulty_main.py)."""
   if fault:
     return [sys.executable, '-m', 'tests.faults.faulty_main', fault, *args]
   return [sys.executable, 'main.py', *args]
 
 
-def main_py(*args: str, fault: Optional[str] = None, prefix: Sequence[str] = (),
+def main_py(*args: str, fault: str | None = None, prefix: Sequence[str] = (),
             timeout: int = 300) -> Outcome:
   result = subprocess.run([*prefix, *command(*args, fault=fault)], cwd=REPO, env=environment(),
                           capture_output=True, text=True, timeout=timeout)
   return Outcome(result.returncode, result.stdout, result.stderr)
 
 
-def interrupted(*args: str, when: str, signals: Sequence[int], fault: Optional[str] = None,
+def interrupted(*args: str, when: str, signals: Sequence[int], fault: str | None = None,
                 timeout: int = 300) -> Outcome:
   """Runs main.py and sends `signals` (one after the other) once its stdout shows `when`."""
   process = subprocess.Popen(command(*args, fault=fault), cwd=REPO, env=environment(),
@@ -129,12 +129,12 @@ def steps_saved(workdir: pathlib.Path, manager: str = 'latest') -> list[int]:
   return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit())
 
 
-def saved_state(workdir: pathlib.Path, step: Optional[int] = None) -> list[np.ndarray]:
+def saved_state(workdir: pathlib.Path, step: int | None = None) -> list[np.ndarray]:
   """Every array of the train state in `workdir`'s newest checkpoint (or that of `step`)."""
   step = step if step is not None else steps_saved(workdir)[-1]
   restored = ocp.PyTreeCheckpointer().restore(workdir / 'checkpoints' / 'latest' / str(step)
                                               / 'state')
-  import jax  # pylint: disable=g-import-not-at-top
+  import jax
   return [np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(restored)]
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from cifar100_flax import dataset
+from cifar100_flax.data import cifar100
 from tests.faults import battery
 
 TRAIN_IMAGES, TEST_IMAGES = 200, 100
@@ -26,8 +26,8 @@ def pytest_collection_modifyitems(items):
 
 def _write_binary(path: pathlib.Path, count: int, rng: np.random.Generator) -> None:
   """CIFAR-100's binary format: per image a coarse label, a fine label and 3072 bytes (CHW)."""
-  fine = rng.integers(0, dataset.NUM_CLASSES, count)
-  records = np.concatenate([dataset.FINE_TO_COARSE[fine][:, None], fine[:, None],
+  fine = rng.integers(0, cifar100.NUM_CLASSES, count)
+  records = np.concatenate([cifar100.FINE_TO_COARSE[fine][:, None], fine[:, None],
                             rng.integers(0, 256, (count, 3072))], axis=1)
   path.write_bytes(records.astype(np.uint8).tobytes())
 
@@ -41,8 +41,8 @@ def data_dir(tmp_path_factory) -> pathlib.Path:
   rng = np.random.default_rng(0)
   _write_binary(extracted / 'train.bin', TRAIN_IMAGES, rng)
   _write_binary(extracted / 'test.bin', TEST_IMAGES, rng)
-  (extracted / 'fine_label_names.txt').write_text('\n'.join(dataset.CLASS_NAMES))
-  (extracted / 'coarse_label_names.txt').write_text('\n'.join(dataset.COARSE_CLASS_NAMES))
+  (extracted / 'fine_label_names.txt').write_text('\n'.join(cifar100.CLASS_NAMES))
+  (extracted / 'coarse_label_names.txt').write_text('\n'.join(cifar100.COARSE_CLASS_NAMES))
   data = tmp_path_factory.mktemp('tensorflow_datasets')
   with pytest.MonkeyPatch.context() as patch:
     patch.setattr(tfds.download.DownloadManager, 'download_and_extract', lambda self, url: root)

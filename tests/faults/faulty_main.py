@@ -20,7 +20,7 @@ SAVE_STEP = 10
 
 
 def _signal_during_save(name: str, times: int) -> None:
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  import orbax.checkpoint as ocp
   real_save = ocp.CheckpointManager.save
   sig = getattr(signal, name)
 
@@ -39,8 +39,8 @@ def _signal_during_save(name: str, times: int) -> None:
 
 def _inject(fault: str) -> None:
   if fault == 'offline':
-    from cifar100_flax import input_pipeline  # pylint: disable=g-import-not-at-top
-    input_pipeline._why_offline = lambda: 'the fault battery is offline'
+    from cifar100_flax.data import tfds_pipeline
+    tfds_pipeline._why_offline = lambda: 'the fault battery is offline'
   elif fault.endswith('-in-save'):
     name = fault.removesuffix('-in-save')
     times = 2 if name.endswith('2') else 1

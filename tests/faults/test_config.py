@@ -46,7 +46,7 @@ def test_a_value_of_the_wrong_type(tmp_path, flag, words):
 @pytest.mark.parametrize('flag, words', [
     ('--config.augment.flipp=1', ['config.augment.flipp', 'did you mean config.augment.flip?']),
     ('--config.learning_rat=0.1', ['config.learning_rat', 'did you mean config.learning_rate?']),
-    ('--config.no_such_key=1', ['config.no_such_key', 'cifar100_flax/defaults.py']),
+    ('--config.no_such_key=1', ['config.no_such_key', 'cifar100_flax/config/defaults.py']),
     ('--config.model_kwargs.widht=8', ['widht', 'widths']),
 ], ids=['misspelt-nested', 'misspelt', 'unknown', 'misspelt-model-argument'])
 def test_an_unknown_key_is_named_with_a_readable_suggestion(tmp_path, flag, words):  # issue 23

@@ -92,7 +92,7 @@ def test_random_bytes_as_msgpack(tmp_path, data_dir):  # issue 25, 10
 
 def test_a_key_the_converter_cannot_place(tmp_path):  # issue 25, 10
   safetensors = pytest.importorskip('safetensors.numpy')
-  import numpy as np  # pylint: disable=g-import-not-at-top
+  import numpy as np
   weights = tmp_path / 'odd.safetensors'
   safetensors.save_file({'layer1.weight': np.zeros((4, 4, 3, 3), np.float32),
                          'head.bias': np.zeros(3, np.float32)}, str(weights))

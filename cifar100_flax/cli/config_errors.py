@@ -1,0 +1,106 @@
+"""--config and its overrides, with what is wrong said in one line.
+
+config_flags raises a bare AttributeError, KeyError or ValueError with a traceback for an unknown
+key, a value of the wrong type or a config file that does not load; these functions name the file
+or the key instead, and the key that was meant.
+"""
+
+import difflib
+import pathlib
+import sys
+
+import ml_collections
+from absl import flags
+
+from cifar100_flax.cli import flags as cli_flags
+from cifar100_flax.config import loading
+from cifar100_flax.errors import UsageError, one_line
+
+_KEYS_ARE_IN = 'Every config key, with its meaning, is in cifar100_flax/config/defaults.py.'
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flags parser (app.run's flags_parser), each failure one line."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    sys.exit(f'error: {one_line(e)}')
+  except Exception as e:  # config_flags raises whatever applying a flag raised
+    if '--traceback' in argv:
+      raise
+    sys.exit(f'error: {flag_problem(argv) or cannot_apply(e)}')
+
+
+def cannot_apply(error: BaseException) -> str:
+  return (f'cannot apply the command-line flags: {type(error).__name__}: {one_line(error)}. '
+          f'{_KEYS_ARE_IN}')
+
+
+def config_path(argv: list[str]) -> str | None:
+  """The --config=PATH (or --config PATH) of a command line."""
+  for i, arg in enumerate(argv):
+    if arg.startswith('--config='):
+      return arg.split('=', 1)[1]
+    if arg == '--config' and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def flag_problem(argv: list[str]) -> str | None:
+  """What is wrong with --config or a --config.KEY override: the file that is missing or does
+  not load, or the key that does not exist and the one meant."""
+  path = config_path(argv)
+  if path is None:
+    return None
+  if not pathlib.Path(path).is_file():
+    return no_such_config(path)
+  try:
+    config = loading.config_from_file(path)
+  except Exception as e:  # whatever the file's code raises
+    return does_not_load(path, e)
+  for arg in argv:
+    if arg.startswith('--config.'):
+      problem = unknown_key(config, arg.removeprefix('--config.').split('=', 1)[0])
+      if problem:
+        return problem
+  return None
+
+
+def unknown_key(config: ml_collections.ConfigDict, dotted: str) -> str | None:
+  """None if `dotted` names a key of `config`, else which part does not and what was meant."""
+  node, path = config, 'config'
+  for part in dotted.split('.'):
+    if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+      keys = list(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+      close = difflib.get_close_matches(part, keys, n=1)
+      meant = f'; did you mean {path}.{close[0]}?' if close else '.'
+      return f'--config.{dotted}: {path} has no key {part!r}{meant} {_KEYS_ARE_IN}'
+    node, path = node[part], f'{path}.{part}'
+  return None
+
+
+def no_such_config(path: str) -> str:
+  return f'--config={path}: no such file (the configs are in configs/*.py)'
+
+
+def does_not_load(path: str, error: BaseException) -> str:
+  return f'--config={path} does not load: {type(error).__name__}: {one_line(error)}'
+
+
+def given_config() -> ml_collections.ConfigDict | None:
+  """The --config, or None; raises UsageError for a file that is missing or does not load."""
+  if not flags.FLAGS['config'].present:
+    return None
+  path = flags.FLAGS['config'].config_filename
+  if path and not pathlib.Path(path).is_file():
+    raise UsageError(no_such_config(path))
+  try:
+    config = cli_flags.CONFIG.value
+  except OSError as e:  # config_flags defers the file's own error (a syntax error, an import)
+    if cli_flags.TRACEBACK.value:
+      raise
+    raise UsageError(does_not_load(path, e.__cause__ or e)) from e
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise UsageError(f'--config={path}: get_config() returned a {type(config).__name__}, not an '
+                     f'ml_collections.ConfigDict')
+  return config

@@ -1,0 +1,59 @@
+"""The entry point: parse the flags, start the process up, run the mode; every error in what the
+user gave is one line (--traceback shows it whole)."""
+
+import os
+import sys
+
+from absl import app
+
+from cifar100_flax.cli import config_errors, modes, startup
+from cifar100_flax.cli import flags as cli_flags
+from cifar100_flax.errors import UserError, one_line
+
+_STOPPED_AT_ONCE = ('stopped at once, without saving; the checkpoints saved before are kept: '
+                    'run the same command to resume')
+
+
+def main(argv: list[str]) -> None:
+  startup.exit_on_signals()
+  mode = cli_flags.MODE.value
+  try:
+    command = _command(argv)
+    startup.quiet_logs()
+    tuned = startup.tune_for_cpu(mode, cli_flags.CPU_TUNING.value)  # before JAX's backends start
+    startup.join_processes()
+    startup.say_if_untuned_cpu(mode, cli_flags.CPU_TUNING.value, tuned)
+    modes.check_usage(command)
+    modes.run(command)
+  except UserError as e:
+    if cli_flags.TRACEBACK.value:
+      raise
+    sys.exit(f'error: {one_line(e)}')
+  except KeyboardInterrupt as e:  # the training loop's says where it stopped
+    if str(e):
+      sys.exit(f'interrupted: {e}')
+    # A second Ctrl-C: Orbax may still be writing the stop's checkpoint in its threads, which the
+    # interpreter's shutdown would break, each printing its traceback. Like a kill, leaving now
+    # keeps every finished checkpoint; the next start removes the unfinished one.
+    print(f'interrupted: {_STOPPED_AT_ONCE}', file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)
+
+
+def _command(argv: list[str]) -> modes.Command:
+  """The flags as a modes.Command."""
+  mode = cli_flags.MODE.value
+  if argv[1:] and mode != 'predict':
+    raise UserError(f'unexpected arguments {" ".join(argv[1:])} (flags are --name=value)')
+  return modes.Command(
+      mode=mode, workdirs=cli_flags.WORKDIR.value or [], config=config_errors.given_config(),
+      images=(cli_flags.IMAGES.value or []) + argv[1:],  # the shell's expansion of photos/*.jpg
+      output=cli_flags.OUTPUT.value, split=cli_flags.SPLIT.value, top_k=cli_flags.TOP_K.value,
+      format=cli_flags.FORMAT.value, gradcam_layer=cli_flags.GRADCAM_LAYER.value,
+      weights=cli_flags.WEIGHTS.value, model=cli_flags.MODEL.value)
+
+
+def run() -> None:
+  """`python main.py`, `python -m cifar100_flax` and the `cifar100-flax` script."""
+  app.run(main, flags_parser=config_errors.parse_flags)

@@ -1,0 +1,104 @@
+"""Test-set evaluation of a trained workdir (eval_test.json, predictions_test.npz and a table)
+and of several (an ensemble)."""
+
+import json
+import pathlib
+import time
+from collections.abc import Sequence
+
+import jax
+import ml_collections
+import numpy as np
+
+from cifar100_flax import console, files
+from cifar100_flax.data import cifar100
+from cifar100_flax.errors import ConfigError
+from cifar100_flax.evaluation import classification
+from cifar100_flax.inference import restore
+from cifar100_flax.training import sharding, steps
+
+
+def _print_summary(report: dict, names: list[str]) -> None:
+  rows = [('examples', f"{report['num_examples']}"),
+          ('top-1 accuracy', f"{report['top1_accuracy']:.4f}"),
+          ('top-5 accuracy', f"{report['top5_accuracy']:.4f}"),
+          ('macro precision', f"{report['macro_precision']:.4f}"),
+          ('macro recall', f"{report['macro_recall']:.4f}"),
+          ('macro F1', f"{report['macro_f1']:.4f}"),
+          ('superclass top-1', f"{report['coarse_top1_accuracy']:.4f}")]
+  f1 = np.array(report['per_class']['f1'])
+  order = np.argsort(f1, kind='stable')
+  rows.append(('worst F1', ', '.join(f'{names[i]} {f1[i]:.2f}' for i in order[:5])))
+  rows.append(('best F1', ', '.join(f'{names[i]} {f1[i]:.2f}' for i in order[::-1][:5])))
+  width = max(len(name) for name, _ in rows)
+  print('\n'.join(f'{name:<{width}}  {value}' for name, value in rows))
+
+
+def _inference_ms_per_image(jitted_eval_step, state, test, batch_size, mesh) -> float:
+  """Milliseconds per image of the compiled evaluation step, timed on two batches of test images."""
+  sample = test.take(np.arange(min(len(test), 2 * batch_size)))
+  start = time.perf_counter()
+  steps.evaluate_split(jitted_eval_step, state, sample, batch_size, mesh)
+  return 1000 * (time.perf_counter() - start) / len(sample)
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str, split: str = 'test') -> dict:
+  """Restores the best checkpoint of `workdir` and evaluates every image of `split`: the 10,000
+  test images, or the validation carve-out (for choosing evaluation settings such as
+  eval_image_size without looking at the test set). Writes eval_{split}.json and
+  predictions_{split}.npz."""
+  with console.phase(f'restoring {workdir}'):
+    state, progress = restore.restore_model(config, workdir)
+  mesh = sharding.create_mesh()
+  state = sharding.replicate(state, mesh)
+  with console.phase(f'loading the {config.dataset} {split} split'):
+    test = cifar100.source(config).load_splits(config, with_train=split != 'test')[split]
+  if not len(test):
+    raise ConfigError(f'the {split} split is empty (config.validation_size=0)')
+  jitted_eval_step = steps.jit_eval_step(config)
+  _, probs = steps.evaluate_split(jitted_eval_step, state, test, config.eval_batch_size, mesh,
+                                  f'evaluating {len(test):,} {split} images')
+  report = classification.classification_report(probs, test.labels, test.coarse_labels)
+  names = list(cifar100.CLASS_NAMES)
+  report.update(checkpoint_step=int(jax.device_get(state.step)), model=config.model,
+                class_names=names, train_seconds=progress.get('train_seconds'),
+                train_flops=progress.get('train_flops'),
+                num_params=sum(int(x.size) for x in jax.tree.leaves(state.params)),
+                inference_ms_per_image=_inference_ms_per_image(jitted_eval_step, state, test,
+                                                               config.eval_batch_size, mesh))
+  if jax.process_index() == 0:
+    _write(pathlib.Path(workdir), split, report, test.labels, test.coarse_labels, probs, test.ids)
+  return report
+
+
+def _write(out: pathlib.Path, split: str, report: dict, labels: np.ndarray,
+           coarse_labels: np.ndarray, probs: np.ndarray, ids: np.ndarray) -> None:
+  out.mkdir(parents=True, exist_ok=True)
+  with files.replaced(out / f'predictions_{split}.npz') as path, path.open('wb') as f:
+    np.savez_compressed(f, labels=labels, coarse_labels=coarse_labels,
+                        probs=probs.astype(np.float32), ids=ids)
+  files.write_text(out / f'eval_{split}.json', json.dumps(report, indent=1))
+  _print_summary(report, report['class_names'])
+
+
+def evaluate_ensemble(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str],
+                      output: str) -> dict:
+  """Evaluates each run, then the mean of their test softmax outputs; the latter goes to `output`.
+
+  `output` gets eval_test.json (with the members listed) and predictions_test.npz like a run, and
+  the first member's config.json, so that `--mode report` can show the ensemble beside its members.
+  """
+  members = [evaluate(config, workdir) for config, workdir in zip(configs, workdirs)]
+  saved = [np.load(pathlib.Path(workdir) / 'predictions_test.npz') for workdir in workdirs]
+  probs = np.mean([s['probs'] for s in saved], axis=0)
+  labels, coarse_labels, ids = saved[0]['labels'], saved[0]['coarse_labels'], saved[0]['ids']
+  report = classification.classification_report(probs, labels, coarse_labels)
+  report.update(
+      model='ensemble', members=[str(w) for w in workdirs], class_names=members[0]['class_names'],
+      **{key: sum(m[key] for m in members) if all(m.get(key) is not None for m in members) else None
+         for key in ('train_seconds', 'train_flops', 'num_params', 'inference_ms_per_image')})
+  if jax.process_index() == 0:
+    print(f'ensemble of {len(workdirs)}:')
+    _write(pathlib.Path(output), 'test', report, labels, coarse_labels, probs, ids)
+    files.write_text(pathlib.Path(output) / 'config.json', configs[0].to_json_best_effort(indent=1))
+  return report

@@ -1,0 +1,194 @@
+"""The optax optimiser a config names: SGD, Adam(W), Muon for convolution kernels; weight
+decay, clipping, freezing, learning-rate multipliers, reduce-on-plateau and lookahead."""
+
+import re
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from cifar100_flax.errors import ConfigError
+from cifar100_flax.optim import schedules
+
+OPTIMIZERS = ('sgd', 'adam', 'adamw', 'muon')
+
+
+def _decay_mask(params):
+  """Weight decay on the kernels of convolutions and dense layers only: not on biases, norms'
+  scales and offsets, a ViT's class token and position embeddings (as timm), or a fitted
+  whitening."""
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: jax.tree_util.keystr(path[-1:], simple=True) == 'kernel', params)
+
+
+def _matching(pattern: str, key: str) -> Callable:
+  """params -> a tree of bools: does `pattern` match the leaf's '/'-joined path (e.g.
+  'Conv_0/kernel')?"""
+  regex = re.compile(pattern)
+
+  def mask(params):
+    tree = jax.tree_util.tree_map_with_path(
+        lambda path, _: bool(regex.search(jax.tree_util.keystr(path, simple=True, separator='/'))),
+        params)
+    if not any(jax.tree_util.tree_leaves(tree)):
+      raise ConfigError(f'config.{key}: {pattern!r} matches no parameter')
+    return tree
+  return mask
+
+
+def _backbone_scale(config: ml_collections.ConfigDict,
+                    steps_per_epoch: int) -> optax.GradientTransformation:
+  """Updates of all but the head ('fc') x 0 while frozen, then x the backbone multiplier.
+
+  Applied to the optimiser's updates, so that a frozen backbone does not move at all (not even by
+  weight decay) while its optimiser state warms up.
+  """
+  frozen_steps = int(config.backbone_frozen_epochs * steps_per_epoch)
+  multiplier = config.backbone_learning_rate_multiplier
+  gate = lambda step: jnp.where(step < frozen_steps, 0.0, multiplier)
+
+  def backbone(params):
+    if 'fc' not in params:
+      raise ConfigError('config.backbone_*: the model has no classifier head named fc')
+    return {name: jax.tree.map(lambda _, trained=name != 'fc': trained, tree)
+            for name, tree in params.items()}
+  return optax.masked(optax.scale_by_schedule(gate), backbone)
+
+
+class LookaheadState(NamedTuple):
+  inner: optax.OptState
+  slow: optax.Params  # the slow weights
+  count: jax.Array
+
+
+def lookahead(inner: optax.GradientTransformation, every: int, final_decay: float,
+              total_steps: int) -> optax.GradientTransformationExtraArgs:
+  """airbench's lookahead: every `every` steps the weights become decay x slow + (1 - decay) x fast.
+
+  The decay grows as training progress cubed, from 0 to `final_decay`, so it only averages late
+  in training, and the last step lands on the slow weights. optax.lookahead would do the syncing
+  but keeps both copies in the params themselves (LookaheadParams), changing their structure for
+  the model, checkpoints and weight loading; here the slow copy lives in the optimiser state.
+  """
+  inner = optax.with_extra_args_support(inner)
+
+  def init(params):
+    return LookaheadState(inner.init(params), jax.tree.map(jnp.copy, params),
+                          jnp.zeros([], jnp.int32))
+
+  def update(updates, state, params=None, **extra_args):
+    updates, inner_state = inner.update(updates, state.inner, params, **extra_args)
+    count = state.count + 1
+    last = count >= total_steps
+    sync = (count % every == 0) | last
+    decay = jnp.where(last, 1.0, final_decay * (count / total_steps) ** 3)
+    fast = optax.apply_updates(params, updates)
+    slow = jax.tree.map(lambda s, f: jnp.where(sync, decay * s + (1 - decay) * f, s),
+                        state.slow, fast)
+    new_params = jax.tree.map(lambda s, f: jnp.where(sync, s, f), slow, fast)
+    updates = jax.tree.map(lambda n, p: n - p, new_params, params)
+    return updates, LookaheadState(inner_state, slow, count)
+
+  return optax.GradientTransformationExtraArgs(init, update)
+
+
+def _is_convolution_kernel(path, leaf) -> bool:
+  return jax.tree_util.keystr(path[-1:], simple=True) == 'kernel' and leaf.ndim == 4
+
+
+def _normalised() -> optax.GradientTransformation:
+  """Updates that also rescale each weight to a Frobenius norm of sqrt(outputs).
+
+  airbench's Muon keeps its convolution filters at a fixed norm: before BatchNorm, their scale
+  only sets the effective step size, which the learning rate then controls alone (without it the
+  weights grow and their steps shrink). No optax transform rescales the parameters themselves.
+  """
+  def update(updates, state, params):
+    def rescaled(u, p):
+      target = jnp.sqrt(p.shape[-1]) / (jnp.linalg.norm(p) + 1e-12)
+      return u + (target - 1) * p
+    return jax.tree.map(rescaled, updates, params), state
+  return optax.GradientTransformation(optax.init_empty_state, update)
+
+
+def _muon(config: ml_collections.ConfigDict,
+          schedule: schedules.Schedule) -> optax.GradientTransformation:
+  """Muon (Jordan, 2024) for the convolution kernels, as airbench94_muon: Nesterov momentum,
+  orthogonalised by Newton-Schulz over (height x width x inputs, outputs), on weights kept at a
+  fixed norm (else decayed as optax.contrib.muon does); at muon_learning_rate x the schedule's
+  shape. Everything else: SGD as 'sgd'."""
+  muon_schedule = lambda step: schedule(step) * (config.muon_learning_rate / config.learning_rate)
+  dimensions = optax.contrib.MuonDimensionNumbers(reduction_axis=(0, 1, 2), output_axis=3)
+  # Three Newton-Schulz steps, not optax's five, as airbench94_muon: they even out the smallest
+  # singular values less, which trains as well, and on a CPU the fourth and fifth cost several
+  # percent of a step.
+  kernels = [optax.contrib.scale_by_muon(
+      beta=config.muon_momentum, nesterov=True, ns_steps=3,
+      weight_dimension_numbers=lambda tree: jax.tree.map(lambda _: dimensions, tree))]
+  if config.weight_decay and not config.muon_normalise:
+    kernels.append(optax.add_decayed_weights(config.weight_decay))
+  kernels.append(optax.scale_by_learning_rate(muon_schedule))
+  if config.muon_normalise:
+    # The weights normalised, then the step (as airbench): one update brings both.
+    kernels.append(_normalised())
+  labels = lambda params: jax.tree_util.tree_map_with_path(
+      lambda path, leaf: 'muon' if _is_convolution_kernel(path, leaf) else 'rest', params)
+  return optax.multi_transform({'muon': optax.chain(*kernels), 'rest': _sgd(config, schedule)},
+                               labels)
+
+
+def _sgd(config: ml_collections.ConfigDict,
+         schedule: schedules.Schedule) -> optax.GradientTransformation:
+  parts = []
+  if config.weight_decay:
+    parts.append(optax.add_decayed_weights(config.weight_decay, mask=_decay_mask))
+  parts.append(optax.sgd(schedule, momentum=config.momentum or None, nesterov=config.nesterov))
+  return optax.chain(*parts)
+
+
+def create_optimizer(
+    config: ml_collections.ConfigDict, total_steps: int,
+    steps_per_epoch: int) -> tuple[optax.GradientTransformationExtraArgs, schedules.Schedule]:
+  """The optimiser (its update takes `value=loss` for reduce_on_plateau) and its base schedule."""
+  schedule = schedules.SCHEDULES[config.schedule](config, total_steps, steps_per_epoch)
+  parts = []
+  if config.grad_clip_norm:
+    parts.append(optax.clip_by_global_norm(config.grad_clip_norm))
+  if config.optimizer == 'adamw':
+    parts.append(optax.adamw(schedule, weight_decay=config.weight_decay, mask=_decay_mask))
+  elif config.optimizer == 'sgd':
+    parts.append(_sgd(config, schedule))
+  elif config.optimizer == 'muon':
+    parts.append(_muon(config, schedule))
+  else:
+    if config.weight_decay:
+      parts.append(optax.add_decayed_weights(config.weight_decay, mask=_decay_mask))
+    parts.append(optax.adam(schedule))
+  if config.schedule == 'reduce_on_plateau':
+    parts.append(optax.contrib.reduce_on_plateau(
+        factor=config.plateau_factor, patience=config.plateau_patience,
+        accumulation_size=steps_per_epoch))
+  if config.backbone_frozen_epochs or config.backbone_learning_rate_multiplier != 1:
+    parts.append(_backbone_scale(config, steps_per_epoch))
+  for pattern, multiplier in config.learning_rate_multipliers:
+    parts.append(optax.masked(optax.scale(multiplier),
+                              _matching(pattern, 'learning_rate_multipliers')))
+  tx = optax.chain(*parts)
+  if config.frozen_params:
+    # Frozen parameters get no update at all (and so no weight decay); XLA then drops their
+    # gradients.
+    frozen = _matching(config.frozen_params, 'frozen_params')
+    tx = optax.multi_transform({False: tx, True: optax.set_to_zero()}, frozen)
+  if config.lookahead_every:
+    tx = lookahead(tx, config.lookahead_every, config.lookahead_decay, total_steps)
+  return tx, schedule
+
+
+def plateau_scale(opt_state) -> float:
+  """The factor reduce_on_plateau applies now (1 without it)."""
+  is_plateau = lambda x: isinstance(x, optax.contrib.ReduceLROnPlateauState)
+  states = [x for x in jax.tree_util.tree_leaves(opt_state, is_leaf=is_plateau) if is_plateau(x)]
+  return states[0].scale if states else 1.0

@@ -1,0 +1,51 @@
+"""Learning-rate schedules by name (optax)."""
+
+from collections.abc import Callable
+
+import ml_collections
+import optax
+
+Schedule = Callable[[int], float]
+
+
+def _warmup_cosine(config: ml_collections.ConfigDict, total_steps: int,
+                   steps_per_epoch: int) -> Schedule:
+  warmup = min(int(config.warmup_epochs * steps_per_epoch), total_steps - 1)
+  return optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, warmup, total_steps)
+
+
+def _one_cycle(config: ml_collections.ConfigDict, total_steps: int,
+               steps_per_epoch: int) -> Schedule:
+  return optax.cosine_onecycle_schedule(total_steps, config.learning_rate)
+
+
+def _piecewise_constant(config: ml_collections.ConfigDict, total_steps: int,
+                        steps_per_epoch: int) -> Schedule:
+  boundaries = {int(f * total_steps): config.piecewise_scale for f in config.piecewise_boundaries}
+  return optax.piecewise_constant_schedule(config.learning_rate, boundaries)
+
+
+def _triangular(config: ml_collections.ConfigDict, total_steps: int,
+                steps_per_epoch: int) -> Schedule:
+  """Linear from start x peak up to the peak at warmup_epochs, then linear to end x peak."""
+  warmup = min(max(int(config.warmup_epochs * steps_per_epoch), 1), total_steps - 1)
+  peak = config.learning_rate
+  return optax.join_schedules([
+      optax.linear_schedule(config.triangular_start * peak, peak, warmup),
+      optax.linear_schedule(peak, config.triangular_end * peak, total_steps - warmup)], [warmup])
+
+
+def _constant(config: ml_collections.ConfigDict, total_steps: int,
+              steps_per_epoch: int) -> Schedule:
+  return optax.constant_schedule(config.learning_rate)
+
+
+SCHEDULES = {
+    'constant': _constant,
+    'warmup_cosine': _warmup_cosine,
+    'one_cycle': _one_cycle,
+    'triangular': _triangular,
+    'piecewise_constant': _piecewise_constant,
+    # The base rate is constant; optax.contrib.reduce_on_plateau scales the updates.
+    'reduce_on_plateau': _constant,
+}

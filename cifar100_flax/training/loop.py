@@ -1,0 +1,335 @@
+"""The training loop: resume, the jitted steps of states.py, periodic validation, early stopping,
+checkpoints, and a clean stop on Ctrl-C or SIGTERM."""
+
+import dataclasses
+import pathlib
+import signal
+import threading
+import time
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+from flax.training import early_stopping
+
+from cifar100_flax import console, files, hardware
+from cifar100_flax.config import checks, loading
+from cifar100_flax.data import cifar100, preprocessing
+from cifar100_flax.errors import TrainingDivergedError
+from cifar100_flax.models import pretrained
+from cifar100_flax.optim import optimizers, schedules
+from cifar100_flax.training import (
+  checkpoints,
+  flops,
+  processes,
+  recalibration,
+  sharding,
+  states,
+  steps,
+  writers,
+)
+
+
+@dataclasses.dataclass
+class Progress:
+  """The loop's state beside the train state, saved with every checkpoint as JSON."""
+  stopper: early_stopping.EarlyStopping
+  train_seconds: float = 0.0  # in the training loop, over every session
+  total_steps: int = 0
+  train_flops: float | None = 0.0  # None: the backend did not count a step's FLOPs
+  best_step: int | None = None
+  best_metric: float | None = None
+  best_metric_name: str | None = None
+  # What the saved BatchNorm statistics were recalibrated on (recalibration_record), if they were.
+  recalibration: dict | None = None
+
+  def to_json(self) -> dict:
+    saved = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != 'stopper'}
+    return {**saved, 'early_stopping': dataclasses.asdict(self.stopper)}
+
+  @classmethod
+  def from_json(cls, saved: dict, config: ml_collections.ConfigDict) -> 'Progress':
+    known = {f.name for f in dataclasses.fields(cls)}
+    fields = {k: v for k, v in saved.items() if k in known}
+    return cls(stopper=_early_stopper(config, saved.get('early_stopping')), **fields)
+
+
+def _early_stopper(config: ml_collections.ConfigDict,
+                   saved: dict | None = None) -> early_stopping.EarlyStopping:
+  # flax's EarlyStopping minimises, so metrics to maximise are negated on the way in; and it stops
+  # at the (patience + 1)-th evaluation without improvement, so it gets patience - 1.
+  patience = config.early_stopping_patience - 1 if config.early_stopping_patience else 2**31
+  stopper = early_stopping.EarlyStopping(min_delta=config.early_stopping_min_delta,
+                                         patience=patience)
+  return stopper.replace(**saved) if saved else stopper
+
+
+def _signed(config: ml_collections.ConfigDict, value: float) -> float:
+  mode = checks.EARLY_STOPPING_METRICS[config.early_stopping_metric]
+  return -value if mode == 'max' else value
+
+
+def _with_pretrained(state: states.TrainState,
+                     config: ml_collections.ConfigDict) -> states.TrainState:
+  """`state` with config.pretrained's weights for everything but the classifier head ('fc')."""
+  if not config.pretrained:
+    return state
+  variables = pretrained.fit_to_model(
+      pretrained.load(config.pretrained, config.model),
+      {'params': state.params, 'batch_stats': state.batch_stats}, keep=('fc',))
+  logging.info('Initialised from %s (all but the head).', config.pretrained)
+  return state.with_variables(variables['params'], variables['batch_stats'])
+
+
+def _check_finite(values: dict, step: int) -> None:
+  bad = {k: v for k, v in values.items() if not np.isfinite(v)}
+  if bad:
+    raise TrainingDivergedError(
+        f'training diverged at step {step}: {bad}. The last good checkpoint is kept; lower '
+        f'config.learning_rate or set config.grad_clip_norm, then resume or start a new workdir.')
+
+
+class _StopRequests:
+  """Turns Ctrl-C and SIGTERM (a cluster's preemption) into a flag read between steps.
+
+  A KeyboardInterrupt raised inside a step could leave the state's buffers donated and unsaveable;
+  with the flag, the loop finishes the step, saves a checkpoint and then stops. Several processes
+  agree on it every POLL_STEPS steps (a signal may reach one of them only), so that all save the
+  same step and stop together.
+  """
+  POLL_STEPS = 10
+
+  def __init__(self):
+    self.requested = False
+    self._previous = {}
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      for sig in (signal.SIGINT, signal.SIGTERM):
+        self._previous[sig] = signal.signal(sig, self._request)
+    return self
+
+  def _request(self, signum, frame):
+    if self.requested:  # A second Ctrl-C means: stop now, without saving.
+      raise KeyboardInterrupt
+    console.say(f'\nsignal {signum}: stopping after this step (again to stop at once)')
+    self.requested = True
+
+  def agreed(self, step: int) -> bool:
+    """Whether to stop after `step`: this process's request, or, of several, any one's."""
+    if jax.process_count() == 1:
+      return self.requested
+    return step % self.POLL_STEPS == 0 and self.agreed_now()
+
+  def agreed_now(self) -> bool:
+    """Whether any process was asked to stop (every process must call this at the same point)."""
+    return processes.any_process(self.requested)
+
+  def stop_if_agreed(self, step: int) -> None:
+    """Raises KeyboardInterrupt if a stop was asked for before training step `step` + 1, which
+    leaves nothing new to save (outside the loop, e.g. while loading or compiling)."""
+    if self.agreed_now():
+      raise KeyboardInterrupt(f'stopped before training step {step + 1}, with nothing new to '
+                              f'save; run the same command to {"resume" if step else "start"}')
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+
+def _image_size_at(config: ml_collections.ConfigDict, steps_per_epoch: int, step: int) -> int:
+  """The side of training step `step` + 1's images (0: CIFAR's own)."""
+  return preprocessing.train_image_size(config, step / steps_per_epoch)
+
+
+@dataclasses.dataclass
+class _Run:
+  """What one session of training holds: the data, where results go and its clock."""
+  config: ml_collections.ConfigDict
+  splits: dict
+  mesh: Any
+  checkpointer: checkpoints.Checkpointer
+  writer: Any
+  steps_per_epoch: int
+  total_steps: int
+  step_flops: dict  # a step's FLOPs (None: not counted yet), by the side of its images
+  resumed_seconds: float  # spent training in earlier sessions
+  started: float = dataclasses.field(default_factory=time.time)
+
+  def image_size_at(self, step: int) -> int:
+    return _image_size_at(self.config, self.steps_per_epoch, step)
+
+  def flops_until(self, step: int) -> float | None:
+    """The FLOPs of steps 1 to `step`; None if a step's are unknown."""
+    counts = [self.step_flops[self.image_size_at(k)] for k in range(step)]
+    return None if None in counts else sum(counts)
+
+  def count_compiled(self, size: int, compiled: jax.stages.Compiled) -> None:
+    """Counts the FLOPs of the step for `size`-pixel images from its executable, if the lowered
+    step had no count (accelerators' backends count only compiled code)."""
+    if self.step_flops[size] is None:
+      self.step_flops[size] = flops.compiled_flops(compiled)
+
+  def validate(self, jitted_eval_step, state: states.TrainState, progress: Progress) -> Progress:
+    """Progress after evaluating the validation split at the state's step."""
+    config, step = self.config, int(state.step)
+    val, _ = steps.evaluate_split(jitted_eval_step, states.evaluated_model(state),
+                                  self.splits['validation'], config.eval_batch_size, self.mesh,
+                                  'validation')
+    val = {f'val_{k}': v for k, v in val.items()}
+    _check_finite(val, step)
+    stopper = progress.stopper.update(_signed(config, val[config.early_stopping_metric]))
+    self.writer.write_scalars(step, {**val, 'epoch': step / self.steps_per_epoch})
+    console.say(f'validation at step {step}: '
+                + '  '.join(f'{k[4:]} {v:.4f}' for k, v in val.items())
+                + ('  (best so far)' if stopper.has_improved else ''))
+    if not stopper.has_improved:
+      return dataclasses.replace(progress, stopper=stopper)
+    return dataclasses.replace(progress, stopper=stopper, best_step=step,
+                               best_metric=val[config.early_stopping_metric],
+                               best_metric_name=config.early_stopping_metric)
+
+  def recalibrated(self, state: states.TrainState, progress: Progress
+                   ) -> tuple[states.TrainState, Progress]:
+    """With config.recalibration_images, the state whose evaluated model has recalibrated
+    BatchNorm statistics (harmless to training, which normalises by each batch's own)."""
+    config = self.config
+    if not config.recalibration_images:
+      return state, progress
+    model = recalibration.recalibrate(states.evaluated_model(state),
+                                      self.splits['train'].images[:config.recalibration_images],
+                                      config, self.mesh)
+    state = sharding.replicate(states.with_evaluated_batch_stats(state, model.batch_stats),
+                               self.mesh)
+    return state, dataclasses.replace(progress,
+                                      recalibration=recalibration.record(config))
+
+  def save(self, state: states.TrainState, progress: Progress, is_best: bool) -> Progress:
+    """Progress with the time and FLOPs spent so far, saved with `state`."""
+    step = int(state.step)
+    progress = dataclasses.replace(
+        progress, train_flops=self.flops_until(step),
+        train_seconds=self.resumed_seconds + time.time() - self.started)
+    self.checkpointer.save(state, progress.to_json(), is_best)
+    return progress
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains (or resumes) in `workdir`; returns the final progress record.
+
+  Raises KeyboardInterrupt after saving a checkpoint if stopped by Ctrl-C or SIGTERM. A workdir
+  that cannot be written, or holds a run of another config, is refused before anything is read
+  or written.
+  """
+  checks.validate(config)
+  files.writable_folder(workdir, 'the workdir')
+  loading.check_resumable(config, workdir)
+  with _StopRequests() as stop:  # From here on a signal is a clean stop.
+    return _train(config, workdir, stop)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str, stop: _StopRequests) -> dict:
+  model = states.create_model(config)
+  mesh = sharding.create_mesh()
+  with console.phase(f'loading {config.dataset}'):
+    splits = cifar100.source(config).load_splits(config)
+  steps_per_epoch = cifar100.steps_per_epoch(len(splits['train']), config.batch_size)
+  total_steps = config.num_epochs * steps_per_epoch
+  state, schedule = states.create_train_state(
+      config, steps_per_epoch, splits['train'].images[:config.init_sample_size], model)
+  with checkpoints.Checkpointer(workdir, config.checkpoint_keep) as checkpointer:
+    restored = checkpointer.restore_latest(state)
+    if restored:
+      state, progress = restored[0], Progress.from_json(restored[1], config)
+      console.say(f'resuming from step {int(state.step)} of {total_steps}')
+    else:
+      state, progress = _with_pretrained(state, config), Progress(stopper=_early_stopper(config))
+    if jax.process_index() == 0:  # For --mode report and ensembles, which need no --config.
+      files.write_text(pathlib.Path(workdir) / 'config.json', config.to_json_best_effort(indent=1))
+    state = sharding.replicate(state, mesh)
+    with console.phase('counting the training step\'s FLOPs'):
+      sizes = {_image_size_at(config, steps_per_epoch, k) for k in range(total_steps)}
+      step_flops = {size: flops.flops_per_step(config, state, config.batch_size, size)
+                    for size in sizes}
+    writer = writers.create_writer(workdir, int(state.step),
+                                   tensorboard=config.dataset != 'synthetic')
+    run = _Run(config, splits, mesh, checkpointer, writer, steps_per_epoch, total_steps,
+               step_flops, progress.train_seconds)
+    total_flops = run.flops_until(total_steps)
+    per_image = ('' if total_flops is None else
+                 f', {total_flops / total_steps / config.batch_size:.3g} training FLOPs per image')
+    console.say(f'{config.model} ({sum(x.size for x in jax.tree.leaves(state.params)):,} '
+                f'parameters, {model.layers.name}{per_image}) on {jax.device_count()} '
+                f'{jax.default_backend()} device(s): {total_steps} steps of {config.batch_size} '
+                f'images, {steps_per_epoch} an epoch')
+    try:
+      progress = _loop(run, state, dataclasses.replace(progress, total_steps=total_steps),
+                       schedule, stop)
+    finally:
+      writer.close()
+  return progress.to_json()
+
+
+def _logs_at(step: int, every: int, total_steps: int, since: int = 0) -> bool:
+  """Whether `step` ends a log period that began after step `since`: every `every` steps, and
+  the last; a period shorter than every / 2 steps (the first after resuming, or one that would
+  leave so few to the last) joins the next, so that no logged point averages a few steps only."""
+  return step == total_steps or (step % every == 0 and step - since >= every / 2
+                                 and total_steps - step >= every / 2)
+
+
+def _loop(run: _Run, state: states.TrainState, progress: Progress, schedule: schedules.Schedule,
+          stop: _StopRequests) -> Progress:
+  config, step = run.config, int(state.step)
+  logged = step
+  batches = cifar100.source(config).train_batches(
+      run.splits['train'], config.batch_size, config.shuffle_seed, step, jax.process_index(),
+      jax.process_count())
+  batches = (sharding.shard_batch(batch, run.mesh) for batch in batches)
+  jitted_eval_step = steps.jit_eval_step(config)
+  eval_every = config.eval_every_steps or run.steps_per_epoch
+  line = console.TrainingLine(run.total_steps, run.steps_per_epoch, config.batch_size,
+                             hardware.peak_flops_per_device(config.dtype))
+  train_metrics, stopping = None, False
+  train_steps = {}  # compiled, by image side
+  stop.stop_if_agreed(step)  # asked while loading, restoring or counting
+  while step < run.total_steps and not progress.stopper.should_stop and not stopping:
+    batch = next(batches)
+    size = run.image_size_at(step)
+    if size not in train_steps:
+      with console.phase('compiling the training step'
+                         + (f' for {size}-pixel images' if config.image_size_schedule else '')):
+        train_steps[size] = steps.jit_train_step(config, run.mesh, size).lower(
+            state, batch).compile()
+      run.count_compiled(size, train_steps[size])
+      stop.stop_if_agreed(step)
+    state, step_metrics = train_steps[size](state, batch)
+    step += 1
+    line.first_step_done(step)
+    train_metrics = step_metrics if train_metrics is None else train_metrics.merge(step_metrics)
+    if _logs_at(step, config.log_every_steps, run.total_steps, logged):
+      scalars = {f'train_{k}': float(v) for k, v in train_metrics.compute().items()}
+      _check_finite(scalars, step)
+      scalars['learning_rate'] = float(schedule(step - 1)
+                                       * optimizers.plateau_scale(state.opt_state))
+      run.writer.write_scalars(step, scalars)
+      console.say(line.format(step, scalars, run.step_flops[size]))
+      train_metrics, logged = None, step
+    if step % eval_every == 0 or step == run.total_steps:
+      state, progress = run.recalibrated(state, progress)
+      if len(run.splits['validation']):
+        progress = run.validate(jitted_eval_step, state, progress)
+        progress = run.save(state, progress, is_best=progress.stopper.has_improved)
+      else:  # Every training image is trained on: the newest model is the one to evaluate.
+        run.writer.write_scalars(step, {'epoch': step / run.steps_per_epoch})
+        progress = run.save(state, dataclasses.replace(progress, best_step=step), is_best=True)
+    stopping = stop.agreed(step)
+  if stopping:
+    run.save(state, progress, is_best=False)
+    raise KeyboardInterrupt(f'stopped at step {step}, saved; run the same command to resume')
+  if progress.stopper.should_stop:
+    console.say(f'early stopping at step {step}: no {config.early_stopping_metric} improvement '
+                f'in {config.early_stopping_patience} evaluations')
+  return progress
