@@ -1,17 +1,13 @@
-"""Fixtures: mock CIFAR-100 and a tiny model trained on it (helpers.py has what they share)."""
+"""Fixtures: mock CIFAR-100 and a tiny model trained on it (helpers.py has what they share).
+Nothing heavy is imported here: each test imports what it uses."""
 
 import os
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
-
 import pytest
-import tensorflow as tf
 
-from cifar100_flax.evaluation import evaluate
-from cifar100_flax.training import loop
 from tests.helpers import mocked_cifar, tiny_config
 
-tf.config.set_visible_devices([], 'GPU')
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
 
 @pytest.fixture
@@ -23,6 +19,8 @@ def mock_cifar(monkeypatch):
 @pytest.fixture(scope='session')
 def trained(tmp_path_factory):
   """A tiny model trained on mock data, and its evaluation."""
+  from cifar100_flax.evaluation import evaluate
+  from cifar100_flax.training import loop
   workdir = tmp_path_factory.mktemp('run')
   with pytest.MonkeyPatch.context() as patch, mocked_cifar(patch):
     loop.train_and_evaluate(tiny_config(), str(workdir))

@@ -9,10 +9,7 @@ import subprocess
 import sys
 
 import pytest
-import tensorflow_datasets as tfds
 
-from cifar100_flax.cpu import onednn
-from cifar100_flax.data import tfds_pipeline
 from tests.tiny_config import get_config as tiny_config  # noqa: F401  (shared from here)
 
 MOCK_EXAMPLES = 200  # per split; the validation carve-out comes out of the training split
@@ -22,6 +19,11 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 @contextlib.contextmanager
 def mocked_cifar(monkeypatch: pytest.MonkeyPatch):
   """Deterministic random CIFAR-100-shaped data; 'downloading' it is a no-op."""
+  # Imported here, as each helper imports what it patches: conftest imports this module, and a
+  # test that needs no TensorFlow should not pay for importing it.
+  import tensorflow_datasets as tfds
+
+  from cifar100_flax.data import tfds_pipeline
   monkeypatch.setattr(tfds_pipeline, '_why_offline', lambda: None)
   # tfds records the real split sizes, of which mock data has only MOCK_EXAMPLES.
   monkeypatch.setattr(tfds_pipeline, 'expected_examples', lambda builder, split: None)
@@ -32,6 +34,7 @@ def mocked_cifar(monkeypatch: pytest.MonkeyPatch):
 def without_a_compiler(monkeypatch: pytest.MonkeyPatch, cache: pathlib.Path) -> None:
   """From now on the oneDNN extension fails to build (into an empty `cache`), as on a machine
   without a C++ compiler; what this process had built is forgotten until the test ends."""
+  from cifar100_flax.cpu import onednn
   monkeypatch.setenv('CXX', 'false')  # a "compiler" that always fails
   monkeypatch.setenv('CIFAR100_FLAX_CACHE', str(cache))
   for cached in (onednn._register, onednn.available):
@@ -40,6 +43,7 @@ def without_a_compiler(monkeypatch: pytest.MonkeyPatch, cache: pathlib.Path) -> 
 
 def stop_after(monkeypatch: pytest.MonkeyPatch, count: int, stop: str = 'ctrl-c') -> None:
   """Crashes, or sends this process SIGINT (Ctrl-C), while fetching batch `count`."""
+  from cifar100_flax.data import tfds_pipeline
   real = tfds_pipeline.train_batches
 
   def batches(*args, **kwargs):
@@ -50,6 +54,22 @@ def stop_after(monkeypatch: pytest.MonkeyPatch, count: int, stop: str = 'ctrl-c'
         os.kill(os.getpid(), signal.SIGINT)
       yield batch
   monkeypatch.setattr(tfds_pipeline, 'train_batches', batches)
+
+
+def saved_steps(workdir: pathlib.Path) -> list[int]:
+  """The steps of the checkpoints in `workdir`, oldest first."""
+  folder = pathlib.Path(workdir) / 'checkpoints'
+  if not folder.is_dir():
+    return []
+  return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit())
+
+
+def best_step(workdir: pathlib.Path) -> int | None:
+  """The step of the checkpoint marked best (Orbax's metrics of each step), if any."""
+  import json
+  marked = [json.loads((pathlib.Path(workdir) / 'checkpoints' / str(step) / 'metrics' / 'metrics'
+                        ).read_text())['best'] for step in saved_steps(workdir)]
+  return max(marked) if marked and max(marked) >= 0 else None
 
 
 def run_main(*args: str) -> subprocess.CompletedProcess:

@@ -53,9 +53,9 @@ def check_arguments(top_k: int, output: str) -> None:
 
 def predict(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str],
             patterns: Sequence[str], output: str, top_k: int = 5) -> list[image_files.Failure]:
-  """Classifies the images `patterns` name (see image_files.find), prints a table and writes `output`
-  (.csv or .json). Returns the paths that could not be read, each already reported in one line;
-  raises UsageError if none could."""
+  """Classifies the images `patterns` name (see image_files.find), prints a table and writes
+  `output` (.csv or .json). Returns the paths that could not be read, each already reported in
+  one line; raises UsageError if none could."""
   check_arguments(top_k, output)
   paths, failures = image_files.find(patterns)
   read_paths, pictures, unreadable = image_files.read_all(paths)

@@ -1,4 +1,10 @@
-"""Model registry: a config's `model` name -> a Flax module taking (images, train)."""
+"""The models: this registry (a config's `model` name -> a Flax module taking (images, train)),
+one module per family (cnn, airbench, resnet, efficientnet, vit), the layers they are built from
+(`layer_set`: Flax's own, or the CPU path's) and ImageNet weights converted to their variables
+(`pretrained`).
+
+Imports: Flax, `cpu` (the CPU path's layers) and the base modules; nothing of data or training.
+"""
 
 import dataclasses
 import math

@@ -1,28 +1,45 @@
-"""Orbax checkpoints: the latest N for resuming and, apart, the best by the validation metric.
+"""Orbax checkpoints: one CheckpointManager under `workdir/checkpoints/<step>`, which keeps the
+newest N (for resuming) and the best (for evaluation).
 
-Two managers rather than one with `best_fn`: a single manager ranking by metric may delete the
-newest checkpoint (orbax#526), and resuming needs the newest. Each checkpoint holds the train state
-(params, batch statistics, optimiser state, step, RNG) and a JSON `progress` record (early stopping,
-best metric, wall time). Orbax writes to a temporary folder and renames it when complete, so a run
-killed mid-save leaves the previous checkpoint intact. Resume reads `latest` whole; evaluation
-reads only the parameters, batch statistics and step of `best` (or of `latest` if no evaluation
-has happened yet), so that a change to an optimiser-only key does not stop a run evaluating.
+Each save is written once, with Orbax's metric `best`: the step itself where the early stopper
+marked an improvement (or, without a validation split, the newest model), else -1. The
+preservation policy keeps `LatestN(keep)` and `BestN(1)` by that metric, so the best checkpoint
+is the newest improvement, as the training loop's `best_step` says, and never deleted while it
+is. A checkpoint holds the train state (params, batch statistics, optimiser state, step, RNG)
+and a JSON `progress` record (early stopping, best metric, wall time). Orbax writes to a
+temporary folder and renames it when complete, so a run killed mid-save leaves the previous
+checkpoint intact. Resume reads the newest whole; evaluation reads only the parameters, batch
+statistics and step of the best, so that a change to an optimiser-only key does not stop a run
+evaluating.
 
-A checkpoint that cannot be read (a damaged file) is passed over for the newest one that can,
-saying so; in training it is moved to `checkpoints/unreadable/`, kept but out of the way.
+A checkpoint whose files are recognised as damaged (metadata that does not parse, data that
+tensorstore reports lost or missing) is passed over for the newest one that can be read, saying
+so; in training it is moved to `checkpoints/unreadable/`, kept but out of the way. Any other
+error stops with the checkpoint untouched. Workdirs written before this layout
+(`checkpoints/latest/<step>`, `checkpoints/best/<step>`) are read as they are; a resumed one
+saves in the new layout from then on.
 """
 
+import json
 import pathlib
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
+from orbax.checkpoint import checkpoint_managers
 
 from cifar100_flax import console, files
 from cifar100_flax.errors import CheckpointError
 from cifar100_flax.training import sharding
+
+NOT_BEST = -1  # the `best` metric of a checkpoint that is not an improvement
+LEGACY = ('best', 'latest')  # the two managers' folders before one manager kept both
+# tensorstore's status codes (the start of its errors' messages) for bytes that cannot be decoded
+# or files that are gone: a damaged checkpoint, not a failure of this process.
+_DAMAGE_STATUS = ('DATA_LOSS', 'NOT_FOUND', 'OUT_OF_RANGE')
 
 
 def _first_line(error: BaseException, limit: int = 300) -> str:
@@ -30,12 +47,35 @@ def _first_line(error: BaseException, limit: int = 300) -> str:
   return f'{type(error).__name__}: {text[0][:limit] if text else ""}'
 
 
-def _check_fits(restored: Any, abstract: Any, path: pathlib.Path) -> None:
-  """Raises CheckpointError naming the arrays whose shapes differ from the model's (a partial
-  restore takes them as saved)."""
-  shapes = lambda tree: {jax.tree_util.keystr(path): tuple(leaf.shape) for path, leaf
-                         in jax.tree_util.tree_flatten_with_path(tree)[0]}
-  got, wanted = shapes(restored), shapes(abstract)
+def _chain(error: BaseException | None) -> Iterator[BaseException]:
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    yield error
+    error = error.__cause__ or error.__context__
+
+
+def is_damage(error: BaseException) -> bool:
+  """Whether `error` (or a cause of it) says a checkpoint's files are damaged: metadata that does
+  not parse, a file that is missing, or data tensorstore reports lost."""
+  for cause in _chain(error):
+    if isinstance(cause, (json.JSONDecodeError, UnicodeDecodeError, FileNotFoundError)):
+      return True
+    if isinstance(cause, ValueError) and str(cause).split(':', 1)[0] in _DAMAGE_STATUS:
+      return True
+  return False
+
+
+def _shapes(tree: Any) -> dict[str, tuple]:
+  # 'params/Conv_0/kernel' alike for a saved dict and a state's attributes.
+  return {jax.tree_util.keystr(path, simple=True, separator='/'): tuple(leaf.shape)
+          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0] if hasattr(leaf, 'shape')}
+
+
+def _check_fits(saved: Any, abstract: Any, path: pathlib.Path) -> None:
+  """Raises CheckpointError naming the arrays whose saved shapes differ from the model's (Orbax
+  restores an array of another shape without a word)."""
+  got, wanted = _shapes(saved), _shapes(abstract)
   differ = [f'{key} {got.get(key)} (the model has {shape})' for key, shape in wanted.items()
             if got.get(key) != shape]
   if differ:
@@ -43,6 +83,14 @@ def _check_fits(restored: Any, abstract: Any, path: pathlib.Path) -> None:
     raise CheckpointError(f'the checkpoint {path} was written for another model or config: '
                           f'{"; ".join(differ[:3])}{more}. Use the config that wrote it (its '
                           f'config.json), or a new --workdir.')
+
+
+def _saved_shapes(item: pathlib.Path) -> Any:
+  """The tree of a saved item's array metadata (shapes and dtypes), read without its data."""
+  metadata = ocp.PyTreeCheckpointer().metadata(item).item_metadata
+  if metadata is None:  # Orbax's answer where the metadata file does not parse
+    raise _Damaged(item.parent, ValueError(f'the metadata of {item} cannot be read'))
+  return metadata.tree
 
 
 def _abstract(template: Any) -> Any:
@@ -59,20 +107,29 @@ def _abstract(template: Any) -> Any:
   return jax.tree_util.tree_map(replicated, template)
 
 
-def _manager(directory: pathlib.Path, max_to_keep: int, read_only: bool) -> ocp.CheckpointManager:
-  # The managers' barriers between processes are named by step and phase only; without a prefix
-  # of their own, the two managers' (latest, best) meet each other's and deadlock.
-  processes = ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=directory.name)
-  options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=not read_only,
-                                         cleanup_tmp_directories=not read_only,
-                                         multiprocessing_options=processes)
-  manager = ocp.CheckpointManager(directory.absolute(), options=options)
-  # The manager removes unfinished saves of an earlier run in a thread it starts here and awaits
-  # only at its first save: a run that stops before that (a user error, Ctrl-C while starting)
-  # would exit with the thread still scheduling work, and print its traceback. Orbax has no public
-  # way to await it.
-  manager._maybe_await_cleanup_tmp_directory()
-  return manager
+def _best_metric(metrics: dict) -> float:
+  return metrics['best']
+
+
+def _manager(directory: pathlib.Path, keep: int, read_only: bool) -> ocp.CheckpointManager:
+  policy = checkpoint_managers.AnyPreservationPolicy([
+      checkpoint_managers.LatestN(keep),
+      checkpoint_managers.BestN(get_metric_fn=_best_metric, n=1,
+                                keep_checkpoints_without_metrics=False)])
+  # best_fn: Orbax writes a save's metrics, and finds the best step, only with one.
+  options = ocp.CheckpointManagerOptions(best_fn=_best_metric, preservation_policy=policy,
+                                         create=not read_only, read_only=read_only)
+  return ocp.CheckpointManager(directory.absolute(), options=options)
+
+
+def _remove_unfinished(directory: pathlib.Path) -> None:
+  """Removes the temporary folders of saves that never finished (a killed run): Orbax never reads
+  them, and they would hold their disk space for good."""
+  if jax.process_index() == 0 and directory.is_dir():
+    for unfinished in ocp.utils.tmp_checkpoints(directory):
+      shutil.rmtree(directory / unfinished, ignore_errors=True)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(f'unfinished checkpoints removed from {directory}')
 
 
 class Checkpointer:
@@ -82,8 +139,11 @@ class Checkpointer:
   def __init__(self, workdir: str, keep: int = 2, read_only: bool = False):
     self.directory = pathlib.Path(workdir) / 'checkpoints'
     try:
-      self.latest = _manager(self.directory / 'latest', keep, read_only)
-      self.best = _manager(self.directory / 'best', 1, read_only)
+      if not read_only:
+        _remove_unfinished(self.directory)
+      self.manager = _manager(self.directory, keep, read_only)
+      self.legacy = {name: _manager(self.directory / name, 1, read_only=True)
+                     for name in LEGACY if (self.directory / name).is_dir()}
     except OSError as e:
       raise CheckpointError(f'cannot open the checkpoints in {self.directory}: '
                             f'{files.OS_ERRORS.get(e.errno, _first_line(e))}') from e
@@ -114,75 +174,97 @@ class Checkpointer:
                             f'it.') from e
 
   def save(self, state: Any, progress: dict, is_best: bool) -> None:
+    """Saves `state` and `progress` at the state's step, once (a second call at the same step,
+    as at the end of a run that was just validated, keeps the first)."""
     step = int(jax.device_get(state.step))
-    managers = [self.latest, self.best] if is_best else [self.latest]
-    for manager in managers:
-      if manager.latest_step() != step:
-        self._writing(manager.save, step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), progress=ocp.args.JsonSave(progress)))
+    if self.manager.latest_step() != step:
+      self._writing(self.manager.save, step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), progress=ocp.args.JsonSave(progress)),
+                    metrics={'best': step if is_best else NOT_BEST})
 
   def _restore_step(self, manager: ocp.CheckpointManager, step: int,
-                    state_args: ocp.args.CheckpointArgs) -> tuple[Any, dict]:
+                    state_args: ocp.args.CheckpointArgs, abstract: Any) -> tuple[Any, dict]:
     path = manager.directory / str(step)
     try:
+      _check_fits(_saved_shapes(path / 'state'), abstract, path)
       restored = manager.restore(step, args=ocp.args.Composite(
           state=state_args, progress=ocp.args.JsonRestore()))
+    except (CheckpointError, _Damaged):
+      raise
     except Exception as e:  # orbax raises many types; say which kind of failure it is.
+      if is_damage(e):
+        raise _Damaged(path, e) from e
       os_error = files.known_os_error(e)
-      if os_error is not None:
-        why = files.OS_ERRORS[os_error.errno]
-      elif isinstance(e, (ValueError, KeyError, TypeError)) and 'shape' in str(e).lower():
-        why = ('it was written for another model or config. Use the config that wrote it '
-               '(its config.json), or a new --workdir')
-      else:
-        raise _Unreadable(path, e) from e
+      why = (files.OS_ERRORS[os_error.errno] if os_error is not None
+             else 'nothing was changed; --traceback shows the error whole')
       raise CheckpointError(f'cannot restore the checkpoint {path}: {why} ({_first_line(e)})'
                             ) from e
     return restored['state'], restored['progress']
 
   def _restore_newest_readable(self, manager: ocp.CheckpointManager,
-                               state_args: ocp.args.CheckpointArgs
+                               state_args: ocp.args.CheckpointArgs, abstract: Any,
+                               steps: list[int] | None = None
                                ) -> tuple[tuple[int, Any, dict] | None, list[int]]:
-    """(step, state, progress) of the newest checkpoint of `manager` that reads (None if it has
-    none), and the newer steps that did not read, each said. Raises CheckpointError if there are
-    checkpoints and none reads."""
-    unreadable, last_error = [], None
-    for step in sorted(manager.all_steps(), reverse=True):
+    """(step, state, progress) of the newest of `steps` (default: all of `manager`'s) that reads
+    (None if there are none), and the newer steps found damaged, each said. Raises
+    NoReadableCheckpoint if there are checkpoints and every one is damaged."""
+    damaged, last_error = [], None
+    for step in sorted(manager.all_steps() if steps is None else steps, reverse=True):
       try:
-        return (step, *self._restore_step(manager, step, state_args)), unreadable
-      except _Unreadable as e:
-        unreadable.append(step)
+        return (step, *self._restore_step(manager, step, state_args, abstract)), damaged
+      except _Damaged as e:
+        damaged.append(step)
         last_error = e
         console.say(f'checkpoint {step} of {manager.directory} cannot be read ({e.why}); '
                     f'trying the one before it')
-    if unreadable:
+    if damaged:
       raise NoReadableCheckpoint(
           f'no checkpoint in {manager.directory} can be read (steps '
-          f'{", ".join(map(str, unreadable))}): they are damaged or not checkpoints of this '
+          f'{", ".join(map(str, damaged))}): they are damaged or not checkpoints of this '
           f'project. Train in a new --workdir, or put back the files from a copy; nothing here '
           f'was changed.') from last_error
     return None, []
 
-  def _set_aside(self, manager: ocp.CheckpointManager, step: int) -> None:
-    """Moves checkpoint `step` to checkpoints/unreadable/, where orbax neither reads nor
+  def _set_aside(self, step: int) -> None:
+    """Moves damaged checkpoint `step` to checkpoints/unreadable/, where orbax neither reads nor
     deletes it, so that a new save of that step can take its place."""
     if jax.process_index() == 0:
-      aside = self.directory / 'unreadable' / f'{manager.directory.name}_{step}'
+      aside = self.directory / 'unreadable' / str(step)
       aside.parent.mkdir(exist_ok=True)
-      (manager.directory / str(step)).rename(aside)
+      shutil.rmtree(aside, ignore_errors=True)  # one set aside at this step before
+      (self.directory / str(step)).rename(aside)
       console.say(f'moved checkpoint {step} to {aside}')
     if jax.process_count() > 1:  # the others look again once it has moved
-      multihost_utils.sync_global_devices(f'set aside {manager.directory} {step}')
-    manager.reload()
+      multihost_utils.sync_global_devices(f'set aside {self.directory} {step}')
+    self.manager.reload()
 
   def restore_latest(self, template: Any) -> tuple[Any, dict] | None:
     """The newest readable checkpoint shaped like `template` (a whole train state), or None in a
-    fresh workdir; the unreadable ones after it are set aside."""
-    restored, unreadable = self._restore_newest_readable(
-        self.latest, ocp.args.StandardRestore(_abstract(template)))
-    for step in unreadable:
-      self._set_aside(self.latest, step)
+    fresh workdir; the damaged ones after it are set aside."""
+    abstract = _abstract(template)
+    args = ocp.args.StandardRestore(abstract)
+    restored, damaged = self._restore_newest_readable(self.manager, args, abstract)
+    for step in damaged:
+      self._set_aside(step)
+    if restored is None and 'latest' in self.legacy:  # a run of the two-folder layout
+      restored, _ = self._restore_newest_readable(self.legacy['latest'], args, abstract)
     return None if restored is None else restored[1:]
+
+  def _best(self) -> tuple[ocp.CheckpointManager, int] | None:
+    """The manager and step of the best checkpoint, if one is marked."""
+    step = self.manager.best_step()
+    if step is not None and self.manager.metrics(step)['best'] != NOT_BEST:
+      return self.manager, step
+    legacy = self.legacy.get('best')
+    if legacy is not None and legacy.latest_step() is not None:
+      return legacy, legacy.latest_step()
+    return None
+
+  def _newest(self) -> ocp.CheckpointManager:
+    """The manager that holds the newest checkpoints."""
+    if self.manager.latest_step() is None and 'latest' in self.legacy:
+      return self.legacy['latest']
+    return self.manager
 
   def restore_model(self, template: dict) -> tuple[dict, dict]:
     """The entries of `template` ({'params': ..., 'batch_stats': ..., 'step': ...}, arrays or
@@ -195,39 +277,38 @@ class Checkpointer:
     args = ocp.args.PyTreeRestore(
         item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
         partial_restore=True)
-    restored = None
-    if self.best.latest_step() is not None:
+    restored, best = None, self._best()
+    if best is not None:
+      manager, step = best
       try:
-        restored, _ = self._restore_newest_readable(self.best, args)
-        manager = self.best
+        restored, _ = self._restore_newest_readable(manager, args, abstract, [step])
       except NoReadableCheckpoint:
         console.say(f'the best checkpoint cannot be read: evaluating the newest readable one of '
-                    f'{self.latest.directory} instead')
+                    f'{self.directory} instead')
     if restored is None:
-      manager = self.latest
-      restored, _ = self._restore_newest_readable(self.latest, args)
+      manager = self._newest()
+      restored, _ = self._restore_newest_readable(manager, args, abstract)
     if restored is None:
       raise CheckpointError(f'no checkpoint in {self.directory}: train first with --mode train '
                             f'and the same --workdir')
     step, state, progress = restored
-    if manager is self.latest and progress.get('best_step') not in (None, step):
-      console.say(f'no best checkpoint in {self.best.directory} (the best was step '
-                  f'{progress["best_step"]}): evaluating step {step} of latest instead')
-    _check_fits(state, abstract, manager.directory / str(step))
+    if best is None and progress.get('best_step') not in (None, step):
+      console.say(f'no best checkpoint in {self.directory} (the best was step '
+                  f'{progress["best_step"]}): evaluating step {step} instead')
     return state, progress
 
   def close(self) -> None:
-    for manager in (self.latest, self.best):
+    for manager in (self.manager, *self.legacy.values()):
       self._writing(manager.wait_until_finished)
       manager.close()
 
 
 class NoReadableCheckpoint(CheckpointError):
-  """There are checkpoints, and none of them can be read."""
+  """There are checkpoints, and every one of them is damaged."""
 
 
-class _Unreadable(Exception):
-  """A checkpoint whose files cannot be read as one (damaged, truncated, foreign)."""
+class _Damaged(Exception):
+  """A checkpoint whose files are recognised as damaged (see `is_damage`)."""
 
   def __init__(self, path: pathlib.Path, error: BaseException):
     super().__init__(f'{path}: {_first_line(error)}')

@@ -18,7 +18,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from tests.helpers import REPO
+from tests.helpers import REPO, saved_steps
 
 TINY = ('--config=tests/tiny_config.py', '--config.conv_backend=xla', '--config.eval_every_steps=5')
 # What the interpreter prints when something was not shut down cleanly.
@@ -122,17 +122,14 @@ def copy_run(run: pathlib.Path, to: pathlib.Path) -> pathlib.Path:
   return to
 
 
-def steps_saved(workdir: pathlib.Path, manager: str = 'latest') -> list[int]:
-  folder = workdir / 'checkpoints' / manager
-  if not folder.is_dir():
-    return []
-  return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit())
+def steps_saved(workdir: pathlib.Path) -> list[int]:
+  return saved_steps(workdir)
 
 
 def saved_state(workdir: pathlib.Path, step: int | None = None) -> list[np.ndarray]:
   """Every array of the train state in `workdir`'s newest checkpoint (or that of `step`)."""
   step = step if step is not None else steps_saved(workdir)[-1]
-  restored = ocp.PyTreeCheckpointer().restore(workdir / 'checkpoints' / 'latest' / str(step)
+  restored = ocp.PyTreeCheckpointer().restore(workdir / 'checkpoints' / str(step)
                                               / 'state')
   import jax
   return [np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(restored)]

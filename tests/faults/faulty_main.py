@@ -25,7 +25,7 @@ def _signal_during_save(name: str, times: int) -> None:
   sig = getattr(signal, name)
 
   def save(manager, step, *args, **kwargs):
-    if step != SAVE_STEP or manager.directory.name != 'latest':
+    if step != SAVE_STEP:
       return real_save(manager, step, *args, **kwargs)
     if sig == signal.SIGKILL:  # mid-write: the asynchronous write has started, not finished
       saved = real_save(manager, step, *args, **kwargs)

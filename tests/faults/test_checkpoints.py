@@ -19,6 +19,7 @@ from tests.faults.battery import (
   mounted,
   steps_saved,
 )
+from tests.helpers import best_step
 
 
 def _resume(run, *flags):
@@ -30,7 +31,7 @@ def _resume(run, *flags):
 
 def _forget_the_last_steps(run):
   """`run` as if stopped at step 15 of its 20."""
-  shutil.rmtree(run / 'checkpoints' / 'latest' / '20')
+  shutil.rmtree(run / 'checkpoints' / '20')
   return run
 
 
@@ -46,17 +47,17 @@ def _damage(checkpoint, how):
 
 @pytest.mark.parametrize('how', ['truncated', 'random'])
 def test_a_damaged_newest_checkpoint_falls_back_to_the_previous(run, trained_run, how):
-  _damage(run / 'checkpoints' / 'latest' / '20', how)  # issue 25, 6
+  _damage(run / 'checkpoints' / '20', how)  # issue 25, 6
   outcome = _resume(run)
   assert_success(outcome)
   assert 'resuming from step 15' in outcome.out and 'checkpoint 20' in outcome.out
   assert_same_state(run, trained_run)
-  assert (run / 'checkpoints' / 'unreadable' / 'latest_20').is_dir(), 'the damaged one was lost'
+  assert (run / 'checkpoints' / 'unreadable' / '20').is_dir(), 'the damaged one was lost'
 
 
 def test_every_checkpoint_damaged_stops_and_keeps_them(run):  # issue 25, 6
   for step in steps_saved(run):
-    _damage(run / 'checkpoints' / 'latest' / str(step), 'random')
+    _damage(run / 'checkpoints' / str(step), 'random')
   before = fingerprint(run)
   line = assert_user_error(_resume(run), 'can be read', 'new --workdir')
   assert 'Traceback' not in line
@@ -64,23 +65,22 @@ def test_every_checkpoint_damaged_stops_and_keeps_them(run):  # issue 25, 6
 
 
 def test_a_damaged_best_checkpoint_is_evaluated_from_latest_saying_so(run):  # issue 25, 6
-  best = steps_saved(run, 'best')[-1]
-  _damage(run / 'checkpoints' / 'best' / str(best), 'random')
+  _damage(run / 'checkpoints' / str(best_step(run)), 'random')
   outcome = main_py('--mode=eval', f'--workdir={run}')
   assert_success(outcome)
   assert 'best' in outcome.out and 'instead' in outcome.out
 
 
-def test_a_deleted_best_folder_is_evaluated_from_latest_saying_so(run):
-  shutil.rmtree(run / 'checkpoints' / 'best')
+def test_a_deleted_best_checkpoint_is_evaluated_from_the_newest_saying_so(run):
+  shutil.rmtree(run / 'checkpoints' / str(best_step(run)))
   outcome = main_py('--mode=eval', f'--workdir={run}')
   assert_success(outcome)
   assert 'no best checkpoint' in outcome.out
 
 
 def test_a_stale_temporary_folder_is_ignored(run, trained_run):
-  stale = run / 'checkpoints' / 'latest' / '20.orbax-checkpoint-tmp-1234567'
-  shutil.move(run / 'checkpoints' / 'latest' / '20', stale)
+  stale = run / 'checkpoints' / '20.orbax-checkpoint-tmp-1234567'
+  shutil.move(run / 'checkpoints' / '20', stale)
   _damage(stale, 'truncated')
   assert_success(main_py('--mode=eval', f'--workdir={run}'))
   outcome = _resume(run)

@@ -8,7 +8,7 @@ from cifar100_flax.evaluation import evaluate
 from cifar100_flax.inference import restore
 from cifar100_flax.models import pretrained
 from cifar100_flax.training import checkpoints, flops, loop, states, writers
-from tests.helpers import REPO, mocked_cifar, stop_after, tiny_config
+from tests.helpers import REPO, best_step, mocked_cifar, saved_steps, stop_after, tiny_config
 
 # Dropout and every augmentation on, so that resuming must restore the RNG exactly; the EMA and
 # recalibrated BatchNorm statistics too.
@@ -34,7 +34,7 @@ def test_training_lowers_the_loss(mock_cifar, tmp_path):
   loop.train_and_evaluate(tiny_config(num_epochs=4, learning_rate=0.1), str(tmp_path))
   losses = [r['train_loss'] for r in writers.read_history(str(tmp_path)) if 'train_loss' in r]
   assert len(losses) == 8 and losses[-1] < losses[0] - 0.3
-  assert (tmp_path / 'checkpoints' / 'latest' / '40').is_dir()
+  assert saved_steps(tmp_path)[-1] == 40
 
 
 def test_progressive_resizing_counts_each_sizes_flops(mock_cifar, tmp_path):
@@ -46,7 +46,7 @@ def test_progressive_resizing_counts_each_sizes_flops(mock_cifar, tmp_path):
   assert per_size[16] < per_size[32] / 2
   steps_per_epoch = (200 - 40) // 16
   assert progress['train_flops'] == pytest.approx(steps_per_epoch * (per_size[16] + per_size[32]))
-  assert (tmp_path / 'checkpoints' / 'latest' / str(2 * steps_per_epoch)).is_dir()
+  assert saved_steps(tmp_path)[-1] == 2 * steps_per_epoch
 
 
 def test_no_logged_point_averages_only_a_few_steps():
@@ -76,7 +76,7 @@ def test_resuming_reproduces_the_uninterrupted_run(mock_cifar, tmp_path, monkeyp
     stop_after(patch, 12, stop)
     with pytest.raises(RuntimeError if stop == 'crash' else KeyboardInterrupt):
       loop.train_and_evaluate(config, str(tmp_path / 'cut'))
-  saved = sorted(int(p.name) for p in (tmp_path / 'cut' / 'checkpoints' / 'latest').iterdir())
+  saved = saved_steps(tmp_path / 'cut')
   assert saved[-1] == (10 if stop == 'crash' else 13)
   loop.train_and_evaluate(config, str(tmp_path / 'cut'))
 
@@ -176,7 +176,7 @@ def test_without_a_validation_split_the_last_model_is_the_best(mock_cifar, tmp_p
   progress = loop.train_and_evaluate(config, str(tmp_path))
   steps = 2 * (200 // config.batch_size)  # every mock training image is trained on
   assert progress['best_step'] == steps and progress['total_steps'] == steps
-  assert (tmp_path / 'checkpoints' / 'best' / str(steps)).is_dir()
+  assert best_step(tmp_path) == steps and steps in saved_steps(tmp_path)
 
 
 def test_a_full_disk_is_told_as_such_and_keeps_the_previous_checkpoint(mock_cifar, tmp_path,
@@ -193,4 +193,4 @@ def test_a_full_disk_is_told_as_such_and_keeps_the_previous_checkpoint(mock_cifa
   with pytest.raises(CheckpointError, match='the disk is full: free some space') as raised:
     loop.train_and_evaluate(config, str(tmp_path))
   assert 'corrupt' not in str(raised.value) and isinstance(raised.value.__cause__, OSError)
-  assert sorted(p.name for p in (tmp_path / 'checkpoints' / 'latest').iterdir()) == ['5']
+  assert saved_steps(tmp_path) == [5]

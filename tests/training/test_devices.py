@@ -1,3 +1,5 @@
+"""Training on several devices of one process (fake CPU devices) gives the model of one."""
+
 import os
 import subprocess
 import sys
@@ -5,14 +7,15 @@ import sys
 import numpy as np
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.helpers import REPO
 
 
 def _run(workdir, devices):
   env = {**os.environ, 'XLA_FLAGS': f'--xla_force_host_platform_device_count={devices}',
          'JAX_PLATFORMS': 'cpu'}
-  subprocess.run([sys.executable, '-m', 'tests.mock_run', str(workdir)], cwd=REPO, env=env,
-                 check=True, capture_output=True)
+  done = subprocess.run([sys.executable, '-m', 'tests.mock_run', str(workdir)], cwd=REPO,
+                        env=env, capture_output=True, text=True)
+  assert done.returncode == 0, f'{devices} device(s): exit {done.returncode}\n{done.stderr[-3000:]}'
   return np.load(workdir / 'predictions_test.npz')['probs']
 
 

@@ -51,7 +51,7 @@ def test_dropout_only_in_training():
 ])
 def test_bfloat16_computes_in_bfloat16_and_keeps_float32_params_and_logits(name, kwargs):
   model = models.create_model(name, 100, 'bfloat16', **kwargs)
-  x = jnp.ones((2, 32, 32, 3))
+  x = jax.random.normal(jax.random.PRNGKey(1), (2, 32, 32, 3))
   # Jitted: op by op, a whole EfficientNet takes half a minute to dispatch.
   variables = jax.jit(functools.partial(model.init, train=False))(jax.random.PRNGKey(0), x)
   assert all(p.dtype == jnp.float32 for p in jax.tree_util.tree_leaves(variables['params']))
@@ -61,7 +61,12 @@ def test_bfloat16_computes_in_bfloat16_and_keeps_float32_params_and_logits(name,
   convolutions = [out for path, out in outputs if 'Conv' in jax.tree_util.keystr(path)
                   or 'conv' in jax.tree_util.keystr(path)]
   assert convolutions and all(out.dtype == jnp.bfloat16 for out in convolutions)
+  # The same function as in float32, to bfloat16's precision (8 bits of mantissa, over the
+  # model's depth), returned in float32.
+  full = jax.jit(functools.partial(models.create_model(name, 100, 'float32', **kwargs).apply,
+                                   train=False))(variables, x)
   assert logits.dtype == jnp.float32
+  np.testing.assert_allclose(logits, full, atol=0.05 * float(jnp.abs(full).max()) + 1e-3)
 
 
 @pytest.mark.parametrize('name, kwargs, message', [

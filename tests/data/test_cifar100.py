@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 from cifar100_flax.data import cifar100
-from tests.helpers import REPO
 
 
 def test_eval_batches_cover_every_example_once():
@@ -22,12 +21,14 @@ def test_eval_batches_cover_every_example_once():
   assert (batches[-1]['image'][2:] == 0).all()
 
 
-_PREPARED = pathlib.Path(os.environ.get('TFDS_DATA_DIR', REPO.parent / 'shared/data/'
-                                        'tensorflow_datasets')) / 'cifar100' / '3.0.2'
+# Where tfds reads the prepared dataset: $TFDS_DATA_DIR, else its default (.ci/run sets the former
+# where the machine has the data).
+_DATA_DIR = os.environ.get('TFDS_DATA_DIR', pathlib.Path.home() / 'tensorflow_datasets')
+_PREPARED = pathlib.Path(_DATA_DIR) / 'cifar100' / '3.0.2'
 
 
 @pytest.mark.skipif(not (_PREPARED / 'label.labels.txt').is_file(),
-                    reason='needs the prepared tfds cifar100 (TFDS_DATA_DIR)')
+                    reason=f'needs the prepared tfds cifar100 in {_PREPARED} ($TFDS_DATA_DIR)')
 def test_class_names_are_those_of_the_prepared_dataset():
   assert cifar100.CLASS_NAMES == tuple((_PREPARED / 'label.labels.txt').read_text().split())
   assert cifar100.COARSE_CLASS_NAMES == tuple(

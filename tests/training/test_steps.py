@@ -106,7 +106,9 @@ def test_ema_averages_weights_and_statistics_with_a_warm_up():
   evaluated = states.evaluated_model(state)
   assert evaluated.params is state.ema['params'] and evaluated.batch_stats is state.ema[
       'batch_stats']
-  assert states.evaluated_model(states.create_train_state(tiny_config(), 1)[0]).params is not None
+  plain = states.create_train_state(tiny_config(), 1)[0]  # no EMA: the weights themselves
+  assert states.evaluated_model(plain).params is plain.params
+  assert states.evaluated_model(plain).batch_stats is plain.batch_stats
 
 
 @pytest.mark.parametrize('cost', [None, {}, [], [{'flops': 0.0}]])

@@ -11,8 +11,8 @@ import pytest
 from cifar100_flax import models
 from cifar100_flax.models import efficientnet, pretrained, resnet, vit
 
-FIXTURES = pathlib.Path(__file__).parent / 'fixtures'
-REPO = pathlib.Path(__file__).parent.parent
+FIXTURES = pathlib.Path(__file__).parents[1] / 'fixtures'
+REPO = pathlib.Path(__file__).parents[2]
 
 
 def _model(block):

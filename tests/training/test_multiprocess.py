@@ -20,7 +20,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from tests.helpers import REPO
+from tests.helpers import REPO, saved_steps
 
 pytestmark = pytest.mark.slow
 
@@ -75,8 +75,7 @@ def _results(workdir):
 
 def _final_params(workdir):
   """The parameters of the newest checkpoint, as numpy arrays (whatever wrote them)."""
-  latest = workdir / 'checkpoints' / 'latest'
-  path = latest / str(max(int(p.name) for p in latest.iterdir() if p.name.isdigit())) / 'state'
+  path = workdir / 'checkpoints' / str(saved_steps(workdir)[-1]) / 'state'
   checkpointer = ocp.PyTreeCheckpointer()
   metadata = checkpointer.metadata(path)
   metadata = getattr(metadata, 'item_metadata', metadata)
@@ -131,7 +130,7 @@ def test_sigterm_to_one_of_two_stops_both_then_they_resume_and_evaluate_as_one(o
   stops = [line for out in outputs for line in out.splitlines() if 'stopped at step' in line]
   assert len(stops) == 2 and stops[0] == stops[1], outputs  # the same step in both
   stopped_at = int(re.search(r'stopped at step (\d+)', stops[0])[1])
-  assert stopped_at < 20 and (tmp_path / 'checkpoints' / 'latest' / str(stopped_at)).is_dir()
+  assert stopped_at < 20 and saved_steps(tmp_path)[-1] == stopped_at
   outputs = _run(tmp_path)
   assert f'resuming from step {stopped_at}' in outputs[0]
   _run(tmp_path, '--mode=eval')
