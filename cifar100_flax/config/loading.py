@@ -69,11 +69,17 @@ def _shown_value(value: Any) -> Any:
   return tuple(_shown_value(v) for v in value) if isinstance(value, list) else value
 
 
+def _has_checkpoints(folder: pathlib.Path) -> bool:
+  """Whether `folder` holds a step's checkpoint (checkpoints/<step>, or checkpoints/latest/<step>
+  as runs wrote them before one manager kept both the newest and the best)."""
+  return any(p.name.isdigit() for where in (folder, folder / 'latest') if where.is_dir()
+             for p in where.iterdir())
+
+
 def check_resumable(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Raises ConfigError if `workdir` holds checkpoints trained with a config that differs from
   `config` in a key that changes what is trained (any key but FREE_ON_RESUME), naming each."""
-  latest = pathlib.Path(workdir) / 'checkpoints' / 'latest'
-  if not latest.is_dir() or not any(p.name.isdigit() for p in latest.iterdir()):
+  if not _has_checkpoints(pathlib.Path(workdir) / 'checkpoints'):
     return  # Nothing trained yet: any config starts it.
   if not (pathlib.Path(workdir) / 'config.json').exists():
     return  # Trained before config.json existed: the checkpoint's shapes are all there is.
