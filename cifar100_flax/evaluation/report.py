@@ -39,7 +39,7 @@ GRADCAM_IMAGES = 12
 
 
 @dataclasses.dataclass
-class Run:
+class RunResults:
   """What `--mode eval` and training left in one workdir."""
   workdir: pathlib.Path
   name: str
@@ -51,7 +51,7 @@ class Run:
   history: list[dict]
 
 
-def load_run(workdir: str, config: ml_collections.ConfigDict | None = None) -> Run:
+def load_run(workdir: str, config: ml_collections.ConfigDict | None = None) -> RunResults:
   directory = pathlib.Path(workdir)
   evaluation_path = directory / 'eval_test.json'
   predictions_path = directory / 'predictions_test.npz'
@@ -66,7 +66,7 @@ def load_run(workdir: str, config: ml_collections.ConfigDict | None = None) -> R
     raise UserError(f'{directory}\'s evaluation cannot be read ({evaluation_path.name} or '
                     f'{predictions_path.name}: {type(e).__name__}: {e}): evaluate the run again '
                     f'with `python main.py --mode eval --workdir {directory}`') from e
-  return Run(workdir=directory, name=directory.name,
+  return RunResults(workdir=directory, name=directory.name,
              config=config or loading.load_config(workdir), evaluation=evaluation,
              probs=probs, labels=labels, ids=ids, history=writers.read_history(workdir))
 
@@ -84,7 +84,7 @@ def augmented_samples(config: ml_collections.ConfigDict, images: np.ndarray,
   return (augmented - low) / np.maximum(high - low, 1e-6)
 
 
-def gradcam_maps(run: Run, images: np.ndarray, layer: str | None = None) -> np.ndarray:
+def gradcam_maps(run: RunResults, images: np.ndarray, layer: str | None = None) -> np.ndarray:
   """Grad-CAM maps [N, 32, 32] of the run's best checkpoint for its predicted classes."""
   state, _ = restore.restore_model(run.config, str(run.workdir))
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
@@ -95,14 +95,14 @@ def gradcam_maps(run: Run, images: np.ndarray, layer: str | None = None) -> np.n
   return np.asarray(gradcam.grad_cam(apply, inputs, layer=layer, size=images.shape[1:3]))
 
 
-def misclassified(run: Run, count: int = GALLERY_SIZE) -> np.ndarray:
+def misclassified(run: RunResults, count: int = GALLERY_SIZE) -> np.ndarray:
   """Indices of the `count` most confidently wrong test predictions."""
   predictions = run.probs.argmax(axis=1)
   wrong = np.flatnonzero(predictions != run.labels)
   return wrong[np.argsort(-run.probs[wrong].max(axis=1), kind='stable')][:count]
 
 
-def _summary_rows(runs: Sequence[Run]) -> list[dict]:
+def _summary_rows(runs: Sequence[RunResults]) -> list[dict]:
   rows = []
   for run in runs:
     e = run.evaluation
@@ -125,7 +125,7 @@ def _format(value) -> str:
   return str(value)
 
 
-def comparison_table(runs: Sequence[Run]) -> tuple[list[str], list[list[str]]]:
+def comparison_table(runs: Sequence[RunResults]) -> tuple[list[str], list[list[str]]]:
   """Header and rows of the results table; the best top-1, top-5 and macro F1 marked with *."""
   rows = _summary_rows(runs)
   header = list(rows[0])
@@ -135,7 +135,7 @@ def comparison_table(runs: Sequence[Run]) -> tuple[list[str], list[list[str]]]:
   return header, table
 
 
-def _run_text(run: Run) -> str:
+def _run_text(run: RunResults) -> str:
   """A written paragraph of what the numbers say."""
   e, names = run.evaluation, run.evaluation['class_names']
   f1 = np.asarray(e['per_class']['f1'])
@@ -155,12 +155,12 @@ def _run_text(run: Run) -> str:
           f"(0 is perfectly calibrated).")
 
 
-def _is_trained(run: Run) -> bool:
+def _is_trained(run: RunResults) -> bool:
   """An ensemble has no training of its own, nor one checkpoint."""
   return not run.evaluation.get('members')
 
 
-def run_figures(run: Run, test: cifar100.Split, train_images: np.ndarray,
+def run_figures(run: RunResults, test: cifar100.Split, train_images: np.ndarray,
                 coarse_names: Sequence[str], cams: np.ndarray | None = None
                 ) -> dict[str, Figure]:
   """name -> figure, for one run; `cams`: its Grad-CAM maps of test.images[:len(cams)]."""
@@ -211,13 +211,13 @@ def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
   return f'<table><tr>{head}</tr>{body}</table>'
 
 
-def _confused_pairs_table(run: Run) -> tuple[list[str], list[list[str]]]:
+def _confused_pairs_table(run: RunResults) -> tuple[list[str], list[list[str]]]:
   names = run.evaluation['class_names']
   return (['true class', 'predicted as', 'test images'],
           [[names[t], names[p], str(n)] for t, p, n in run.evaluation['most_confused_pairs']])
 
 
-def write_report(runs: Sequence[Run], output: str, test: cifar100.Split,
+def write_report(runs: Sequence[RunResults], output: str, test: cifar100.Split,
                  train_images: np.ndarray, coarse_names: Sequence[str],
                  cams: dict[str, np.ndarray] | None = None) -> dict[str, pathlib.Path]:
   """Writes <run>_<figure>.png, report.html and report.pdf into `output`; returns their paths.

@@ -145,7 +145,7 @@ def _image_size_at(config: ml_collections.ConfigDict, steps_per_epoch: int, step
 
 
 @dataclasses.dataclass
-class _Run:
+class _Training:
   """What one session of training holds: the data, where results go and its clock."""
   config: ml_collections.ConfigDict
   splits: dict
@@ -172,10 +172,11 @@ class _Run:
     if self.step_flops[size] is None:
       self.step_flops[size] = flops.compiled_flops(compiled)
 
-  def validate(self, jitted_eval_step, state: states.TrainState, progress: Progress) -> Progress:
+  def evaluate_validation_split(self, jitted_eval_step, state: states.TrainState,
+                                progress: Progress) -> Progress:
     """Progress after evaluating the validation split at the state's step."""
     config, step = self.config, int(state.step)
-    val, _ = steps.evaluate_split(jitted_eval_step, states.evaluated_model(state),
+    val, _ = steps.evaluate_split(jitted_eval_step, states.model_to_evaluate(state),
                                   self.splits['validation'], config.eval_batch_size, self.mesh,
                                   'validation')
     val = {f'val_{k}': v for k, v in val.items()}
@@ -198,7 +199,7 @@ class _Run:
     config = self.config
     if not config.recalibration_images:
       return state, progress
-    model = recalibration.recalibrate(states.evaluated_model(state),
+    model = recalibration.recalibrate(states.model_to_evaluate(state),
                                       self.splits['train'].images[:config.recalibration_images],
                                       config, self.mesh)
     state = sharding.replicate(states.with_evaluated_batch_stats(state, model.batch_stats),
@@ -255,7 +256,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: _StopRequests)
                     for size in sizes}
     writer = writers.create_writer(workdir, int(state.step),
                                    tensorboard=config.dataset != 'synthetic')
-    run = _Run(config, splits, mesh, checkpointer, writer, steps_per_epoch, total_steps,
+    run = _Training(config, splits, mesh, checkpointer, writer, steps_per_epoch, total_steps,
                step_flops, progress.train_seconds)
     total_flops = run.flops_until(total_steps)
     per_image = ('' if total_flops is None else
@@ -280,8 +281,8 @@ def _logs_at(step: int, every: int, total_steps: int, since: int = 0) -> bool:
                                  and total_steps - step >= every / 2)
 
 
-def _loop(run: _Run, state: states.TrainState, progress: Progress, schedule: schedules.Schedule,
-          stop: _StopRequests) -> Progress:
+def _loop(run: _Training, state: states.TrainState, progress: Progress,
+          schedule: schedules.Schedule, stop: _StopRequests) -> Progress:
   config, step = run.config, int(state.step)
   logged = step
   batches = cifar100.source(config).train_batches(
@@ -320,7 +321,7 @@ def _loop(run: _Run, state: states.TrainState, progress: Progress, schedule: sch
     if step % eval_every == 0 or step == run.total_steps:
       state, progress = run.recalibrated(state, progress)
       if len(run.splits['validation']):
-        progress = run.validate(jitted_eval_step, state, progress)
+        progress = run.evaluate_validation_split(jitted_eval_step, state, progress)
         progress = run.save(state, progress, is_best=progress.stopper.has_improved)
       else:  # Every training image is trained on: the newest model is the one to evaluate.
         run.writer.write_scalars(step, {'epoch': step / run.steps_per_epoch})

@@ -101,7 +101,7 @@ def create_train_state(config: ml_collections.ConfigDict, steps_per_epoch: int,
   return state, schedule
 
 
-def evaluated_model(state: TrainState) -> ModelState:
+def model_to_evaluate(state: TrainState) -> ModelState:
   """What validation, testing and export use: the EMA weights when the run keeps them."""
   variables = (state.ema if state.ema is not None
                else {'params': state.params, 'batch_stats': state.batch_stats})
@@ -109,7 +109,7 @@ def evaluated_model(state: TrainState) -> ModelState:
 
 
 def with_evaluated_batch_stats(state: TrainState, batch_stats: Any) -> TrainState:
-  """`state` whose evaluated model (see evaluated_model) has these BatchNorm statistics."""
+  """`state` whose evaluated model (see model_to_evaluate) has these BatchNorm statistics."""
   if state.ema is not None:
     return state.replace(ema={**state.ema, 'batch_stats': batch_stats})
   return state.replace(batch_stats=batch_stats)

@@ -19,7 +19,7 @@ needs_onnx = pytest.mark.skipif(bool(_ONNX_PROBLEM), reason=f'--format=onnx {_ON
 
 def _untrained(config):
   state, _ = states.create_train_state(config, steps_per_epoch=1)
-  return states.evaluated_model(state)
+  return states.model_to_evaluate(state)
 
 
 def _images(batch, seed=0):

@@ -103,12 +103,12 @@ def test_ema_averages_weights_and_statistics_with_a_warm_up():
                             getattr(state, name))
     for got, want in zip(jax.tree.leaves(state.ema[name]), jax.tree.leaves(expected)):
       np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
-  evaluated = states.evaluated_model(state)
+  evaluated = states.model_to_evaluate(state)
   assert evaluated.params is state.ema['params'] and evaluated.batch_stats is state.ema[
       'batch_stats']
   plain = states.create_train_state(tiny_config(), 1)[0]  # no EMA: the weights themselves
-  assert states.evaluated_model(plain).params is plain.params
-  assert states.evaluated_model(plain).batch_stats is plain.batch_stats
+  assert states.model_to_evaluate(plain).params is plain.params
+  assert states.model_to_evaluate(plain).batch_stats is plain.batch_stats
 
 
 @pytest.mark.parametrize('cost', [None, {}, [], [{'flops': 0.0}]])
