@@ -36,16 +36,16 @@ rc=0
 part() { echo; echo "== $*"; }
 if python3 -c 'import jax, sys; sys.exit(jax.default_backend() != "gpu")' 2> /dev/null; then
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-  TRAIN=(--config=configs/resnet50.py --config.pretrained= --config.image_size=224
-         --config.dtype=bfloat16 --config.batch_size=256 --config.eval_batch_size=500
-         --config.num_epochs=2 --config.learning_rate=0.2 --config.backbone_frozen_epochs=0)
+  TRAIN=(--config=configs/resnet50.py --config.model.pretrained= --config.data.image_size=224
+         --config.model.dtype=bfloat16 --config.data.batch_size=256 --config.eval.batch_size=500
+         --config.train.num_epochs=2 --config.optim.learning_rate=0.2 --config.optim.backbone_frozen_epochs=0)
   gpu=1
 else
-  TRAIN=(--config=configs/smoke.py --config.num_epochs=1)
+  TRAIN=(--config=configs/smoke.py --config.train.num_epochs=1)
   gpu=0
 fi
 part "(a) main.py on synthetic data: ${TRAIN[*]}"
-python3 main.py "${TRAIN[@]}" --config.dataset=synthetic --workdir="$WORK/main" || rc=1
+python3 main.py "${TRAIN[@]}" --config.data.name=synthetic --workdir="$WORK/main" || rc=1
 python3 main.py --mode=eval --workdir="$WORK/main" || rc=1
 python3 main.py --mode=export --format=stablehlo --workdir="$WORK/main" || rc=1
 part "(b) JAX against PyTorch"

@@ -5,7 +5,7 @@ PyTorch.
   python bench/throughput.py [--models=cnn,resnet18] [--batch_size=256] [--rounds=3]
 
 JAX runs the project's own jitted training step (on-device augmentation, label smoothing, SGD with
-Nesterov momentum and weight decay; convolutions on oneDNN where config.conv_backend's 'auto'
+Nesterov momentum and weight decay; convolutions on oneDNN where config.cpu.conv_backend's 'auto'
 picks it, see cifar100_flax/cpu/; Flax's own layers on GPUs and TPUs); PyTorch runs the same network
 (bench/torch_peers.py, equal parameter counts) with the same loss and optimiser, channels_last, on
 already-augmented floats, in bfloat16 by autocast (AMP), as its users run it; on a GPU in float32
@@ -65,7 +65,7 @@ _RESNET50_IMAGE_SIZE = flags.DEFINE_integer(
     'resnet50_image_size', 0, "ResNet-50's input side (resized on the device; 0: CIFAR's 32, "
     "224: ImageNet's, for accelerators).")
 _CONV_BACKEND = flags.DEFINE_enum('conv_backend', 'auto', onednn.BACKENDS,
-                                  "JAX's convolutions (config.conv_backend).")
+                                  "JAX's convolutions (config.cpu.conv_backend).")
 
 
 
@@ -77,9 +77,9 @@ def _resnet50_config() -> ml_collections.ConfigDict:
   """ResNet-50 with its ImageNet stem, at --resnet50_image_size (default 32x32, the transfer
   recipe's cheapest size)."""
   config = _config('resnet18')
-  config.model = 'resnet50'
-  config.model_kwargs.stem = 'imagenet'
-  config.image_size = _RESNET50_IMAGE_SIZE.value
+  config.model.name = 'resnet50'
+  config.model.kwargs.stem = 'imagenet'
+  config.data.image_size = _RESNET50_IMAGE_SIZE.value
   return config
 
 
@@ -88,9 +88,9 @@ def _airbench_config() -> ml_collections.ConfigDict:
   wider), trained by SGD at 32 pixels like the PyTorch peer (the recipe's Muon and its 24-pixel
   epochs would compare another computation)."""
   config = _config('cnn_fast')
-  config.model_kwargs = dict(config.model_kwargs, widths=(64, 256, 256))
-  config.optimizer = 'sgd'
-  config.image_size_schedule = ()
+  config.model.kwargs = dict(config.model.kwargs, widths=(64, 256, 256))
+  config.optim.name = 'sgd'
+  config.data.image_size_schedule = ()
   return config
 
 
@@ -98,9 +98,9 @@ def _efficientnet_lite_config(variant: int) -> ml_collections.ConfigDict:
   """configs/efficientnet_lite0.py's recipe (its frozen early blocks too) for EfficientNet-Lite
   `variant`, at --image_size if given; no weights needed to time it."""
   config = _config('efficientnet_lite0')
-  config.model = f'efficientnet_lite{variant}'
-  config.pretrained = ''
-  config.image_size = _IMAGE_SIZE.value or config.image_size
+  config.model.name = f'efficientnet_lite{variant}'
+  config.model.pretrained = ''
+  config.data.image_size = _IMAGE_SIZE.value or config.data.image_size
   return config
 
 
@@ -160,7 +160,7 @@ class JaxRunner:
 
 def _freeze(model: torch.nn.Module, name: str, pattern: str) -> None:
   """No gradients for the peer's parameters whose JAX names (through the weights converter)
-  config.frozen_params matches; autograd then skips their backward, as XLA does."""
+  config.optim.frozen_params matches; autograd then skips their backward, as XLA does."""
   regex = re.compile(pattern)
   for key, parameter in model.named_parameters():
     converted = pretrained.CONVERTERS[name]({key: parameter.detach().numpy()})
@@ -179,18 +179,19 @@ class TorchRunner:
   """The PyTorch peer: same network, loss and optimiser; bfloat16 by autocast."""
 
   def __init__(self, name: str, config: ml_collections.ConfigDict, batch: dict, precision: str):
-    self.model = PEERS[name](cifar100.NUM_CLASSES, **config.model_kwargs).to(
+    self.model = PEERS[name](cifar100.NUM_CLASSES, **config.model.kwargs).to(
         _TORCH_DEVICE, memory_format=torch.channels_last)
     self.params = sum(p.numel() for p in self.model.parameters())
-    if config.frozen_params and name in pretrained.CONVERTERS:  # airbench's freezes its own
-      _freeze(self.model, name, config.frozen_params)
-    self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=config.momentum,
-                                     nesterov=config.nesterov, weight_decay=config.weight_decay)
-    self.loss = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    if config.optim.frozen_params and name in pretrained.CONVERTERS:  # airbench's freezes its own
+      _freeze(self.model, name, config.optim.frozen_params)
+    optim = config.optim
+    self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=optim.momentum,
+                                     nesterov=optim.nesterov, weight_decay=optim.weight_decay)
+    self.loss = torch.nn.CrossEntropyLoss(label_smoothing=config.train.label_smoothing)
     images = (batch['image'] - np.array(cifar100.MEAN_RGB)) / np.array(cifar100.STDDEV_RGB)
     images = torch.tensor(images.transpose(0, 3, 1, 2), dtype=torch.float32)
-    if config.image_size:  # JAX resizes inside its step; the peer gets resized images.
-      images = torch.nn.functional.interpolate(images, size=config.image_size, mode='bilinear')
+    if config.data.image_size:  # JAX resizes inside its step; the peer gets resized images.
+      images = torch.nn.functional.interpolate(images, size=config.data.image_size, mode='bilinear')
     self.images = images.to(_TORCH_DEVICE).contiguous(memory_format=torch.channels_last)
     self.labels = torch.tensor(batch['label'], dtype=torch.long, device=_TORCH_DEVICE)
     self.autocast = functools.partial(torch.autocast, _TORCH_DEVICE, dtype=torch.bfloat16,
@@ -226,10 +227,10 @@ def time_model(name: str, batch_size: int, steps: int, rounds: int) -> dict:
   runners = {}
   for precision, dtype in PRECISIONS.items():
     config = CONFIGS[name]()
-    config.dtype = dtype
-    config.conv_backend = _CONV_BACKEND.value
-    config.batch_size = batch_size
-    config.eval_flip_tta, config.eval_translate_tta = False, 0  # One forward pass, like the peer's.
+    config.model.dtype = dtype
+    config.cpu.conv_backend = _CONV_BACKEND.value
+    config.data.batch_size = batch_size
+    config.eval.flip_tta, config.eval.translate_tta = False, 0  # One forward pass, like the peer's.
     runners['jax', precision] = JaxRunner(config, batch)
     runners['torch', precision] = TorchRunner(name, config, batch, precision)
   best = {key: {'train': np.inf, 'infer': np.inf} for key in runners}

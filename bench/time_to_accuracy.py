@@ -38,8 +38,8 @@ def main() -> None:
   parser.add_argument('--workdir', required=True)
   args, overrides = parser.parse_known_args()
   train = [sys.executable, 'main.py', f'--config={args.config}', f'--workdir={args.workdir}',
-           f'--config.seed={args.seed}', f'--config.shuffle_seed={args.seed}',
-           '--config.validation_size=0', '--config.early_stopping_patience=0', *overrides]
+           f'--config.train.seed={args.seed}', f'--config.data.shuffle_seed={args.seed}',
+           '--config.data.validation_size=0', '--config.early_stopping.patience=0', *overrides]
   subprocess.run(train, cwd=_REPO, check=True)
   subprocess.run([sys.executable, 'main.py', f'--workdir={args.workdir}', '--mode=eval'],
                  cwd=_REPO, check=True)

@@ -1,4 +1,7 @@
-"""Errors caused by the user's input, which main.py reports as one line, without a traceback."""
+"""Errors caused by the user's input, which the command line reports as one line, without a
+traceback; and the `require` checks that raise them for a config's values."""
+
+import re
 
 
 class UserError(Exception):
@@ -33,3 +36,23 @@ def one_line(error: BaseException) -> str:
     text = text[1:-1]
   text = text.replace('\\n', '\n').replace("\\'", "'")
   return ' '.join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def require(ok: bool, message: str) -> None:
+  """Raises ConfigError(message) unless `ok`: how each package checks its part of the config."""
+  if not ok:
+    raise ConfigError(message)
+
+
+def require_non_negative(subtree, prefix: str, keys: tuple[str, ...]) -> None:
+  """Each of `keys` of `subtree` (named `prefix`.key in the message) is >= 0."""
+  for key in keys:
+    require(subtree[key] >= 0, f'{prefix}.{key} must be >= 0, got {subtree[key]}')
+
+
+def require_regex(key: str, pattern: str) -> None:
+  """`pattern` (the value of config key `key`) compiles as a regex."""
+  try:
+    re.compile(pattern)
+  except (re.error, TypeError) as e:
+    raise ConfigError(f'{key}: {pattern!r} is not a regex: {e}') from e

@@ -15,5 +15,5 @@ from cifar100_flax.config import defaults
 
 def get_config() -> ml_collections.ConfigDict:
   config = defaults.get_config()
-  config.num_epochs = 20
+  config.train.num_epochs = 20
   return config

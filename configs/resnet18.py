@@ -10,6 +10,6 @@ from cifar100_flax.config import defaults
 
 def get_config() -> ml_collections.ConfigDict:
   config = defaults.get_config()
-  config.model = 'resnet18'
-  config.model_kwargs = ml_collections.ConfigDict(dict(stem='cifar'))
+  config.model.name = 'resnet18'
+  config.model.kwargs = ml_collections.ConfigDict(dict(stem='cifar'))
   return config

@@ -4,16 +4,17 @@
 
 `pretrained` is a Hugging Face hub id, downloaded on first use (needs internet and
 `huggingface_hub`); a local torchvision/timm `.safetensors` or `.pth` file works the same way,
-and `--config.pretrained=''` trains from scratch. Images are resized on the device to
+and `--config.model.pretrained=''` trains from scratch. Images are resized on the device to
 `image_size` (ImageNet's 224; smaller sizes cost quadratically less) and normalised with
 ImageNet's statistics, as the weights expect; the rest is `defaults.get_transfer_config()`.
 
 On an accelerator this is the way past the CPU recipe (configs/efficientnet_lite0.py) to the
 project's moonshot of 0.85: fine-tuned at ImageNet's 224 px, ResNet-50 reaches about 86% on
 CIFAR-100 in the literature (Kornblith et al., 2019, "Do Better ImageNet Models Transfer
-Better?"), with --config.dtype=bfloat16 and --config.batch_size=512 --config.learning_rate=0.2
-for a GPU or TPU. Not run here (224 px costs 3x Lite0's 128 px per image in FLOPs, ResNet-50 itself
-another 10x). ViT-B/16 from ImageNet-21k goes further (configs/vit_b16.py).
+Better?"), with --config.model.dtype=bfloat16 and --config.data.batch_size=512
+--config.optim.learning_rate=0.2 for a GPU or TPU. Not run here (224 px costs 3x Lite0's 128 px
+per image in FLOPs, ResNet-50 itself another 10x). ViT-B/16 from ImageNet-21k goes further
+(configs/vit_b16.py).
 """
 
 import ml_collections
@@ -23,8 +24,8 @@ from cifar100_flax.config import defaults
 
 def get_config() -> ml_collections.ConfigDict:
   config = defaults.get_transfer_config()
-  config.model = 'resnet50'
-  config.model_kwargs = dict(stem='imagenet', dropout=0.0, batch_norm_frozen=False)
-  config.pretrained = 'timm/resnet50.tv_in1k'
-  config.normalisation = 'imagenet'
+  config.model.name = 'resnet50'
+  config.model.kwargs = dict(stem='imagenet', dropout=0.0, batch_norm_frozen=False)
+  config.model.pretrained = 'timm/resnet50.tv_in1k'
+  config.data.normalisation = 'imagenet'
   return config

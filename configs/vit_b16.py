@@ -17,10 +17,10 @@ A short CPU run of a small ViT from scratch (no weights can be downloaded here),
 64 px (16 patches) with AdamW, recorded in docs/results.md (test top-1 0.23 after 22 minutes):
 
   python main.py --config configs/vit_b16.py --workdir runs/vit_ti16_64 \
-      --config.model=vit_tiny_patch16 --config.pretrained= --config.image_size=64 \
-      --config.dtype=float32 --config.batch_size=128 --config.optimizer=adamw \
-      --config.learning_rate=1e-3 --config.weight_decay=0.05 --config.num_epochs=5 \
-      --config.model_kwargs.drop_path=0.0
+      --config.model.name=vit_tiny_patch16 --config.model.pretrained= --config.data.image_size=64 \
+      --config.model.dtype=float32 --config.data.batch_size=128 --config.optim.name=adamw \
+      --config.optim.learning_rate=1e-3 --config.optim.weight_decay=0.05 \
+      --config.train.num_epochs=5 --config.model.kwargs.drop_path=0.0
 """
 
 import ml_collections
@@ -30,23 +30,23 @@ from cifar100_flax.config import defaults
 
 def get_config() -> ml_collections.ConfigDict:
   config = defaults.get_transfer_config()
-  config.model = 'vit_base_patch16'
-  config.model_kwargs = dict(dropout=0.0, drop_path=0.1)
-  config.pretrained = 'timm/vit_base_patch16_224.augreg2_in21k_ft_in1k'
-  config.normalisation = 'unit'  # timm's augreg ViTs: mean 0.5, std 0.5
-  config.image_size = 224
-  config.dtype = 'bfloat16'
-  config.batch_size = 512
-  config.eval_batch_size = 500
-  config.num_epochs = 10
-  config.optimizer = 'sgd'
-  config.momentum = 0.9
-  config.nesterov = False
-  config.learning_rate = 0.01
-  config.weight_decay = 0.0
-  config.grad_clip_norm = 1.0
-  config.warmup_epochs = 1.0
-  config.backbone_frozen_epochs = 0.0
-  config.backbone_learning_rate_multiplier = 1.0
-  config.eval_flip_tta = True
+  config.model.name = 'vit_base_patch16'
+  config.model.kwargs = dict(dropout=0.0, drop_path=0.1)
+  config.model.pretrained = 'timm/vit_base_patch16_224.augreg2_in21k_ft_in1k'
+  config.data.normalisation = 'unit'  # timm's augreg ViTs: mean 0.5, std 0.5
+  config.data.image_size = 224
+  config.model.dtype = 'bfloat16'
+  config.data.batch_size = 512
+  config.eval.batch_size = 500
+  config.train.num_epochs = 10
+  config.optim.name = 'sgd'
+  config.optim.momentum = 0.9
+  config.optim.nesterov = False
+  config.optim.learning_rate = 0.01
+  config.optim.weight_decay = 0.0
+  config.optim.grad_clip_norm = 1.0
+  config.schedule.warmup_epochs = 1.0
+  config.optim.backbone_frozen_epochs = 0.0
+  config.optim.backbone_learning_rate_multiplier = 1.0
+  config.eval.flip_tta = True
   return config

@@ -113,7 +113,7 @@ def test_a_run_presented_as_a_gpu_plugin_trains_resumes_evaluates_predicts_and_e
   assert report['train_flops'] and report['train_flops'] > 0
 
   # The same results as a plain run of Flax's layers on the CPU, without the masquerade.
-  _ok(run_main('--mode=train', *FLAGS, '--config.cpu_speed_path=False', '--cpu_tuning=off',
+  _ok(run_main('--mode=train', *FLAGS, '--config.cpu.speed_path=False', '--cpu_tuning=off',
                f'--workdir={plain}'))
   _ok(run_main('--mode=eval', f'--workdir={plain}'))
   _ok(run_main('--mode=predict', f'--workdir={plain}', *images))

@@ -23,8 +23,8 @@ def parse_flags(argv: list[str]) -> list[str]:
   """absl's flags parser (app.run's flags_parser), each failure one line."""
   try:
     return flags.FLAGS(argv)
-  except flags.Error as e:
-    sys.exit(f'error: {one_line(e)}')
+  except flags.Error as e:  # absl's: a value that does not parse (config_flags' too)
+    sys.exit(f'error: {flag_problem(argv) or one_line(e)}')
   except Exception as e:  # config_flags raises whatever applying a flag raised
     if '--traceback' in argv:
       raise
@@ -67,16 +67,31 @@ def flag_problem(argv: list[str]) -> str | None:
 
 
 def unknown_key(config: ml_collections.ConfigDict, dotted: str) -> str | None:
-  """None if `dotted` names a key of `config`, else which part does not and what was meant."""
+  """None if `dotted` names a key of `config`, else which part does not and what was meant (a key
+  of the flat config of before the nesting: its place now)."""
   node, path = config, 'config'
   for part in dotted.split('.'):
     if not isinstance(node, ml_collections.ConfigDict) or part not in node:
       keys = list(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
       close = difflib.get_close_matches(part, keys, n=1)
       meant = f'; did you mean {path}.{close[0]}?' if close else '.'
-      return f'--config.{dotted}: {path} has no key {part!r}{meant} {_KEYS_ARE_IN}'
+      return moved_key(dotted) or f'--config.{dotted}: {path} has no key {part!r}{meant} ' \
+                                  f'{_KEYS_ARE_IN}'
     node, path = node[part], f'{path}.{part}'
+  if isinstance(node, ml_collections.ConfigDict):  # a value for a subtree: --config.model=resnet18
+    return moved_key(dotted)
   return None
+
+
+def moved_key(dotted: str) -> str | None:
+  """For a key of the flat config of before the nesting (--config.learning_rate), its place."""
+  first, _, rest = dotted.partition('.')
+  if first not in loading.FLAT_KEYS:
+    return None
+  now = loading.FLAT_KEYS[first] + (f'.{rest}' if rest else '')
+  return f'--config.{dotted} is --config.{now} now (the config is nested by its readers). ' \
+         f'{_KEYS_ARE_IN}'
+
 
 
 def no_such_config(path: str) -> str:

@@ -1,6 +1,7 @@
 """Configs by path and by run: a configs/*.py file loaded as `--config` does, the config a run
-was trained with (its config.json, keys added since filled with their defaults), and the check
-that refuses to resume a run with a config that would train something else."""
+was trained with (its config.json, keys added since filled with their defaults, a flat one of
+before the nesting mapped to its places), and the check that refuses to resume a run with a
+config that would train something else."""
 
 import importlib.util
 import json
@@ -12,10 +13,50 @@ import ml_collections
 from cifar100_flax.config import defaults
 from cifar100_flax.errors import ConfigError
 
-# Keys a resumed run may change: they decide where data comes from and how the run is logged
-# and computed, not what it trains.
-FREE_ON_RESUME = ('data_dir', 'eval_batch_size', 'log_every_steps', 'conv_backend',
-                  'cpu_speed_path', 'xla_cpu_options', 'checkpoint_keep', 'init_sample_size')
+# Keys (and subtrees) a resumed run may change: they decide where data and weights come from and
+# how the run is logged and computed, not what it trains (the pretrained weights are read at step
+# 0 only, so a run resumes on a machine where they are elsewhere).
+FREE_ON_RESUME = ('data.dir', 'eval.batch_size', 'train.log_every_steps', 'cpu', 'checkpoint.keep',
+                  'model.init_sample_size', 'model.pretrained')
+# Each key of the flat config of before the nesting (runs' config.json files, --config.KEY flags)
+# -> its place now.
+FLAT_KEYS = {
+    'model': 'model.name', 'model_kwargs': 'model.kwargs', 'pretrained': 'model.pretrained',
+    'dtype': 'model.dtype', 'init_sample_size': 'model.init_sample_size',
+    'cpu_speed_path': 'cpu.speed_path', 'conv_backend': 'cpu.conv_backend',
+    'xla_cpu_options': 'cpu.xla_options',
+    'dataset': 'data.name', 'synthetic_size': 'data.synthetic_size', 'data_dir': 'data.dir',
+    'validation_size': 'data.validation_size', 'split_seed': 'data.split_seed',
+    'shuffle_seed': 'data.shuffle_seed', 'batch_size': 'data.batch_size',
+    'normalisation': 'data.normalisation', 'image_size': 'data.image_size',
+    'image_size_schedule': 'data.image_size_schedule',
+    'optimizer': 'optim.name', 'learning_rate': 'optim.learning_rate',
+    'momentum': 'optim.momentum', 'nesterov': 'optim.nesterov',
+    'weight_decay': 'optim.weight_decay', 'grad_clip_norm': 'optim.grad_clip_norm',
+    'frozen_params': 'optim.frozen_params',
+    'learning_rate_multipliers': 'optim.learning_rate_multipliers',
+    'backbone_frozen_epochs': 'optim.backbone_frozen_epochs',
+    'backbone_learning_rate_multiplier': 'optim.backbone_learning_rate_multiplier',
+    'muon_learning_rate': 'optim.muon.learning_rate', 'muon_momentum': 'optim.muon.momentum',
+    'muon_normalise': 'optim.muon.normalise', 'lookahead_every': 'optim.lookahead.every',
+    'lookahead_decay': 'optim.lookahead.decay',
+    'schedule': 'schedule.name', 'warmup_epochs': 'schedule.warmup_epochs',
+    'triangular_start': 'schedule.triangular_start', 'triangular_end': 'schedule.triangular_end',
+    'piecewise_boundaries': 'schedule.piecewise_boundaries',
+    'piecewise_scale': 'schedule.piecewise_scale', 'plateau_factor': 'schedule.plateau_factor',
+    'plateau_patience': 'schedule.plateau_patience',
+    'num_epochs': 'train.num_epochs', 'seed': 'train.seed',
+    'label_smoothing': 'train.label_smoothing', 'ema_decay': 'train.ema_decay',
+    'log_every_steps': 'train.log_every_steps',
+    'eval_batch_size': 'eval.batch_size', 'eval_every_steps': 'eval.every_steps',
+    'eval_image_size': 'eval.image_size', 'eval_flip_tta': 'eval.flip_tta',
+    'eval_translate_tta': 'eval.translate_tta',
+    'recalibration_images': 'eval.recalibration_images',
+    'checkpoint_keep': 'checkpoint.keep',
+    'early_stopping_metric': 'early_stopping.metric',
+    'early_stopping_patience': 'early_stopping.patience',
+    'early_stopping_min_delta': 'early_stopping.min_delta',
+}
 
 
 def config_from_file(path: str) -> ml_collections.ConfigDict:
@@ -47,8 +88,27 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     raise ConfigError(f'{path} is not valid JSON ({e}): it is damaged. Put it back from a copy, '
                       f'or pass the config the run was trained with: --config=configs/....py'
                       ) from e
+  if _is_flat(saved):
+    saved = nested(saved)
   _fill_missing(saved, defaults.get_config().to_dict())
   return ml_collections.ConfigDict(saved)
+
+
+def _is_flat(saved: dict) -> bool:
+  """Whether `saved` is a config.json of before the nesting (where `model` was the name)."""
+  return isinstance(saved.get('model'), str)
+
+
+def nested(flat: dict) -> dict:
+  """A config of before the nesting (a dict), each key moved to its place (FLAT_KEYS)."""
+  tree = {}
+  for key, value in flat.items():
+    *parents, leaf = FLAT_KEYS.get(key, key).split('.')
+    node = tree
+    for parent in parents:
+      node = node.setdefault(parent, {})
+    node[leaf] = value
+  return tree
 
 
 def _flat(tree: dict, prefix: str = '') -> dict[str, Any]:
@@ -76,6 +136,10 @@ def _has_checkpoints(folder: pathlib.Path) -> bool:
              for p in where.iterdir())
 
 
+def _is_free(key: str) -> bool:
+  return any(key == free or key.startswith(f'{free}.') for free in FREE_ON_RESUME)
+
+
 def check_resumable(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Raises ConfigError if `workdir` holds checkpoints trained with a config that differs from
   `config` in a key that changes what is trained (any key but FREE_ON_RESUME), naming each."""
@@ -87,7 +151,7 @@ def check_resumable(config: ml_collections.ConfigDict, workdir: str) -> None:
   given = _flat(json.loads(config.to_json_best_effort()))
   changed = [f'{key} {_shown(saved.get(key))} -> {_shown(given.get(key))}'
              for key in sorted(set(saved) | set(given))
-             if key.split('.')[0] not in FREE_ON_RESUME and saved.get(key) != given.get(key)]
+             if not _is_free(key) and saved.get(key) != given.get(key)]
   if changed:
     raise ConfigError(
         f'{workdir} was trained with another config ({pathlib.Path(workdir) / "config.json"}): '
@@ -103,5 +167,5 @@ def _fill_missing(saved: dict, defaults: dict) -> None:
   for key, value in defaults.items():
     if key not in saved:
       saved[key] = value
-    elif isinstance(value, dict) and key != 'model_kwargs':
+    elif isinstance(value, dict) and key != 'kwargs':
       _fill_missing(saved[key], value)

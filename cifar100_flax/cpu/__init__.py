@@ -10,14 +10,14 @@ expression); it changes how fast XLA:CPU computes it. Three parts:
   the forms XLA:CPU runs fast; BatchNorm fused with its activation and a residual, max-pooling,
   bias + activation, with closed-form gradients (`jax.custom_vjp`) so that their reverse mode
   makes few passes over the activations). They are plain JAX, measured on XLA:CPU only: models
-  are built from them on the CPU (`models/layer_set.cpu(backend)`; `config.cpu_speed_path`), from
+  are built from them on the CPU (`models/layer_set.cpu(backend)`; `config.cpu.speed_path`), from
   Flax's own layers elsewhere.
 - `onednn`: oneDNN's convolutions and matmul (PyTorch's CPU library) as XLA FFI custom calls
   (C++ in `csrc/onednn_conv.cc`), built with the system's C++ compiler when an entry point asks
   for them (`onednn.resolve`), cached in ~/.cache/cifar100_flax.
 
-How it falls back: `config.conv_backend='auto'` takes oneDNN only on a single CPU device where the
-extension builds; without a compiler or oneDNN, on several devices and on accelerators it takes
+How it falls back: `config.cpu.conv_backend='auto'` takes oneDNN only on a single CPU device where
+the extension builds; without a compiler or oneDNN, on several devices and on accelerators it takes
 XLA's own convolutions (with a warning saying why), so that every run works everywhere and only
 the speed differs. `'onednn'` asks for it and fails with a one-line error where it cannot be had.
 The measurements behind each choice are in docs/speed.md.

@@ -12,7 +12,7 @@ times the taps (XLA fuses the sum into one pass; its reverse mode is pads and re
 The figures are in docs/speed.md.
 
 A model is built with its convolution: `conv_module('onednn')` or `conv_module('xla')`, as
-`onednn.resolve(config.conv_backend)` chose."""
+`onednn.resolve(config.cpu.conv_backend)` chose."""
 
 import functools
 from collections.abc import Callable, Sequence

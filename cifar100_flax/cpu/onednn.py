@@ -8,7 +8,7 @@ FFI handlers; this module builds it with a C++17 compiler against oneDNN 3.2 fro
 oneDNN 2.x or 3.x (`apt-get install libdnnl-dev`), caches the library, and exposes `conv` and
 `matmul` with custom VJPs.
 
-Nothing is built on import or by validating a config: `resolve(config.conv_backend)` builds the
+Nothing is built on import or by validating a config: `resolve(config.cpu.conv_backend)` builds the
 extension the first time an entry point asks for oneDNN, and the model is then built with
 `layers.conv_module(backend)`. 'auto' picks oneDNN on a single CPU device when the extension
 builds, XLA otherwise (XLA cannot split a foreign call across devices, nor run it on an
@@ -28,10 +28,11 @@ import tempfile
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from cifar100_flax import console
-from cifar100_flax.errors import ConfigError
+from cifar100_flax.errors import ConfigError, require
 
 BACKENDS = ('auto', 'onednn', 'xla')
 _SOURCE = pathlib.Path(__file__).resolve().parent / 'csrc' / 'onednn_conv.cc'
@@ -126,23 +127,25 @@ def available() -> bool:
 
 
 def resolve(backend: str) -> str:
-  """'onednn' or 'xla' for config.conv_backend; ConfigError if it names neither or cannot be had."""
+  """'onednn' or 'xla' for config.cpu.conv_backend; ConfigError if it names neither or cannot be
+  had."""
   if backend not in BACKENDS:
-    raise ConfigError(f'config.conv_backend={backend!r} is not one of {list(BACKENDS)}')
+    raise ConfigError(f'config.cpu.conv_backend={backend!r} is not one of {list(BACKENDS)}')
   if backend == 'auto':
     single_cpu = jax.default_backend() == 'cpu' and jax.device_count() == 1
     return 'onednn' if single_cpu and available() else 'xla'
   if backend == 'onednn':
     if jax.default_backend() != 'cpu':
-      raise ConfigError(f"config.conv_backend=onednn runs on the CPU; this run is on "
+      raise ConfigError(f"config.cpu.conv_backend=onednn runs on the CPU; this run is on "
                         f"{jax.default_backend()}: use 'auto' or 'xla'.")
     try:
       _register()
     except Unavailable as e:
-      raise ConfigError(f'config.conv_backend=onednn, but {e}. Install a C++ compiler and oneDNN '
-                        "(g++; pip install -r requirements.txt), or use 'auto'/'xla'.") from e
+      raise ConfigError(f'config.cpu.conv_backend=onednn, but {e}. Install a C++ compiler and '
+                        "oneDNN (g++; pip install -r requirements.txt), or use 'auto'/'xla'."
+                        ) from e
     if jax.device_count() > 1:
-      raise ConfigError('config.conv_backend=onednn runs on one device; this run has '
+      raise ConfigError('config.cpu.conv_backend=onednn runs on one device; this run has '
                         f"{jax.device_count()}: use 'auto' or 'xla'.")
   return backend
 
@@ -221,3 +224,12 @@ def _matmul_backward(residuals, output_gradient):
 
 
 matmul.defvjp(_matmul_forward, _matmul_backward)
+
+
+def check_config(cpu: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError for a `config.cpu` whose choices cannot go together."""
+  require(cpu.conv_backend in BACKENDS,
+          f'config.cpu.conv_backend={cpu.conv_backend!r} is not one of {list(BACKENDS)}')
+  require(cpu.speed_path is not False or cpu.conv_backend != 'onednn',
+          'config.cpu.conv_backend=onednn is part of the CPU speed path, which '
+          'config.cpu.speed_path=False turns off: drop one of the two')

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from cifar100_flax.data import autoaugment
+from cifar100_flax.errors import require, require_non_negative
 
 
 def _random_affine(key: jax.Array, config: ml_collections.ConfigDict) -> jax.Array:
@@ -113,3 +114,18 @@ def augment(images: jax.Array, key: jax.Array, config: ml_collections.ConfigDict
   keys = jax.random.split(key, images.shape[0])
   flips = jnp.zeros(images.shape[0], bool) if flips is None else flips
   return jax.vmap(_augment_one, in_axes=(0, 0, 0, None))(images, keys, flips, config)
+
+
+AUTO_AUGMENTS = ('', 'rand', 'trivial')
+_PROBABILITIES = ('rand_augment_magnitude', 'random_erasing', 'cutmix_switch_prob', 'mix_prob')
+
+
+def check_config(augment: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError for a `config.augment` value that cannot work."""
+  require(augment.auto_augment in AUTO_AUGMENTS,
+          f'config.augment.auto_augment={augment.auto_augment!r} is unknown; choose one of '
+          f'{list(AUTO_AUGMENTS)}')
+  require_non_negative(augment, 'config.augment',
+                       tuple(key for key in augment if key != 'auto_augment'))
+  for key in _PROBABILITIES:
+    require(augment[key] <= 1, f'config.augment.{key} must be in [0, 1], got {augment[key]}')

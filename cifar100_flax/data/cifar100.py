@@ -1,5 +1,5 @@
 """What CIFAR-100 is, without TensorFlow: sizes, normalisations, a split held in host memory and
-its evaluation batches; and where config.dataset's data comes from.
+its evaluation batches; and where config.data.name's data comes from.
 
 The steps, the models and whatever applies a trained model to images need these; only reading
 the dataset needs TensorFlow, and only tfds_pipeline.py imports it.
@@ -13,10 +13,17 @@ from types import ModuleType
 import ml_collections
 import numpy as np
 
+from cifar100_flax.errors import require, require_non_negative
+
 NUM_CLASSES = 100
 NUM_COARSE_CLASSES = 20
 IMAGE_SHAPE = (32, 32, 3)
 NUM_TRAIN_EXAMPLES = 50_000  # tfds 'train', before the validation carve-out
+NUM_TEST_EXAMPLES = 10_000
+# CIFAR's images are 32 px; past this side a training batch no longer fits in memory (128 images
+# at 1024 px are 1.6 GB of float32 before the first layer).
+MAX_IMAGE_SIZE = 1024
+SOURCES = ('cifar100', 'synthetic')  # config.data.name
 # tfds' label names (label.labels.txt, coarse_label.labels.txt), in label order: what a trained
 # model's outputs mean, known without the dataset.
 CLASS_NAMES = (
@@ -49,7 +56,7 @@ FINE_TO_COARSE = np.array([
 # Per-channel statistics of the 50,000 CIFAR-100 training images, in the uint8 scale.
 MEAN_RGB = (0.50707516 * 255, 0.48654887 * 255, 0.44091784 * 255)
 STDDEV_RGB = (0.26733429 * 255, 0.25643846 * 255, 0.27615047 * 255)
-# config.normalisation -> (mean, stddev): CIFAR-100's own, or what pretrained weights expect
+# config.data.normalisation -> (mean, stddev): CIFAR-100's own, or what pretrained weights expect
 # (torchvision/timm ResNets: ImageNet's statistics; EfficientNet-Lite: [-1, 1]).
 NORMALISATIONS = {
     'cifar100': (MEAN_RGB, STDDEV_RGB),
@@ -74,18 +81,18 @@ class Split:
 
 
 def source(config: ml_collections.ConfigDict) -> ModuleType:
-  """The module that loads config.dataset (`load_splits`, `train_batches`): synthetic.py for
+  """The module that loads config.data.name (`load_splits`, `train_batches`): synthetic.py for
   'synthetic', else tfds_pipeline.py. Imported only once chosen, so that synthetic data never
   imports TensorFlow."""
-  name = 'synthetic' if config.dataset == 'synthetic' else 'tfds_pipeline'
+  name = 'synthetic' if config.data.name == 'synthetic' else 'tfds_pipeline'
   return importlib.import_module(f'cifar100_flax.data.{name}')
 
 
-def train_examples(config: ml_collections.ConfigDict) -> int:
-  """The training split's size before the validation carve-out: CIFAR-100's, or
-  config.synthetic_size for synthetic data."""
-  if config.dataset == 'synthetic' and config.synthetic_size:
-    return config.synthetic_size
+def train_examples(data: ml_collections.ConfigDict) -> int:
+  """The training split's size before the validation carve-out (`data`: config.data):
+  CIFAR-100's, or data.synthetic_size for synthetic data."""
+  if data.name == 'synthetic' and data.synthetic_size:
+    return data.synthetic_size
   return NUM_TRAIN_EXAMPLES
 
 
@@ -105,3 +112,47 @@ def eval_batches(split: Split, batch_size: int, process_index: int = 0,
     index = np.where(mask, index, 0)
     yield {'image': np.where(mask[:, None, None, None], split.images[index], 0).astype(np.uint8),
            'label': np.where(mask, split.labels[index], 0), 'mask': mask}
+
+
+def check_image_size(key: str, size: int) -> None:
+  """A side images are resized to (config `key`): 0 (CIFAR's own) up to MAX_IMAGE_SIZE."""
+  require(0 <= size <= MAX_IMAGE_SIZE,
+          f'config.{key} must be in [0, {MAX_IMAGE_SIZE}] (CIFAR images are 32 px; larger batches '
+          f'no longer fit in memory), got {size}')
+
+
+def _check_image_size_schedule(schedule: tuple) -> None:
+  example = 'e.g. ((0, 24), (8, 32))'
+  for pair in schedule:
+    require(isinstance(pair, (tuple, list)) and len(pair) == 2
+            and isinstance(pair[0], (int, float)) and pair[0] >= 0
+            and isinstance(pair[1], int) and 0 < pair[1] <= MAX_IMAGE_SIZE,
+            f'config.data.image_size_schedule must hold (start epoch >= 0, side in [1, '
+            f'{MAX_IMAGE_SIZE}]) pairs, {example}; got {pair!r}')
+  starts = [start for start, _ in schedule]
+  require(starts == sorted(set(starts)), f'config.data.image_size_schedule: the start epochs must '
+          f'increase, {example}; got {starts}')
+
+
+def check_config(data: ml_collections.ConfigDict, devices: int) -> None:
+  """Raises ConfigError for a `config.data` value that cannot work on `devices` devices."""
+  require(data.name in SOURCES,
+          f'config.data.name={data.name!r} is unknown; choose one of {list(SOURCES)}')
+  require(data.synthetic_size >= 0,
+          f"config.data.synthetic_size must be >= 0 (0: CIFAR-100's), got {data.synthetic_size}")
+  require(data.batch_size > 0, f'config.data.batch_size must be > 0, got {data.batch_size}')
+  require(data.batch_size % devices == 0, f'config.data.batch_size={data.batch_size} must be '
+          f'divisible by the number of devices ({devices})')
+  examples = train_examples(data)
+  require(data.batch_size <= examples - max(data.validation_size, 0),
+          f'config.data.batch_size={data.batch_size} is more than the '
+          f'{examples - max(data.validation_size, 0):,} training images (after '
+          f'config.data.validation_size={data.validation_size})')
+  largest_validation = examples - data.batch_size
+  require(0 <= data.validation_size < largest_validation, f'config.data.validation_size must be '
+          f'in [0, {largest_validation}), got {data.validation_size}')
+  require(data.normalisation in NORMALISATIONS, f'config.data.normalisation='
+          f'{data.normalisation!r} is unknown; choose one of {sorted(NORMALISATIONS)}')
+  require_non_negative(data, 'config.data', ('split_seed', 'shuffle_seed'))
+  check_image_size('data.image_size', data.image_size)
+  _check_image_size_schedule(data.image_size_schedule)

@@ -11,27 +11,27 @@ from cifar100_flax.data import augment, cifar100
 
 def eval_image_size(config: ml_collections.ConfigDict) -> int:
   """The side images are evaluated at (0: CIFAR's own)."""
-  return config.eval_image_size or config.image_size
+  return config.eval.image_size or config.data.image_size
 
 
 def train_image_size(config: ml_collections.ConfigDict, epoch: float) -> int:
-  """The side training images have at `epoch` (0: CIFAR's own): config.image_size, or the size
-  config.image_size_schedule gives from the last of its start epochs at or before `epoch`."""
-  sizes = [size for start, size in config.image_size_schedule if start <= epoch]
-  return sizes[-1] if sizes else config.image_size
+  """The side training images have at `epoch` (0: CIFAR's own): config.data.image_size, or the size
+  config.data.image_size_schedule gives from the last of its start epochs at or before `epoch`."""
+  sizes = [size for start, size in config.data.image_size_schedule if start <= epoch]
+  return sizes[-1] if sizes else config.data.image_size
 
 
 def preprocess(images: jax.Array, config: ml_collections.ConfigDict,
                key: jax.Array | None = None, flips: jax.Array | None = None,
                size: int | None = None) -> jax.Array:
   """uint8 images -> normalised float images. With a key, as training sees them: augmented, at
-  `size` (default config.image_size; `flips`: the input pipeline's alternating flips); without,
+  `size` (default config.data.image_size; `flips`: the input pipeline's alternating flips); without,
   as evaluation does, at eval_image_size(config)."""
   images = images.astype(jnp.float32)
   if key is not None:
     augment_key, cutout_key, erasing_key = jax.random.split(key, 3)
     images = augment.augment(images, augment_key, config.augment, flips)
-  mean, stddev = cifar100.NORMALISATIONS[config.normalisation]
+  mean, stddev = cifar100.NORMALISATIONS[config.data.normalisation]
   images = (images - jnp.array(mean)) / jnp.array(stddev)
   if key is not None and config.augment.cutout_size:
     images = augment.cutout(images, cutout_key, config.augment.cutout_size)
@@ -40,10 +40,10 @@ def preprocess(images: jax.Array, config: ml_collections.ConfigDict,
   if key is None:
     size = eval_image_size(config)
   elif size is None:
-    size = config.image_size
+    size = config.data.image_size
   if size and size != images.shape[1]:
     # Pretrained backbones see objects at their own scale (upsampled on the device); low
-    # resolution makes early epochs cheap (config.image_size_schedule).
+    # resolution makes early epochs cheap (config.data.image_size_schedule).
     images = resize(images, size)
   return images
 

@@ -1,5 +1,5 @@
 """Synthetic CIFAR-100-shaped data, made in host memory without TensorFlow
-(`config.dataset='synthetic'`).
+(`config.data.name='synthetic'`).
 
 For timing the real training loop on hardware (images/s, step time, MFU) and for machines that
 have neither TensorFlow nor the dataset, such as accelerator images: the splits have CIFAR-100's
@@ -27,15 +27,15 @@ def _split(rng: np.random.Generator, patterns: np.ndarray, size: int, name: str)
 
 
 def load_splits(config: ml_collections.ConfigDict, with_train: bool = True) -> dict[str, Split]:
-  """'train' and 'validation' (config.validation_size of cifar100.train_examples: CIFAR-100's
-  50,000 or config.synthetic_size) and 'test' (a fifth as many), the same for the same
-  config.split_seed."""
-  rng = np.random.default_rng(config.split_seed)
+  """'train' and 'validation' (config.data.validation_size of cifar100.train_examples: CIFAR-100's
+  50,000 or config.data.synthetic_size) and 'test' (a fifth as many), the same for the same
+  config.data.split_seed."""
+  rng = np.random.default_rng(config.data.split_seed)
   patterns = rng.integers(0, 256, (cifar100.NUM_CLASSES, *cifar100.IMAGE_SHAPE), dtype=np.uint8)
-  size = cifar100.train_examples(config)
+  size = cifar100.train_examples(config.data)
   splits = {'test': _split(rng, patterns, size // 5, 'test')}
   if with_train:
-    validation_size = max(config.validation_size, 0)
+    validation_size = max(config.data.validation_size, 0)
     splits['validation'] = _split(rng, patterns, validation_size, 'validation')
     splits['train'] = _split(rng, patterns, size - validation_size, 'train')
   return splits

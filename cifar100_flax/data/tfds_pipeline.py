@@ -37,32 +37,32 @@ def _why_offline() -> str | None:
 
 
 def _builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
-  data_dir = config.data_dir or os.environ.get('TFDS_DATA_DIR')
+  data_dir = config.data.dir or os.environ.get('TFDS_DATA_DIR')
   if data_dir and os.path.exists(data_dir) and not os.path.isdir(data_dir):
-    raise DataError(f'the data dir {data_dir} is a file, not a folder: point --config.data_dir '
+    raise DataError(f'the data dir {data_dir} is a file, not a folder: point --config.data.dir '
                     f'(or TFDS_DATA_DIR) to the tensorflow_datasets folder')
   try:
-    builder = tfds.builder(config.dataset, data_dir=data_dir)
+    builder = tfds.builder(config.data.name, data_dir=data_dir)
     prepared = builder.is_prepared()
   except (tf.errors.OpError, OSError) as e:  # e.g. a folder without permission
     raise DataError(f'cannot read the data dir {data_dir}: {_tf_message(e)}. Make it readable, '
-                    f'or point --config.data_dir to another') from e
+                    f'or point --config.data.dir to another') from e
   if prepared:
     return builder
   where = builder.data_dir
   locked = _locked_folder(pathlib.Path(where).absolute(), data_dir)
   if locked:
-    raise DataError(f'permission denied: {locked} cannot be read, so {config.dataset} in {where} '
-                    f'cannot be found. Make it readable, or point --config.data_dir to another')
+    raise DataError(f'permission denied: {locked} cannot be read, so {config.data.name} in {where} '
+                    f'cannot be found. Make it readable, or point --config.data.dir to another')
   offline = _why_offline()
   if offline:
     raise DataError(
-        f'{config.dataset} is not prepared in {where} and cannot be downloaded ({offline}). '
+        f'{config.data.name} is not prepared in {where} and cannot be downloaded ({offline}). '
         f'Prepare it once on a machine with internet (`python -c "import tensorflow_datasets as '
-        f"tfds; tfds.builder('{config.dataset}').download_and_prepare()\"`), copy the "
-        f'tensorflow_datasets folder here, and point to it with --config.data_dir=DIR or '
+        f"tfds; tfds.builder('{config.data.name}').download_and_prepare()\"`), copy the "
+        f'tensorflow_datasets folder here, and point to it with --config.data.dir=DIR or '
         f'TFDS_DATA_DIR=DIR.')
-  logging.info('Downloading %s into %s', config.dataset, where)
+  logging.info('Downloading %s into %s', config.data.name, where)
   builder.download_and_prepare()
   return builder
 
@@ -120,9 +120,9 @@ def load_splits(config: ml_collections.ConfigDict, with_train: bool = True) -> d
   splits = {'test': _load_split(builder, 'test')}
   if with_train:
     full_train = _load_split(builder, 'train')
-    order = np.random.default_rng(config.split_seed).permutation(len(full_train))
-    splits['validation'] = full_train.take(np.sort(order[:config.validation_size]))
-    splits['train'] = full_train.take(np.sort(order[config.validation_size:]))
+    order = np.random.default_rng(config.data.split_seed).permutation(len(full_train))
+    splits['validation'] = full_train.take(np.sort(order[:config.data.validation_size]))
+    splits['train'] = full_train.take(np.sort(order[config.data.validation_size:]))
   return splits
 
 

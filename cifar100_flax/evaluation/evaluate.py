@@ -51,21 +51,21 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, split: str = 'test
     state, progress = restore.restore_model(config, workdir)
   mesh = sharding.create_mesh()
   state = sharding.replicate(state, mesh)
-  with console.phase(f'loading the {config.dataset} {split} split'):
+  with console.phase(f'loading the {config.data.name} {split} split'):
     test = cifar100.source(config).load_splits(config, with_train=split != 'test')[split]
   if not len(test):
-    raise ConfigError(f'the {split} split is empty (config.validation_size=0)')
+    raise ConfigError(f'the {split} split is empty (config.data.validation_size=0)')
   jitted_eval_step = steps.jit_eval_step(config)
-  _, probs = steps.evaluate_split(jitted_eval_step, state, test, config.eval_batch_size, mesh,
+  _, probs = steps.evaluate_split(jitted_eval_step, state, test, config.eval.batch_size, mesh,
                                   f'evaluating {len(test):,} {split} images')
   report = classification.classification_report(probs, test.labels, test.coarse_labels)
   names = list(cifar100.CLASS_NAMES)
-  report.update(checkpoint_step=int(jax.device_get(state.step)), model=config.model,
+  report.update(checkpoint_step=int(jax.device_get(state.step)), model=config.model.name,
                 class_names=names, train_seconds=progress.get('train_seconds'),
                 train_flops=progress.get('train_flops'),
                 num_params=sum(int(x.size) for x in jax.tree.leaves(state.params)),
                 inference_ms_per_image=_inference_ms_per_image(jitted_eval_step, state, test,
-                                                               config.eval_batch_size, mesh))
+                                                               config.eval.batch_size, mesh))
   if jax.process_index() == 0:
     _write(pathlib.Path(workdir), split, report, test.labels, test.coarse_labels, probs, test.ids)
   return report

@@ -48,7 +48,7 @@ def inference_function(state: states.ModelState, config: ml_collections.ConfigDi
   """uint8 [B, 32, 32, 3] images -> [B, 100] probabilities, as eval computes them, with XLA's
   convolutions, computing in `dtype` (default: the run's)."""
   config = ml_collections.ConfigDict(config.to_dict())
-  config.dtype = dtype or config.dtype
+  config.model.dtype = dtype or config.model.dtype
   state = state.replace(apply_fn=states.create_model(config, 'xla').apply)
   return lambda images: jax.nn.softmax(steps.predict_logits(state, images, config)).astype(
       jnp.float32)
@@ -117,7 +117,7 @@ def write(state: states.ModelState, config: ml_collections.ConfigDict, fmt: str,
   record."""
   out.mkdir(parents=True, exist_ok=True)
   path = out / FILE_NAMES[fmt]
-  dtype = 'float32' if fmt == 'onnx' else config.dtype
+  dtype = 'float32' if fmt == 'onnx' else config.model.dtype
   fn = inference_function(state, config, dtype)
   metadata = _metadata(config, source, int(state.step), fmt, dtype)
   with console.phase(f'exporting to {path}'):
@@ -133,7 +133,7 @@ def write(state: states.ModelState, config: ml_collections.ConfigDict, fmt: str,
 
 def _metadata(config: ml_collections.ConfigDict, workdir: str, step: int, fmt: str,
               dtype: str) -> dict:
-  return {'format': fmt, 'file': FILE_NAMES[fmt], 'model': config.model,
+  return {'format': fmt, 'file': FILE_NAMES[fmt], 'model': config.model.name,
           'workdir': str(workdir), 'checkpoint_step': step,
           'input': f'uint8 [batch, {", ".join(map(str, cifar100.IMAGE_SHAPE))}] RGB images',
           'output': f'float32 [batch, {cifar100.NUM_CLASSES}] class probabilities',

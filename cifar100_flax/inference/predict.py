@@ -38,7 +38,7 @@ def probabilities(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequen
       state, _ = restore.restore_model(config, workdir)
     state = sharding.replicate(state, mesh)
     members.append(steps.evaluate_split(steps.jit_eval_step(config), state, split,
-                                        config.eval_batch_size, mesh,
+                                        config.eval.batch_size, mesh,
                                         f'classifying {len(split):,} images')[1])
   return np.mean(members, axis=0)
 

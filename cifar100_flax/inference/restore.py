@@ -15,20 +15,22 @@ def restore_model(config: ml_collections.ConfigDict,
                   workdir: str) -> tuple[states.ModelState, dict]:
   """The evaluated model (the EMA weights where the run kept them) of `workdir`'s best checkpoint
   (the newest if none is marked best), without its optimiser, and the checkpoint's progress
-  record. With config.recalibration_images, its BatchNorm statistics are recalibrated unless the
-  checkpoint's already were, on as many images at the same size."""
+  record. With config.eval.recalibration_images, its BatchNorm statistics are recalibrated unless
+  the checkpoint's already were, on as many images at the same size."""
   checks.validate(config)
   model = states.create_model(config)
   variables = states.abstract_variables(model, config)
   step = jax.ShapeDtypeStruct((), jnp.int32)
-  template = {'ema': variables, 'step': step} if config.ema_decay else {**variables, 'step': step}
+  template = ({'ema': variables, 'step': step} if config.train.ema_decay
+              else {**variables, 'step': step})
   with checkpoints.Checkpointer(workdir, read_only=True) as checkpointer:
     restored, progress = checkpointer.restore_model(template)
   restored = {**restored.pop('ema', {}), **restored}
   state = states.ModelState(apply_fn=model.apply, **restored)
-  if config.recalibration_images and progress.get('recalibration') != recalibration.record(config):
-    with console.phase(f'loading {config.dataset} to recalibrate BatchNorm'):
+  images = config.eval.recalibration_images
+  if images and progress.get('recalibration') != recalibration.record(config):
+    with console.phase(f'loading {config.data.name} to recalibrate BatchNorm'):
       train_images = cifar100.source(config).load_splits(config)['train'].images
-    state = recalibration.recalibrate(state, train_images[:config.recalibration_images], config,
+    state = recalibration.recalibrate(state, train_images[:images], config,
                                       sharding.create_mesh())
   return state, progress

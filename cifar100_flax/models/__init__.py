@@ -12,9 +12,10 @@ from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
+import ml_collections
 
-from cifar100_flax.errors import ConfigError
-from cifar100_flax.models import efficientnet, resnet, vit
+from cifar100_flax.errors import ConfigError, require
+from cifar100_flax.models import efficientnet, pretrained, resnet, vit
 from cifar100_flax.models.airbench import Airbench
 from cifar100_flax.models.cnn import CNN
 from cifar100_flax.models.layer_set import FLAX, LayerSet
@@ -62,20 +63,32 @@ def _argument_problem(name: str, value: Any, default: Any) -> str:
 
 def create_model(name: str, num_classes: int, dtype: str = 'float32',
                  layers: LayerSet = FLAX, **kwargs) -> nn.Module:
-  """Model `name` with its config.model_kwargs, built from `layers` (Flax's by default)."""
+  """Model `name` with its config.model.kwargs, built from `layers` (Flax's by default)."""
   if name not in MODELS:
-    raise ConfigError(f'config.model={name!r} is not a known model; choose one of {sorted(MODELS)}')
+    raise ConfigError(f'config.model.name={name!r} is not a known model; choose one of '
+                      f'{sorted(MODELS)}')
   if dtype not in DTYPES:
-    raise ConfigError(f'config.dtype={dtype!r} is not supported; choose one of {sorted(DTYPES)}')
+    raise ConfigError(f'config.model.dtype={dtype!r} is not supported; choose one of '
+                      f'{sorted(DTYPES)}')
   module, fixed = MODELS[name]
   fields = {f.name: f.default for f in dataclasses.fields(module)
             if f.name not in {'parent', 'name', 'num_classes', 'dtype', 'layers', *fixed}}
   unknown = sorted(set(kwargs) - set(fields))
   if unknown:
-    raise ConfigError(f'config.model_kwargs has {unknown}, which model {name!r} does not take; '
+    raise ConfigError(f'config.model.kwargs has {unknown}, which model {name!r} does not take; '
                       f'it takes {sorted(fields)}')
   for key, value in kwargs.items():
     problem = _argument_problem(key, value, fields[key])
     if problem:
-      raise ConfigError(f'config.model_kwargs.{key}={value!r} {problem}')
+      raise ConfigError(f'config.model.kwargs.{key}={value!r} {problem}')
   return module(num_classes=num_classes, dtype=DTYPES[dtype], layers=layers, **fixed, **kwargs)
+
+
+def check_config(model: ml_collections.ConfigDict, num_classes: int) -> None:
+  """Raises ConfigError for a `config.model` that cannot be built or given its weights: the
+  model is built (its arguments checked, no layer run), and its pretrained weights named right."""
+  create_model(model.name, num_classes, model.dtype, **model.kwargs)
+  require(model.init_sample_size > 0,
+          f'config.model.init_sample_size must be > 0, got {model.init_sample_size}')
+  if model.pretrained:
+    pretrained.check_config(model)

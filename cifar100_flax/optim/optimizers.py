@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from cifar100_flax.errors import ConfigError
+from cifar100_flax.errors import ConfigError, require, require_non_negative, require_regex
 from cifar100_flax.optim import schedules
 
 OPTIMIZERS = ('sgd', 'adam', 'adamw', 'muon')
@@ -46,8 +46,8 @@ def _backbone_scale(config: ml_collections.ConfigDict,
   Applied to the optimiser's updates, so that a frozen backbone does not move at all (not even by
   weight decay) while its optimiser state warms up.
   """
-  frozen_steps = int(config.backbone_frozen_epochs * steps_per_epoch)
-  multiplier = config.backbone_learning_rate_multiplier
+  frozen_steps = int(config.optim.backbone_frozen_epochs * steps_per_epoch)
+  multiplier = config.optim.backbone_learning_rate_multiplier
   gate = lambda step: jnp.where(step < frozen_steps, 0.0, multiplier)
 
   def backbone(params):
@@ -120,18 +120,19 @@ def _muon(config: ml_collections.ConfigDict,
   orthogonalised by Newton-Schulz over (height x width x inputs, outputs), on weights kept at a
   fixed norm (else decayed as optax.contrib.muon does); at muon_learning_rate x the schedule's
   shape. Everything else: SGD as 'sgd'."""
-  muon_schedule = lambda step: schedule(step) * (config.muon_learning_rate / config.learning_rate)
+  scale = config.optim.muon.learning_rate / config.optim.learning_rate
+  muon_schedule = lambda step: schedule(step) * scale
   dimensions = optax.contrib.MuonDimensionNumbers(reduction_axis=(0, 1, 2), output_axis=3)
   # Three Newton-Schulz steps, not optax's five, as airbench94_muon: they even out the smallest
   # singular values less, which trains as well, and on a CPU the fourth and fifth cost several
   # percent of a step.
   kernels = [optax.contrib.scale_by_muon(
-      beta=config.muon_momentum, nesterov=True, ns_steps=3,
+      beta=config.optim.muon.momentum, nesterov=True, ns_steps=3,
       weight_dimension_numbers=lambda tree: jax.tree.map(lambda _: dimensions, tree))]
-  if config.weight_decay and not config.muon_normalise:
-    kernels.append(optax.add_decayed_weights(config.weight_decay))
+  if config.optim.weight_decay and not config.optim.muon.normalise:
+    kernels.append(optax.add_decayed_weights(config.optim.weight_decay))
   kernels.append(optax.scale_by_learning_rate(muon_schedule))
-  if config.muon_normalise:
+  if config.optim.muon.normalise:
     # The weights normalised, then the step (as airbench): one update brings both.
     kernels.append(_normalised())
   labels = lambda params: jax.tree_util.tree_map_with_path(
@@ -143,9 +144,10 @@ def _muon(config: ml_collections.ConfigDict,
 def _sgd(config: ml_collections.ConfigDict,
          schedule: schedules.Schedule) -> optax.GradientTransformation:
   parts = []
-  if config.weight_decay:
-    parts.append(optax.add_decayed_weights(config.weight_decay, mask=_decay_mask))
-  parts.append(optax.sgd(schedule, momentum=config.momentum or None, nesterov=config.nesterov))
+  if config.optim.weight_decay:
+    parts.append(optax.add_decayed_weights(config.optim.weight_decay, mask=_decay_mask))
+  parts.append(optax.sgd(schedule, momentum=config.optim.momentum or None,
+                         nesterov=config.optim.nesterov))
   return optax.chain(*parts)
 
 
@@ -153,37 +155,37 @@ def create_optimizer(
     config: ml_collections.ConfigDict, total_steps: int,
     steps_per_epoch: int) -> tuple[optax.GradientTransformationExtraArgs, schedules.Schedule]:
   """The optimiser (its update takes `value=loss` for reduce_on_plateau) and its base schedule."""
-  schedule = schedules.SCHEDULES[config.schedule](config, total_steps, steps_per_epoch)
+  schedule = schedules.SCHEDULES[config.schedule.name](config, total_steps, steps_per_epoch)
   parts = []
-  if config.grad_clip_norm:
-    parts.append(optax.clip_by_global_norm(config.grad_clip_norm))
-  if config.optimizer == 'adamw':
-    parts.append(optax.adamw(schedule, weight_decay=config.weight_decay, mask=_decay_mask))
-  elif config.optimizer == 'sgd':
+  if config.optim.grad_clip_norm:
+    parts.append(optax.clip_by_global_norm(config.optim.grad_clip_norm))
+  if config.optim.name == 'adamw':
+    parts.append(optax.adamw(schedule, weight_decay=config.optim.weight_decay, mask=_decay_mask))
+  elif config.optim.name == 'sgd':
     parts.append(_sgd(config, schedule))
-  elif config.optimizer == 'muon':
+  elif config.optim.name == 'muon':
     parts.append(_muon(config, schedule))
   else:
-    if config.weight_decay:
-      parts.append(optax.add_decayed_weights(config.weight_decay, mask=_decay_mask))
+    if config.optim.weight_decay:
+      parts.append(optax.add_decayed_weights(config.optim.weight_decay, mask=_decay_mask))
     parts.append(optax.adam(schedule))
-  if config.schedule == 'reduce_on_plateau':
+  if config.schedule.name == 'reduce_on_plateau':
     parts.append(optax.contrib.reduce_on_plateau(
-        factor=config.plateau_factor, patience=config.plateau_patience,
+        factor=config.schedule.plateau_factor, patience=config.schedule.plateau_patience,
         accumulation_size=steps_per_epoch))
-  if config.backbone_frozen_epochs or config.backbone_learning_rate_multiplier != 1:
+  if config.optim.backbone_frozen_epochs or config.optim.backbone_learning_rate_multiplier != 1:
     parts.append(_backbone_scale(config, steps_per_epoch))
-  for pattern, multiplier in config.learning_rate_multipliers:
+  for pattern, multiplier in config.optim.learning_rate_multipliers:
     parts.append(optax.masked(optax.scale(multiplier),
                               _matching(pattern, 'learning_rate_multipliers')))
   tx = optax.chain(*parts)
-  if config.frozen_params:
+  if config.optim.frozen_params:
     # Frozen parameters get no update at all (and so no weight decay); XLA then drops their
     # gradients.
-    frozen = _matching(config.frozen_params, 'frozen_params')
+    frozen = _matching(config.optim.frozen_params, 'frozen_params')
     tx = optax.multi_transform({False: tx, True: optax.set_to_zero()}, frozen)
-  if config.lookahead_every:
-    tx = lookahead(tx, config.lookahead_every, config.lookahead_decay, total_steps)
+  if config.optim.lookahead.every:
+    tx = lookahead(tx, config.optim.lookahead.every, config.optim.lookahead.decay, total_steps)
   return tx, schedule
 
 
@@ -192,3 +194,26 @@ def plateau_scale(opt_state) -> float:
   is_plateau = lambda x: isinstance(x, optax.contrib.ReduceLROnPlateauState)
   states = [x for x in jax.tree_util.tree_leaves(opt_state, is_leaf=is_plateau) if is_plateau(x)]
   return states[0].scale if states else 1.0
+
+
+def check_config(optim: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError for a `config.optim` value that cannot work."""
+  require(optim.name in OPTIMIZERS,
+          f'config.optim.name={optim.name!r} is unknown; choose one of {list(OPTIMIZERS)}')
+  require(optim.learning_rate > 0,
+          f'config.optim.learning_rate must be > 0, got {optim.learning_rate}')
+  require_non_negative(optim, 'config.optim', (
+      'momentum', 'weight_decay', 'grad_clip_norm', 'backbone_frozen_epochs',
+      'backbone_learning_rate_multiplier'))
+  require_non_negative(optim.muon, 'config.optim.muon', ('learning_rate',))
+  require(0 <= optim.muon.momentum < 1,
+          f'config.optim.muon.momentum must be in [0, 1), got {optim.muon.momentum}')
+  require_non_negative(optim.lookahead, 'config.optim.lookahead', ('every',))
+  require(0 <= optim.lookahead.decay <= 1,
+          f'config.optim.lookahead.decay must be in [0, 1], got {optim.lookahead.decay}')
+  require_regex('config.optim.frozen_params', optim.frozen_params)
+  for pair in optim.learning_rate_multipliers:
+    require(len(pair) == 2 and isinstance(pair[1], (int, float)) and pair[1] > 0,
+            f'config.optim.learning_rate_multipliers must hold (regex, multiplier > 0) pairs, '
+            f'got {pair!r}')
+    require_regex('config.optim.learning_rate_multipliers', pair[0])

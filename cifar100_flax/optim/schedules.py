@@ -5,39 +5,43 @@ from collections.abc import Callable
 import ml_collections
 import optax
 
+from cifar100_flax.errors import require, require_non_negative
+
 Schedule = Callable[[int], float]
 
 
 def _warmup_cosine(config: ml_collections.ConfigDict, total_steps: int,
                    steps_per_epoch: int) -> Schedule:
-  warmup = min(int(config.warmup_epochs * steps_per_epoch), total_steps - 1)
-  return optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, warmup, total_steps)
+  warmup = min(int(config.schedule.warmup_epochs * steps_per_epoch), total_steps - 1)
+  return optax.warmup_cosine_decay_schedule(0.0, config.optim.learning_rate, warmup, total_steps)
 
 
 def _one_cycle(config: ml_collections.ConfigDict, total_steps: int,
                steps_per_epoch: int) -> Schedule:
-  return optax.cosine_onecycle_schedule(total_steps, config.learning_rate)
+  return optax.cosine_onecycle_schedule(total_steps, config.optim.learning_rate)
 
 
 def _piecewise_constant(config: ml_collections.ConfigDict, total_steps: int,
                         steps_per_epoch: int) -> Schedule:
-  boundaries = {int(f * total_steps): config.piecewise_scale for f in config.piecewise_boundaries}
-  return optax.piecewise_constant_schedule(config.learning_rate, boundaries)
+  boundaries = {int(f * total_steps): config.schedule.piecewise_scale
+                for f in config.schedule.piecewise_boundaries}
+  return optax.piecewise_constant_schedule(config.optim.learning_rate, boundaries)
 
 
 def _triangular(config: ml_collections.ConfigDict, total_steps: int,
                 steps_per_epoch: int) -> Schedule:
   """Linear from start x peak up to the peak at warmup_epochs, then linear to end x peak."""
-  warmup = min(max(int(config.warmup_epochs * steps_per_epoch), 1), total_steps - 1)
-  peak = config.learning_rate
+  warmup = min(max(int(config.schedule.warmup_epochs * steps_per_epoch), 1), total_steps - 1)
+  peak = config.optim.learning_rate
   return optax.join_schedules([
-      optax.linear_schedule(config.triangular_start * peak, peak, warmup),
-      optax.linear_schedule(peak, config.triangular_end * peak, total_steps - warmup)], [warmup])
+      optax.linear_schedule(config.schedule.triangular_start * peak, peak, warmup),
+      optax.linear_schedule(peak, config.schedule.triangular_end * peak, total_steps - warmup)],
+      [warmup])
 
 
 def _constant(config: ml_collections.ConfigDict, total_steps: int,
               steps_per_epoch: int) -> Schedule:
-  return optax.constant_schedule(config.learning_rate)
+  return optax.constant_schedule(config.optim.learning_rate)
 
 
 SCHEDULES = {
@@ -49,3 +53,12 @@ SCHEDULES = {
     # The base rate is constant; optax.contrib.reduce_on_plateau scales the updates.
     'reduce_on_plateau': _constant,
 }
+
+
+def check_config(schedule: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError for a `config.schedule` value that cannot work."""
+  require(schedule.name in SCHEDULES, f'config.schedule.name={schedule.name!r} is unknown; choose '
+          f'one of {sorted(SCHEDULES)}')
+  require_non_negative(schedule, 'config.schedule', ('warmup_epochs',))
+  require(0 < schedule.plateau_factor < 1,
+          f'config.schedule.plateau_factor must be in (0, 1), got {schedule.plateau_factor}')

@@ -14,8 +14,8 @@ from cifar100_flax.training import states, steps
 def flops_per_step(config: ml_collections.ConfigDict, state: states.TrainState, batch_size: int,
                    image_size: int | None = None) -> float | None:
   """XLA's count of one training step's floating-point operations (all devices together) at
-  `image_size` (default config.image_size), from the lowered step; None where the backend counts
-  only compiled code (PJRT plugins: CUDA, ROCm, TPU), for `compiled_flops` to count.
+  `image_size` (default config.data.image_size), from the lowered step; None where the backend
+  counts only compiled code (PJRT plugins: CUDA, ROCm, TPU), for `compiled_flops` to count.
 
   Counted on the model built with XLA's own convolutions: XLA cannot see into oneDNN's.
   """

@@ -60,26 +60,26 @@ def _early_stopper(config: ml_collections.ConfigDict,
                    saved: dict | None = None) -> early_stopping.EarlyStopping:
   # flax's EarlyStopping minimises, so metrics to maximise are negated on the way in; and it stops
   # at the (patience + 1)-th evaluation without improvement, so it gets patience - 1.
-  patience = config.early_stopping_patience - 1 if config.early_stopping_patience else 2**31
-  stopper = early_stopping.EarlyStopping(min_delta=config.early_stopping_min_delta,
+  patience = config.early_stopping.patience - 1 if config.early_stopping.patience else 2**31
+  stopper = early_stopping.EarlyStopping(min_delta=config.early_stopping.min_delta,
                                          patience=patience)
   return stopper.replace(**saved) if saved else stopper
 
 
 def _signed(config: ml_collections.ConfigDict, value: float) -> float:
-  mode = checks.EARLY_STOPPING_METRICS[config.early_stopping_metric]
+  mode = checks.EARLY_STOPPING_METRICS[config.early_stopping.metric]
   return -value if mode == 'max' else value
 
 
 def _with_pretrained(state: states.TrainState,
                      config: ml_collections.ConfigDict) -> states.TrainState:
-  """`state` with config.pretrained's weights for everything but the classifier head ('fc')."""
-  if not config.pretrained:
+  """`state` with config.model.pretrained's weights for all but the classifier head ('fc')."""
+  if not config.model.pretrained:
     return state
   variables = pretrained.fit_to_model(
-      pretrained.load(config.pretrained, config.model),
+      pretrained.load(config.model.pretrained, config.model.name),
       {'params': state.params, 'batch_stats': state.batch_stats}, keep=('fc',))
-  logging.info('Initialised from %s (all but the head).', config.pretrained)
+  logging.info('Initialised from %s (all but the head).', config.model.pretrained)
   return state.with_variables(variables['params'], variables['batch_stats'])
 
 
@@ -88,7 +88,8 @@ def _check_finite(values: dict, step: int) -> None:
   if bad:
     raise TrainingDivergedError(
         f'training diverged at step {step}: {bad}. The last good checkpoint is kept; lower '
-        f'config.learning_rate or set config.grad_clip_norm, then resume or start a new workdir.')
+        f'config.optim.learning_rate or set config.optim.grad_clip_norm, then resume or start a '
+        f'new workdir.')
 
 
 class _StopRequests:
@@ -177,11 +178,11 @@ class _Training:
     """Progress after evaluating the validation split at the state's step."""
     config, step = self.config, int(state.step)
     val, _ = steps.evaluate_split(jitted_eval_step, states.model_to_evaluate(state),
-                                  self.splits['validation'], config.eval_batch_size, self.mesh,
+                                  self.splits['validation'], config.eval.batch_size, self.mesh,
                                   'validation')
     val = {f'val_{k}': v for k, v in val.items()}
     _check_finite(val, step)
-    stopper = progress.stopper.update(_signed(config, val[config.early_stopping_metric]))
+    stopper = progress.stopper.update(_signed(config, val[config.early_stopping.metric]))
     self.writer.write_scalars(step, {**val, 'epoch': step / self.steps_per_epoch})
     console.say(f'validation at step {step}: '
                 + '  '.join(f'{k[4:]} {v:.4f}' for k, v in val.items())
@@ -189,18 +190,18 @@ class _Training:
     if not stopper.has_improved:
       return dataclasses.replace(progress, stopper=stopper)
     return dataclasses.replace(progress, stopper=stopper, best_step=step,
-                               best_metric=val[config.early_stopping_metric],
-                               best_metric_name=config.early_stopping_metric)
+                               best_metric=val[config.early_stopping.metric],
+                               best_metric_name=config.early_stopping.metric)
 
   def recalibrated(self, state: states.TrainState, progress: Progress
                    ) -> tuple[states.TrainState, Progress]:
-    """With config.recalibration_images, the state whose evaluated model has recalibrated
+    """With config.eval.recalibration_images, the state whose evaluated model has recalibrated
     BatchNorm statistics (harmless to training, which normalises by each batch's own)."""
     config = self.config
-    if not config.recalibration_images:
+    if not config.eval.recalibration_images:
       return state, progress
     model = recalibration.recalibrate(states.model_to_evaluate(state),
-                                      self.splits['train'].images[:config.recalibration_images],
+                                      self.splits['train'].images[:config.eval.recalibration_images],
                                       config, self.mesh)
     state = sharding.replicate(states.with_evaluated_batch_stats(state, model.batch_stats),
                                self.mesh)
@@ -234,13 +235,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 def _train(config: ml_collections.ConfigDict, workdir: str, stop: _StopRequests) -> dict:
   model = states.create_model(config)
   mesh = sharding.create_mesh()
-  with console.phase(f'loading {config.dataset}'):
+  with console.phase(f'loading {config.data.name}'):
     splits = cifar100.source(config).load_splits(config)
-  steps_per_epoch = cifar100.steps_per_epoch(len(splits['train']), config.batch_size)
-  total_steps = config.num_epochs * steps_per_epoch
+  steps_per_epoch = cifar100.steps_per_epoch(len(splits['train']), config.data.batch_size)
+  total_steps = config.train.num_epochs * steps_per_epoch
   state, schedule = states.create_train_state(
-      config, steps_per_epoch, splits['train'].images[:config.init_sample_size], model)
-  with checkpoints.Checkpointer(workdir, config.checkpoint_keep) as checkpointer:
+      config, steps_per_epoch, splits['train'].images[:config.model.init_sample_size], model)
+  with checkpoints.Checkpointer(workdir, config.checkpoint.keep) as checkpointer:
     restored = checkpointer.restore_latest(state)
     if restored:
       state, progress = restored[0], Progress.from_json(restored[1], config)
@@ -252,19 +253,20 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: _StopRequests)
     state = sharding.replicate(state, mesh)
     with console.phase('counting the training step\'s FLOPs'):
       sizes = {_image_size_at(config, steps_per_epoch, k) for k in range(total_steps)}
-      step_flops = {size: flops.flops_per_step(config, state, config.batch_size, size)
+      step_flops = {size: flops.flops_per_step(config, state, config.data.batch_size, size)
                     for size in sizes}
     writer = writers.create_writer(workdir, int(state.step),
-                                   tensorboard=config.dataset != 'synthetic')
+                                   tensorboard=config.data.name != 'synthetic')
     run = _Training(config, splits, mesh, checkpointer, writer, steps_per_epoch, total_steps,
                step_flops, progress.train_seconds)
     total_flops = run.flops_until(total_steps)
     per_image = ('' if total_flops is None else
-                 f', {total_flops / total_steps / config.batch_size:.3g} training FLOPs per image')
-    console.say(f'{config.model} ({sum(x.size for x in jax.tree.leaves(state.params)):,} '
+                 f', {total_flops / total_steps / config.data.batch_size:.3g} training FLOPs '
+                 f'per image')
+    console.say(f'{config.model.name} ({sum(x.size for x in jax.tree.leaves(state.params)):,} '
                 f'parameters, {model.layers.name}{per_image}) on {jax.device_count()} '
-                f'{jax.default_backend()} device(s): {total_steps} steps of {config.batch_size} '
-                f'images, {steps_per_epoch} an epoch')
+                f'{jax.default_backend()} device(s): {total_steps} steps of '
+                f'{config.data.batch_size} images, {steps_per_epoch} an epoch')
     try:
       progress = _loop(run, state, dataclasses.replace(progress, total_steps=total_steps),
                        schedule, stop)
@@ -286,13 +288,13 @@ def _loop(run: _Training, state: states.TrainState, progress: Progress,
   config, step = run.config, int(state.step)
   logged = step
   batches = cifar100.source(config).train_batches(
-      run.splits['train'], config.batch_size, config.shuffle_seed, step, jax.process_index(),
-      jax.process_count())
+      run.splits['train'], config.data.batch_size, config.data.shuffle_seed, step,
+      jax.process_index(), jax.process_count())
   batches = (sharding.shard_batch(batch, run.mesh) for batch in batches)
   jitted_eval_step = steps.jit_eval_step(config)
-  eval_every = config.eval_every_steps or run.steps_per_epoch
-  line = console.TrainingLine(run.total_steps, run.steps_per_epoch, config.batch_size,
-                             hardware.peak_flops_per_device(config.dtype))
+  eval_every = config.eval.every_steps or run.steps_per_epoch
+  line = console.TrainingLine(run.total_steps, run.steps_per_epoch, config.data.batch_size,
+                             hardware.peak_flops_per_device(config.model.dtype))
   train_metrics, stopping = None, False
   train_steps = {}  # compiled, by image side
   stop.stop_if_agreed(step)  # asked while loading, restoring or counting
@@ -301,7 +303,8 @@ def _loop(run: _Training, state: states.TrainState, progress: Progress,
     size = run.image_size_at(step)
     if size not in train_steps:
       with console.phase('compiling the training step'
-                         + (f' for {size}-pixel images' if config.image_size_schedule else '')):
+                         + (f' for {size}-pixel images' if config.data.image_size_schedule
+                            else '')):
         train_steps[size] = steps.jit_train_step(config, run.mesh, size).lower(
             state, batch).compile()
       run.count_compiled(size, train_steps[size])
@@ -310,7 +313,7 @@ def _loop(run: _Training, state: states.TrainState, progress: Progress,
     step += 1
     line.first_step_done(step)
     train_metrics = step_metrics if train_metrics is None else train_metrics.merge(step_metrics)
-    if _logs_at(step, config.log_every_steps, run.total_steps, logged):
+    if _logs_at(step, config.train.log_every_steps, run.total_steps, logged):
       scalars = {f'train_{k}': float(v) for k, v in train_metrics.compute().items()}
       _check_finite(scalars, step)
       scalars['learning_rate'] = float(schedule(step - 1)
@@ -331,6 +334,6 @@ def _loop(run: _Training, state: states.TrainState, progress: Progress,
     run.save(state, progress, is_best=False)
     raise KeyboardInterrupt(f'stopped at step {step}, saved; run the same command to resume')
   if progress.stopper.should_stop:
-    console.say(f'early stopping at step {step}: no {config.early_stopping_metric} improvement '
-                f'in {config.early_stopping_patience} evaluations')
+    console.say(f'early stopping at step {step}: no {config.early_stopping.metric} improvement '
+                f'in {config.early_stopping.patience} evaluations')
   return progress

@@ -44,11 +44,11 @@ def _updated_stats(model: states.ModelState, start: Any, images: jax.Array,
 def recalibrate(model: states.ModelState, images: np.ndarray, config: ml_collections.ConfigDict,
                 mesh: Mesh | None = None) -> states.ModelState:
   """`model` with BatchNorm statistics averaged over `images` (uint8 [N, H, W, C]) in batches of
-  config.batch_size (N rounded down to whole batches, at least one). Layers whose statistics do
+  config.data.batch_size (N rounded down to whole batches, at least one). Layers whose statistics do
   not move in training mode (frozen BatchNorm) keep theirs."""
   if not jax.tree.leaves(model.batch_stats):
     return model
-  batch_size = min(config.batch_size, len(images))
+  batch_size = min(config.data.batch_size, len(images))
   batches = [images[i:i + batch_size]
              for i in range(0, len(images) - batch_size + 1, batch_size)]
   updated = jax.jit(functools.partial(_updated_stats, config=config))
@@ -70,4 +70,4 @@ def recalibrate(model: states.ModelState, images: np.ndarray, config: ml_collect
 def record(config: ml_collections.ConfigDict) -> dict:
   """What a recalibration with `config` was done on, as saved in a checkpoint's progress."""
   return {'image_size': preprocessing.eval_image_size(config),
-          'images': config.recalibration_images}
+          'images': config.eval.recalibration_images}

@@ -23,7 +23,7 @@ from cifar100_flax.optim import optimizers, schedules
 class TrainState(train_state.TrainState):
   batch_stats: Any
   rng: jax.Array  # the run's key; step k uses fold_in(rng, k), so resuming needs nothing else
-  # With config.ema_decay: {'params', 'batch_stats'} averaged over the steps; else None.
+  # With config.train.ema_decay: {'params', 'batch_stats'} averaged over the steps; else None.
   ema: Any = None
 
   def with_variables(self, params: Any, batch_stats: Any) -> 'TrainState':
@@ -46,22 +46,23 @@ class ModelState(flax.struct.PyTreeNode):
 
 
 def uses_cpu_speed_path(config: ml_collections.ConfigDict) -> bool:
-  """config.cpu_speed_path, or (None) whether JAX's platform is the CPU."""
-  if config.cpu_speed_path is not None:
-    return config.cpu_speed_path
+  """config.cpu.speed_path, or (None) whether JAX's platform is the CPU."""
+  if config.cpu.speed_path is not None:
+    return config.cpu.speed_path
   return jax.default_backend() == 'cpu'
 
 
 def create_model(config: ml_collections.ConfigDict,
                  conv_backend: str | None = None) -> nn.Module:
-  """config.model, built from Flax's layers, or on the CPU speed path (uses_cpu_speed_path) from
-  its layers with the convolutions of `conv_backend` ('onednn' or 'xla'; default:
-  config.conv_backend resolved, which builds the oneDNN extension the first time it is chosen)."""
+  """config.model.name, built from Flax's layers, or on the CPU speed path (uses_cpu_speed_path)
+  from its layers with the convolutions of `conv_backend` ('onednn' or 'xla'; default:
+  config.cpu.conv_backend resolved, which builds the oneDNN extension the first time it is
+  chosen)."""
   layers = layer_set.FLAX
   if uses_cpu_speed_path(config):
-    layers = layer_set.cpu(conv_backend or onednn.resolve(config.conv_backend))
-  return models.create_model(config.model, cifar100.NUM_CLASSES, config.dtype, layers=layers,
-                             **config.model_kwargs)
+    layers = layer_set.cpu(conv_backend or onednn.resolve(config.cpu.conv_backend))
+  return models.create_model(config.model.name, cifar100.NUM_CLASSES, config.model.dtype,
+                             layers=layers, **config.model.kwargs)
 
 
 def _init_variables(model: nn.Module, config: ml_collections.ConfigDict, rng: jax.Array,
@@ -86,16 +87,16 @@ def create_train_state(config: ml_collections.ConfigDict, steps_per_epoch: int,
   some weights to the data (airbench's whitening) need them, others only use their shape.
   `model`: default `create_model(config)`.
   """
-  tx, schedule = optimizers.create_optimizer(config, config.num_epochs * steps_per_epoch,
+  tx, schedule = optimizers.create_optimizer(config, config.train.num_epochs * steps_per_epoch,
                                         steps_per_epoch)
   model = model or create_model(config)
-  init_rng, run_rng = jax.random.split(jax.random.PRNGKey(config.seed))
+  init_rng, run_rng = jax.random.split(jax.random.PRNGKey(config.train.seed))
   if sample_images is None:
     sample_images = np.zeros((1, *cifar100.IMAGE_SHAPE), np.uint8)
   variables = jax.jit(functools.partial(_init_variables, model, config))(init_rng, sample_images)
   batch_stats = variables.get('batch_stats', {})
-  ema = (_copy({'params': variables['params'], 'batch_stats': batch_stats}) if config.ema_decay
-         else None)
+  ema = (_copy({'params': variables['params'], 'batch_stats': batch_stats})
+         if config.train.ema_decay else None)
   state = TrainState.create(apply_fn=model.apply, params=variables['params'], tx=tx,
                             batch_stats=batch_stats, rng=run_rng, ema=ema)
   return state, schedule

@@ -22,10 +22,10 @@ from cifar100_flax.training import metrics, sharding, states
 
 
 def compiler_options(config: ml_collections.ConfigDict) -> dict | None:
-  """config.xla_cpu_options for `jax.jit`, when running on CPU (other backends reject them)."""
-  if jax.default_backend() != 'cpu' or not config.xla_cpu_options:
+  """config.cpu.xla_options for `jax.jit`, when running on CPU (other backends reject them)."""
+  if jax.default_backend() != 'cpu' or not config.cpu.xla_options:
     return None
-  return dict(config.xla_cpu_options)
+  return dict(config.cpu.xla_options)
 
 
 def jit_train_step(config: ml_collections.ConfigDict, mesh: Mesh | None = None,
@@ -48,13 +48,13 @@ def _mixes(config: ml_collections.ConfigDict) -> bool:
 
 def train_step(state: states.TrainState, batch: dict, config: ml_collections.ConfigDict,
                image_size: int | None = None) -> tuple[states.TrainState, metrics.TrainMetrics]:
-  """One step of training on images at `image_size` (default config.image_size)."""
+  """One step of training on images at `image_size` (default config.data.image_size)."""
   augment_key, dropout_key, mix_key = jax.random.split(jax.random.fold_in(state.rng, state.step),
                                                       3)
   images = preprocessing.preprocess(batch['image'], config, augment_key, batch.get('flip'),
                                     image_size)
   targets = optax.smooth_labels(jax.nn.one_hot(batch['label'], cifar100.NUM_CLASSES),
-                                config.label_smoothing)
+                                config.train.label_smoothing)
   if _mixes(config):
     images, targets = mixing.mix_batch(images, targets, mix_key, config.augment)
 
@@ -70,7 +70,7 @@ def train_step(state: states.TrainState, batch: dict, config: ml_collections.Con
   ema = state.ema
   if ema is not None:
     # TensorFlow's EMA warm-up: early averages forget the random start (the new head) quickly.
-    decay = jnp.minimum(config.ema_decay, (1 + state.step) / (10 + state.step))
+    decay = jnp.minimum(config.train.ema_decay, (1 + state.step) / (10 + state.step))
     ema = optax.incremental_update({'params': params, 'batch_stats': batch_stats}, ema, 1 - decay)
   state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                         batch_stats=batch_stats, ema=ema)
@@ -87,10 +87,10 @@ def test_time_augmented(predict: Callable, images: jax.Array,
   (p, p), the border filled by reflection.
   """
   def flip_averaged(x):
-    return (predict(x) + predict(x[:, :, ::-1])) / 2 if config.eval_flip_tta else predict(x)
+    return (predict(x) + predict(x[:, :, ::-1])) / 2 if config.eval.flip_tta else predict(x)
 
   logits = flip_averaged(images)
-  p = config.eval_translate_tta
+  p = config.eval.translate_tta
   if p:
     padded = jnp.pad(images, ((0, 0), (p, p), (p, p), (0, 0)), mode='reflect')
     shifted = [padded[:, :-2 * p, :-2 * p], padded[:, 2 * p:, 2 * p:]]

@@ -167,12 +167,12 @@ def test_a_model_built_with_onednn_traces_oneDNN_and_one_built_with_xla_does_not
 @needs_onednn
 def test_a_training_step_on_onednn_matches_xla():
   config = tiny_config(model='airbench')
-  config.model_kwargs = dict(widths=(8, 16, 16), convs_per_stage=2)
+  config.model.kwargs = dict(widths=(8, 16, 16), convs_per_stage=2)
   batch = {'image': np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3), np.uint8),
            'label': np.arange(16, dtype=np.int32), 'flip': np.zeros(16, bool)}
   results = []
   for backend in ('xla', 'onednn'):
-    config.conv_backend = backend
+    config.cpu.conv_backend = backend
     state, _ = states.create_train_state(config, steps_per_epoch=10, sample_images=batch['image'])
     state, step_metrics = steps.jit_train_step(config)(state, batch)
     results.append((state.params, state.batch_stats, step_metrics.compute()['loss']))

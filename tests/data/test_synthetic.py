@@ -1,4 +1,4 @@
-"""config.dataset='synthetic': the whole of main.py without the dataset and without TensorFlow."""
+"""config.data.name='synthetic': the whole of main.py without the dataset and without TensorFlow."""
 
 import os
 import signal
@@ -64,8 +64,8 @@ def without_tensorflow(tmp_path):
 def test_main_trains_resumes_evaluates_and_exports_without_tensorflow(without_tensorflow,
                                                                         tmp_path):
   workdir = tmp_path / 'run'
-  train = [sys.executable, 'main.py', '--config=configs/smoke.py', '--config.dataset=synthetic',
-           '--config.num_epochs=3', '--config.eval_every_steps=50', f'--workdir={workdir}']
+  train = [sys.executable, 'main.py', '--config=configs/smoke.py', '--config.data.name=synthetic',
+           '--config.train.num_epochs=3', '--config.eval.every_steps=50', f'--workdir={workdir}']
   first = subprocess.Popen(train, cwd=REPO, env=without_tensorflow, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True)
   for line in first.stdout:  # Ctrl-C once the first checkpoint is being written

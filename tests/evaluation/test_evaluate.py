@@ -108,7 +108,7 @@ def test_eval_without_checkpoint_says_so(tmp_path, mock_cifar):
 def test_checkpoint_of_another_model_is_refused(trained, mock_cifar):
   workdir, _ = trained
   config = tiny_config()
-  config.model_kwargs.widths = (16,)
+  config.model.kwargs.widths = (16,)
   with pytest.raises(CheckpointError, match='written for another model') as raised:
     evaluate.evaluate(config, str(workdir))
   assert str(workdir / 'checkpoints' / str(best_step(workdir))) in str(raised.value)

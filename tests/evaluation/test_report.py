@@ -72,8 +72,8 @@ def test_a_run_saved_before_a_config_key_existed_gets_its_default(trained, tmp_p
   del saved['eval_translate_tta'], saved['augment']['flip'], saved['model_kwargs']['dropout']
   (tmp_path / 'config.json').write_text(json.dumps(saved))
   config = loading.load_config(str(tmp_path))
-  assert config.eval_translate_tta == 0 and config.augment.flip
-  assert 'dropout' not in config.model_kwargs  # the model's own arguments, not the default model's
+  assert config.eval.translate_tta == 0 and config.augment.flip
+  assert 'dropout' not in config.model.kwargs  # the model's own arguments, not the default model's
   checks.validate(config)
 
 

@@ -20,7 +20,8 @@ import pytest
 
 from tests.helpers import REPO, saved_steps
 
-TINY = ('--config=tests/tiny_config.py', '--config.conv_backend=xla', '--config.eval_every_steps=5')
+TINY = ('--config=tests/tiny_config.py', '--config.cpu.conv_backend=xla',
+        '--config.eval.every_steps=5')
 # What the interpreter prints when something was not shut down cleanly.
 _UNCLEAN = ('Traceback', 'Exception ignored', 'Fatal Python error', 'Segmentation fault')
 

@@ -56,7 +56,7 @@ def trained_run(tmp_path_factory, data_dir) -> pathlib.Path:
   (battery.copy_run) before changing anything."""
   workdir = tmp_path_factory.mktemp('trained') / 'run'
   battery.assert_success(battery.main_py(*battery.TINY, f'--workdir={workdir}',
-                                         f'--config.data_dir={data_dir}'))
+                                         f'--config.data.dir={data_dir}'))
   battery.assert_success(battery.main_py('--mode=eval', f'--workdir={workdir}'))
   return workdir
 

@@ -25,7 +25,7 @@ from tests.helpers import best_step
 def _resume(run, *flags):
   """Trains `run` on with the config it was trained with (and `flags`)."""
   return main_py(*TINY, f'--workdir={run}',
-                 f'--config.data_dir={json.loads((run / "config.json").read_text())["data_dir"]}',
+                 f'--config.data.dir={json.loads((run / "config.json").read_text())["data_dir"]}',
                  *flags)
 
 
@@ -90,10 +90,10 @@ def test_a_stale_temporary_folder_is_ignored(run, trained_run):
 
 
 @pytest.mark.parametrize('flags, words', [
-    (['--config.model_kwargs.widths=(16,)'], ['model_kwargs.widths (8,) -> (16,)']),
-    (['--config.optimizer=adam'], ['optimizer sgd -> adam']),
-    (['--config.batch_size=32'], ['batch_size 16 -> 32']),
-    (['--config.learning_rate=0.1', '--config.seed=3'],
+    (['--config.model.kwargs.widths=(16,)'], ['model_kwargs.widths (8,) -> (16,)']),
+    (['--config.optim.name=adam'], ['optimizer sgd -> adam']),
+    (['--config.data.batch_size=32'], ['batch_size 16 -> 32']),
+    (['--config.optim.learning_rate=0.1', '--config.train.seed=3'],
      ['learning_rate 0.05 -> 0.1', 'seed 0 -> 3']),
 ], ids=['model', 'optimizer', 'batch-size', 'two-keys'])
 def test_resuming_with_another_config_is_refused_and_changes_nothing(run, flags, words):
@@ -106,8 +106,8 @@ def test_resuming_with_another_config_is_refused_and_changes_nothing(run, flags,
 
 
 def test_resuming_with_other_evaluation_and_logging_keys_is_allowed(run, trained_run):
-  outcome = _resume(_forget_the_last_steps(run), '--config.eval_batch_size=32',
-                    '--config.log_every_steps=3')
+  outcome = _resume(_forget_the_last_steps(run), '--config.eval.batch_size=32',
+                    '--config.train.log_every_steps=3')
   assert_success(outcome)
   assert_same_state(run, trained_run)
 
@@ -117,14 +117,14 @@ def test_a_corrupt_config_json(run, data_dir):  # issue 25, 13
   for mode in ('eval', 'report'):
     assert_user_error(main_py(f'--mode={mode}', f'--workdir={run}'), 'config.json',
                       'not valid JSON', '--config=')
-  assert_user_error(main_py(*TINY, f'--workdir={run}', f'--config.data_dir={data_dir}'),
+  assert_user_error(main_py(*TINY, f'--workdir={run}', f'--config.data.dir={data_dir}'),
                     'config.json', 'not valid JSON')
 
 
 def test_a_workdir_that_is_a_file(tmp_path, data_dir):  # issue 25, 7
   path = tmp_path / 'run'
   path.write_text('not a folder')
-  for args in ([*TINY, f'--config.data_dir={data_dir}'], ['--mode=eval'], ['--mode=report']):
+  for args in ([*TINY, f'--config.data.dir={data_dir}'], ['--mode=eval'], ['--mode=report']):
     assert_user_error(main_py(*args, f'--workdir={path}'), str(path), 'not a folder')
   assert path.read_text() == 'not a folder'
 

@@ -7,10 +7,11 @@ from tests.faults.battery import TINY, assert_user_error, main_py
 
 
 def _train(tmp_path, *flags):
-  return main_py(*TINY, f'--workdir={tmp_path / "run"}', '--config.data_dir=/nonexistent', *flags)
+  return main_py(*TINY, f'--workdir={tmp_path / "run"}', '--config.data.dir=/nonexistent', *flags)
 
 
-@pytest.mark.parametrize('flags', [(), ('--config.num_epochs=1',)], ids=['alone', 'overridden'])
+@pytest.mark.parametrize('flags', [(), ('--config.train.num_epochs=1',)],
+                         ids=['alone', 'overridden'])
 def test_a_missing_config_file(tmp_path, flags):  # issue 25, 1
   outcome = main_py('--config=configs/nonexistent.py', f'--workdir={tmp_path}', *flags)
   assert_user_error(outcome, 'configs/nonexistent.py: no such file')
@@ -33,10 +34,10 @@ def test_a_folder_as_config(tmp_path):
 
 
 @pytest.mark.parametrize('flag, words', [
-    ('--config.batch_size=abc', ['config.batch_size', "'abc'"]),
-    ('--config.num_epochs=1.5', ['config.num_epochs', '1.5']),
-    ('--config.learning_rate=fast', ['config.learning_rate', 'fast']),
-    ('--config.model_kwargs.widths=abc', ['config.model_kwargs.widths']),
+    ('--config.data.batch_size=abc', ['config.data.batch_size', "'abc'"]),
+    ('--config.train.num_epochs=1.5', ['config.train.num_epochs', '1.5']),
+    ('--config.optim.learning_rate=fast', ['config.optim.learning_rate', 'fast']),
+    ('--config.model.kwargs.widths=abc', ['config.model.kwargs.widths']),
     ('--config.augment.flip=maybe', ['config.augment.flip', 'maybe']),
 ], ids=['int', 'fractional-epochs', 'float', 'tuple', 'bool'])
 def test_a_value_of_the_wrong_type(tmp_path, flag, words):
@@ -45,9 +46,10 @@ def test_a_value_of_the_wrong_type(tmp_path, flag, words):
 
 @pytest.mark.parametrize('flag, words', [
     ('--config.augment.flipp=1', ['config.augment.flipp', 'did you mean config.augment.flip?']),
-    ('--config.learning_rat=0.1', ['config.learning_rat', 'did you mean config.learning_rate?']),
+    ('--config.optim.learning_rat=0.1',
+     ['config.optim.learning_rat', 'did you mean config.optim.learning_rate?']),
     ('--config.no_such_key=1', ['config.no_such_key', 'cifar100_flax/config/defaults.py']),
-    ('--config.model_kwargs.widht=8', ['widht', 'widths']),
+    ('--config.model.kwargs.widht=8', ['widht', 'widths']),
 ], ids=['misspelt-nested', 'misspelt', 'unknown', 'misspelt-model-argument'])
 def test_an_unknown_key_is_named_with_a_readable_suggestion(tmp_path, flag, words):  # issue 23
   line = assert_user_error(_train(tmp_path, flag), *words)
@@ -55,12 +57,12 @@ def test_an_unknown_key_is_named_with_a_readable_suggestion(tmp_path, flag, word
 
 
 @pytest.mark.parametrize('flag, words', [
-    ('--config.model_kwargs.widths=("a",)', ['config.model_kwargs.widths', 'positive integers']),
-    ('--config.model_kwargs.widths=(8,-2)', ['config.model_kwargs.widths', 'positive integers']),
-    ('--config.model_kwargs.hidden=-1', ['config.model_kwargs.hidden', '>= 0']),
-    ('--config.model_kwargs.dropout=1.5', ['config.model_kwargs.dropout', '[0, 1)']),
-    ('--config.model_kwargs.dropout=-0.1', ['config.model_kwargs.dropout', '[0, 1)']),
-    ('--config.model=resnet18', ['config.model_kwargs', 'resnet18']),
+    ('--config.model.kwargs.widths=("a",)', ['config.model.kwargs.widths', 'positive integers']),
+    ('--config.model.kwargs.widths=(8,-2)', ['config.model.kwargs.widths', 'positive integers']),
+    ('--config.model.kwargs.hidden=-1', ['config.model.kwargs.hidden', '>= 0']),
+    ('--config.model.kwargs.dropout=1.5', ['config.model.kwargs.dropout', '[0, 1)']),
+    ('--config.model.kwargs.dropout=-0.1', ['config.model.kwargs.dropout', '[0, 1)']),
+    ('--config.model.name=resnet18', ['config.model.kwargs', 'resnet18']),
 ], ids=['width-str', 'width-negative', 'hidden-negative', 'dropout-high', 'dropout-negative',
         'kwargs-of-another-model'])
 def test_model_arguments_are_checked(tmp_path, flag, words):  # issue 25, 2
@@ -68,25 +70,25 @@ def test_model_arguments_are_checked(tmp_path, flag, words):  # issue 25, 2
 
 
 @pytest.mark.parametrize('flag, words', [
-    ('--config.image_size=4096', ['config.image_size', 'at most']),
-    ('--config.image_size=100000', ['config.image_size', 'at most']),
-    ('--config.eval_image_size=100000', ['config.eval_image_size', 'at most']),
-    ('--config.learning_rate=inf', ['config.learning_rate', 'finite']),
-    ('--config.learning_rate=nan', ['config.learning_rate', 'finite']),
-    ('--config.weight_decay=inf', ['config.weight_decay', 'finite']),
-    ('--config.batch_size=100000', ['config.batch_size', 'training images']),
-    ('--config.batch_size=0', ['config.batch_size', '> 0']),
-    ('--config.eval_batch_size=1000000', ['config.eval_batch_size', 'at most']),
-    ('--config.num_epochs=0', ['config.num_epochs', '> 0']),
-    ('--config.label_smoothing=1.5', ['config.label_smoothing', '[0, 1)']),
-    ('--config.label_smoothing=-0.1', ['config.label_smoothing', '[0, 1)']),
-    ('--config.validation_size=-5', ['config.validation_size']),
-    ('--config.optimizer=sgdd', ['config.optimizer', 'adamw']),
-    ('--config.schedule=cosine', ['config.schedule', 'warmup_cosine']),
-    ('--config.model=resnet', ['config.model', 'resnet50']),
-    ('--config.dtype=float16', ['config.dtype', 'bfloat16']),
+    ('--config.data.image_size=4096', ['config.data.image_size', 'at most']),
+    ('--config.data.image_size=100000', ['config.data.image_size', 'at most']),
+    ('--config.eval.image_size=100000', ['config.eval.image_size', 'at most']),
+    ('--config.optim.learning_rate=inf', ['config.optim.learning_rate', 'finite']),
+    ('--config.optim.learning_rate=nan', ['config.optim.learning_rate', 'finite']),
+    ('--config.optim.weight_decay=inf', ['config.optim.weight_decay', 'finite']),
+    ('--config.data.batch_size=100000', ['config.data.batch_size', 'training images']),
+    ('--config.data.batch_size=0', ['config.data.batch_size', '> 0']),
+    ('--config.eval.batch_size=1000000', ['config.eval.batch_size', 'at most']),
+    ('--config.train.num_epochs=0', ['config.train.num_epochs', '> 0']),
+    ('--config.train.label_smoothing=1.5', ['config.train.label_smoothing', '[0, 1)']),
+    ('--config.train.label_smoothing=-0.1', ['config.train.label_smoothing', '[0, 1)']),
+    ('--config.data.validation_size=-5', ['config.data.validation_size']),
+    ('--config.optim.name=sgdd', ['config.optim.name', 'adamw']),
+    ('--config.schedule.name=cosine', ['config.schedule.name', 'warmup_cosine']),
+    ('--config.model.name=resnet', ['config.model.name', 'resnet50']),
+    ('--config.model.dtype=float16', ['config.model.dtype', 'bfloat16']),
     ('--config.augment.mixup_alpha=-1', ['config.augment.mixup_alpha', '>= 0']),
-    ('--config.frozen_params=(', ['config.frozen_params', 'regex']),
+    ('--config.optim.frozen_params=(', ['config.optim.frozen_params', 'regex']),
 ], ids=lambda v: v if isinstance(v, str) and v.startswith('--') else '')
 def test_an_impossible_value_is_named(tmp_path, flag, words):  # issue 25, 3 and 4
   assert_user_error(_train(tmp_path, flag), *words)

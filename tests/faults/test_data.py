@@ -13,7 +13,7 @@ SHARDS = 'cifar100/3.0.2'
 
 
 def _train(tmp_path, data, fault=None, prefix=()):
-  return main_py(*TINY, f'--workdir={tmp_path / "run"}', f'--config.data_dir={data}',
+  return main_py(*TINY, f'--workdir={tmp_path / "run"}', f'--config.data.dir={data}',
                  fault=fault, prefix=prefix)
 
 

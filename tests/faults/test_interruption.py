@@ -17,12 +17,12 @@ from tests.faults.battery import (
   main_py,
 )
 
-LONG = ('--config.num_epochs=6', '--config.eval_every_steps=0')  # 60 steps, a save each 10
+LONG = ('--config.train.num_epochs=6', '--config.eval.every_steps=0')  # 60 steps, a save each 10
 MID_EPOCH = 'step 25/60'
 
 
 def _flags(workdir, data_dir):
-  return (*TINY, *LONG, f'--workdir={workdir}', f'--config.data_dir={data_dir}')
+  return (*TINY, *LONG, f'--workdir={workdir}', f'--config.data.dir={data_dir}')
 
 
 @pytest.fixture(scope='module')

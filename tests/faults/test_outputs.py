@@ -71,8 +71,8 @@ def test_report_of_a_damaged_evaluation(run):
 
 def test_an_ensemble_of_different_models(tmp_path, run, data_dir):
   other = tmp_path / 'wide'
-  assert_success(main_py(*TINY, f'--workdir={other}', f'--config.data_dir={data_dir}',
-                         '--config.model_kwargs.widths=(16,)', '--config.num_epochs=1'))
+  assert_success(main_py(*TINY, f'--workdir={other}', f'--config.data.dir={data_dir}',
+                         '--config.model.kwargs.widths=(16,)', '--config.train.num_epochs=1'))
   outcome = main_py('--mode=eval', f'--workdir={run}', f'--workdir={other}',
                     f'--output={tmp_path / "ensemble"}')
   assert_success(outcome)

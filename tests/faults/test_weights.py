@@ -27,8 +27,8 @@ from tests.tiny_config import get_config as tiny
 
 def get_config():
   config = tiny()
-  config.model = 'resnet18'
-  config.model_kwargs = ml_collections.ConfigDict(dict(width=4, stem='cifar'))
+  config.model.name = 'resnet18'
+  config.model.kwargs = ml_collections.ConfigDict(dict(width=4, stem='cifar'))
   return config
 """
 
@@ -68,8 +68,8 @@ def test_a_malicious_pickle_as_pretrained_weights_never_runs(tmp_path, data_dir)
   marker, weights = tmp_path / 'ran', tmp_path / 'evil.pth'
   _malicious_pth(weights, marker)
   outcome = main_py(_resnet(tmp_path), *TINY[1:],
-                    f'--workdir={tmp_path / "run"}', f'--config.data_dir={data_dir}',
-                    f'--config.pretrained={weights}')
+                    f'--workdir={tmp_path / "run"}', f'--config.data.dir={data_dir}',
+                    f'--config.model.pretrained={weights}')
   line = assert_user_error(outcome, 'unsafe')
   assert 'weights_only=False' not in line and not marker.exists()
 
@@ -85,8 +85,8 @@ def test_a_damaged_safetensors_file(tmp_path, damage):  # issue 25, 10
 def test_random_bytes_as_msgpack(tmp_path, data_dir):  # issue 25, 10
   weights = tmp_path / 'weights.msgpack'
   weights.write_bytes(os.urandom(4096))
-  outcome = main_py(*TINY, f'--workdir={tmp_path / "run"}', f'--config.data_dir={data_dir}',
-                    f'--config.pretrained={weights}')
+  outcome = main_py(*TINY, f'--workdir={tmp_path / "run"}', f'--config.data.dir={data_dir}',
+                    f'--config.model.pretrained={weights}')
   assert_user_error(outcome, str(weights), 'not a valid')
 
 
@@ -101,8 +101,8 @@ def test_a_key_the_converter_cannot_place(tmp_path):  # issue 25, 10
 
 def test_every_missing_and_misshaped_key_is_listed(tmp_path, data_dir):
   outcome = main_py(_resnet(tmp_path), *TINY[1:],
-                    f'--workdir={tmp_path / "run"}', f'--config.data_dir={data_dir}',
-                    f'--config.pretrained={FIXTURE}')
+                    f'--workdir={tmp_path / "run"}', f'--config.data.dir={data_dir}',
+                    f'--config.model.pretrained={FIXTURE}')
   # The fixture's stages have 2, 1, 1, 1 blocks (resnet18's 2, 2, 2, 2) and a 7x7 stem.
   line = assert_user_error(outcome, 'do not fit', 'missing: params/layer2_1/conv1/kernel',
                            'missing: batch_stats/layer4_1/bn2/var',
@@ -119,7 +119,8 @@ def test_a_hub_id_offline(tmp_path, data_dir):
 
 def test_a_weights_file_that_does_not_exist(tmp_path, data_dir):
   outcome = main_py(_resnet(tmp_path), *TINY[1:], f'--workdir={tmp_path / "run"}',
-                    f'--config.data_dir={data_dir}', '--config.pretrained=weights/nope.safetensors')
+                    f'--config.data.dir={data_dir}',
+                    '--config.model.pretrained=weights/nope.safetensors')
   assert_user_error(outcome, 'weights/nope.safetensors: no such weights file')
   assert not (tmp_path / 'run').exists(), 'a run that could not start left a workdir'
 

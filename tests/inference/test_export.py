@@ -100,7 +100,7 @@ def test_onnx_carries_the_class_names(exported):
 def test_onnx_of_each_model_matches_jax_at_two_batch_sizes(model, kwargs, overrides, tmp_path):
   import onnx
   config = tiny_config(model=model, **overrides)
-  config.model_kwargs = kwargs
+  config.model.kwargs = kwargs
   state = _untrained(config)
   path = export.write(state, config, 'onnx', tmp_path)
   # Each weight once, however many test-time views use it.

@@ -70,8 +70,8 @@ def test_bfloat16_computes_in_bfloat16_and_keeps_float32_params_and_logits(name,
 
 
 @pytest.mark.parametrize('name, kwargs, message', [
-    ('resnet9000', {}, "config.model='resnet9000' is not a known model"),
-    ('cnn', {'depth': 3}, r"config.model_kwargs has \['depth'\]"),
+    ('resnet9000', {}, "config.model.name='resnet9000' is not a known model"),
+    ('cnn', {'depth': 3}, r"config.model.kwargs has \['depth'\]"),
 ])
 def test_bad_model_configs(name, kwargs, message):
   with pytest.raises(ConfigError, match=message):
@@ -101,7 +101,7 @@ def test_resnet_forward_and_training_mode(stem, spatial):
 
 def test_unknown_resnet_stem_is_a_config_error():
   model = models.create_model('resnet18', 100, stem='tiny', width=8)
-  with pytest.raises(ConfigError, match=r"config.model_kwargs.stem='tiny'"):
+  with pytest.raises(ConfigError, match=r"config.model.kwargs.stem='tiny'"):
     model.init(jax.random.PRNGKey(0), jnp.ones((1, 32, 32, 3)), train=False)
 
 

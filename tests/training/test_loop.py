@@ -41,7 +41,7 @@ def test_progressive_resizing_counts_each_sizes_flops(mock_cifar, tmp_path):
   config = tiny_config(num_epochs=2, image_size_schedule=((0, 16), (1, 32)))
   progress = loop.train_and_evaluate(config, str(tmp_path))
   state, _ = states.create_train_state(config, steps_per_epoch=1)
-  per_size = {size: flops.flops_per_step(config, state, config.batch_size, size)
+  per_size = {size: flops.flops_per_step(config, state, config.data.batch_size, size)
               for size in (16, 32)}
   assert per_size[16] < per_size[32] / 2
   steps_per_epoch = (200 - 40) // 16
@@ -104,7 +104,7 @@ def test_the_ema_model_is_validated_checkpointed_and_evaluated(mock_cifar, tmp_p
                         jax.tree.leaves(state.ema['batch_stats'])):
     np.testing.assert_array_equal(got, saved)
   # At another size the statistics are recalibrated again; the weights stay.
-  config.eval_image_size = 64
+  config.eval.image_size = 64
   other, _ = restore.restore_model(config, str(tmp_path))
   np.testing.assert_array_equal(kernel(other.params), kernel(state.ema['params']))
   assert not np.allclose(jax.tree.leaves(other.batch_stats)[0],
@@ -135,13 +135,13 @@ def test_pretrained_weights_replace_all_but_the_head(tmp_path):
 
   from cifar100_flax import models
   config = tiny_config(model='resnet18')
-  config.model_kwargs = {'stem': 'cifar', 'width': 4}
+  config.model.kwargs = {'stem': 'cifar', 'width': 4}
   state, _ = states.create_train_state(config, steps_per_epoch=1)
   other = models.create_model('resnet18', 10, stem='cifar', width=4).init(
       jax.random.PRNGKey(123), np.zeros((1, 32, 32, 3), np.float32), train=False)
   path = tmp_path / 'weights.msgpack'
   path.write_bytes(flax.serialization.msgpack_serialize(jax.tree.map(np.asarray, other)))
-  config.pretrained = str(path)
+  config.model.pretrained = str(path)
   loaded = loop._with_pretrained(state, config)
   np.testing.assert_array_equal(loaded.params['conv1']['kernel'],
                                 other['params']['conv1']['kernel'])
@@ -158,7 +158,7 @@ def test_a_timm_vit_fine_tunes_from_its_weights_at_another_size(mock_cifar, tmp_
   config = tiny_config(model='vit_tiny_patch16', pretrained=fixture, normalisation='unit',
                        num_epochs=1, recalibration_images=32, ema_decay=0.9,
                        backbone_frozen_epochs=0.5, backbone_learning_rate_multiplier=0.5)
-  config.model_kwargs = {'width': 32, 'depth': 2, 'heads': 2}
+  config.model.kwargs = {'width': 32, 'depth': 2, 'heads': 2}
   state, _ = states.create_train_state(config, steps_per_epoch=1)
   loaded = loop._with_pretrained(state, config)
   weights = pretrained.convert_vit(pretrained.load_state_dict(fixture))['params']
@@ -174,7 +174,7 @@ def test_a_timm_vit_fine_tunes_from_its_weights_at_another_size(mock_cifar, tmp_
 def test_without_a_validation_split_the_last_model_is_the_best(mock_cifar, tmp_path):
   config = tiny_config(validation_size=0, early_stopping_patience=0, num_epochs=2)
   progress = loop.train_and_evaluate(config, str(tmp_path))
-  steps = 2 * (200 // config.batch_size)  # every mock training image is trained on
+  steps = 2 * (200 // config.data.batch_size)  # every mock training image is trained on
   assert progress['best_step'] == steps and progress['total_steps'] == steps
   assert best_step(tmp_path) == steps and steps in saved_steps(tmp_path)
 

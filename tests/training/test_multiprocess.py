@@ -25,11 +25,12 @@ from tests.helpers import REPO, saved_steps
 pytestmark = pytest.mark.slow
 
 # The tiny model of tests/helpers.tiny_config, as flags of configs/smoke.py.
-FLAGS = ('--config=configs/smoke.py', '--config.model_kwargs.widths=(8,)',
-         '--config.model_kwargs.hidden=16', '--config.validation_size=40',
-         '--config.batch_size=16', '--config.eval_batch_size=48', '--config.num_epochs=2',
-         '--config.eval_every_steps=5', '--config.log_every_steps=5', '--config.conv_backend=xla',
-         '--config.recalibration_images=32', '--config.data_dir=/nonexistent')
+FLAGS = ('--config=configs/smoke.py', '--config.model.kwargs.widths=(8,)',
+         '--config.model.kwargs.hidden=16', '--config.data.validation_size=40',
+         '--config.data.batch_size=16', '--config.eval.batch_size=48',
+         '--config.train.num_epochs=2', '--config.eval.every_steps=5',
+         '--config.train.log_every_steps=5', '--config.cpu.conv_backend=xla',
+         '--config.eval.recalibration_images=32', '--config.data.dir=/nonexistent')
 
 
 def _free_port() -> int:

@@ -50,7 +50,7 @@ def test_flops_per_step_counts_the_convolutions_and_scales_with_the_batch():
 def test_xla_cpu_options_reach_the_compiled_step():
   config = tiny_config()
   assert steps.compiler_options(config) is None
-  config.xla_cpu_options.xla_cpu_experimental_ynn_fusion_type = 'NOT_A_FUSION_TYPE'
+  config.cpu.xla_options.xla_cpu_experimental_ynn_fusion_type = 'NOT_A_FUSION_TYPE'
   assert steps.compiler_options(config) == {
       'xla_cpu_experimental_ynn_fusion_type': 'NOT_A_FUSION_TYPE'}
   state, _ = states.create_train_state(config, steps_per_epoch=1)
