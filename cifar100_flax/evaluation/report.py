@@ -283,7 +283,7 @@ def report(workdirs: Sequence[str], output: str | None = None,
   Grad-CAM runs first, so that a layer the model does not have stops the report before it draws.
   """
   runs = [load_run(workdir, config) for workdir in workdirs]
-  with console.phase(f'loading {runs[0].config.dataset}'):
+  with console.phase(f'loading {runs[0].config.data.name}'):
     splits = cifar100.source(runs[0].config).load_splits(runs[0].config)
   shown = splits['test'].images[:GRADCAM_IMAGES]
   cams = {}

@@ -25,7 +25,7 @@ import flax
 import jax
 import numpy as np
 
-from cifar100_flax.errors import UserError
+from cifar100_flax.errors import UserError, require
 from cifar100_flax.models import vit
 
 StateDict = dict[str, np.ndarray]
@@ -62,9 +62,9 @@ def check_source(source: str) -> None:
 def check_config(model) -> None:
   """Raises PretrainedError unless `model.pretrained` (a config.model with weights named) names
   weights that can be had for `model.name`."""
-  if not (model.name in CONVERTERS or model.pretrained.endswith('.msgpack')):
-    raise PretrainedError(f'config.model.pretrained: no converter for model {model.name!r}; '
-                          f'there are {sorted(CONVERTERS)}')
+  require(model.name in CONVERTERS or model.pretrained.endswith('.msgpack'),
+          f'config.model.pretrained: no converter for model {model.name!r}; there are '
+          f'{sorted(CONVERTERS)}')
   check_source(model.pretrained)
 
 

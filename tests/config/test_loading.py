@@ -1,6 +1,7 @@
 """A run's config.json is read back, and a resume with a config that trains something else is
 refused, in either checkpoint layout."""
 
+import json
 import tarfile
 
 import pytest
@@ -24,3 +25,21 @@ def test_a_run_of_the_two_folder_layout_is_held_to_its_config(tmp_path):
   loading.check_resumable(loading.load_config(workdir), workdir)
   with pytest.raises(ConfigError, match='seed 0 -> 1'):
     loading.check_resumable(tiny_config(seed=1), workdir)
+
+
+def test_a_flat_config_json_of_before_the_nesting_is_read_into_its_places(trained, tmp_path):
+  """A run's config.json as runs wrote it before the nesting (model was the name, and so on)."""
+  workdir, _ = trained
+  config = loading.load_config(str(workdir))
+  nested = json.loads(config.to_json_best_effort())
+
+  def value(dotted):
+    node = nested
+    for part in dotted.split('.'):
+      node = node[part]
+    return node
+  flat = {old: value(new) for old, new in loading.FLAT_KEYS.items()}
+  flat['augment'] = nested['augment']
+  del flat['eval_translate_tta']  # as if added since: it takes its default
+  (tmp_path / 'config.json').write_text(json.dumps(flat))
+  assert loading.load_config(str(tmp_path)) == config

@@ -53,7 +53,12 @@ def test_eval_probabilities_are_the_model_applied_to_each_test_image(trained, mo
 def _copy_with_config(workdir, destination, **changes):
   shutil.copytree(workdir, destination)
   saved = json.loads((destination / 'config.json').read_text())
-  saved.update(changes)
+  for key, value in changes.items():  # by the flat names of tiny_config's overrides
+    *parents, leaf = loading.FLAT_KEYS[key].split('.')
+    node = saved
+    for parent in parents:
+      node = node[parent]
+    node[leaf] = value
   (destination / 'config.json').write_text(json.dumps(saved))
   return destination
 
@@ -143,7 +148,7 @@ def test_eval_on_the_validation_split_counts_every_carved_out_image(trained, moc
   validation = tfds_pipeline.load_splits(tiny_config())['validation']
   saved = np.load(workdir / 'predictions_validation.npz')
   np.testing.assert_array_equal(saved['ids'], validation.ids)
-  assert report['num_examples'] == len(validation) == tiny_config().validation_size
+  assert report['num_examples'] == len(validation) == tiny_config().data.validation_size
   assert json.loads((workdir / 'eval_validation.json').read_text())['num_examples'] == 40
   assert json.loads((workdir / 'eval_test.json').read_text()) == json.loads(
       (trained[0] / 'eval_test.json').read_text())  # the test results stay as they were

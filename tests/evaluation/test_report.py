@@ -69,7 +69,7 @@ def test_a_run_without_evaluation_or_config_is_refused_clearly(tmp_path):
 def test_a_run_saved_before_a_config_key_existed_gets_its_default(trained, tmp_path):
   workdir, _ = trained
   saved = json.loads((workdir / 'config.json').read_text())
-  del saved['eval_translate_tta'], saved['augment']['flip'], saved['model_kwargs']['dropout']
+  del saved['eval']['translate_tta'], saved['augment']['flip'], saved['model']['kwargs']['dropout']
   (tmp_path / 'config.json').write_text(json.dumps(saved))
   config = loading.load_config(str(tmp_path))
   assert config.eval.translate_tta == 0 and config.augment.flip
