@@ -14,7 +14,7 @@
 #     same GPU, bfloat16 (AMP, channels-last) and float32 (TF32), ResNet-50 at 224 px and the
 #     airbench network at 32 px, with MFU.
 # Without a GPU it runs end to end all the same, smaller: (a) with configs/smoke.py; (b) skips,
-# saying why (on a CPU, bench/throughput.py itself is the comparison). tests/test_gpu_check.py
+# saying why (on a CPU, bench/throughput.py itself is the comparison). tests/data/test_synthetic.py
 # runs it so, with TensorFlow unimportable. Exit status 1 if any part failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."

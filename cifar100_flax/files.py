@@ -5,6 +5,7 @@ import contextlib
 import errno
 import os
 import pathlib
+import shutil
 import tempfile
 from collections.abc import Iterator
 
@@ -63,11 +64,14 @@ def writable_file(path: str, what: str) -> pathlib.Path:
 
 @contextlib.contextmanager
 def replaced(path: pathlib.Path) -> Iterator[pathlib.Path]:
-  """A temporary path beside `path` to write to; it replaces `path` if the block succeeds and is
-  removed if it fails (a full disk or a lost permission is a UsageError saying so)."""
+  """A temporary path beside `path` to write to (a file, or a folder such as a SavedModel); it
+  replaces `path` if the block succeeds and is removed if it fails (a full disk or a lost
+  permission is a UsageError saying so)."""
   temporary = path.with_name(f'.{path.name}.partial')
   try:
     yield temporary
+    if temporary.is_dir() and path.is_dir():  # os.replace takes an empty folder's place only
+      shutil.rmtree(path)
     os.replace(temporary, path)
   except OSError as e:
     if known_os_error(e) is None:
@@ -75,7 +79,10 @@ def replaced(path: pathlib.Path) -> Iterator[pathlib.Path]:
     raise UsageError(f'cannot write {path}: {_why(e)}, then run the same command again (any '
                      f'earlier {path.name} is kept)') from e
   finally:
-    temporary.unlink(missing_ok=True)
+    if temporary.is_dir():
+      shutil.rmtree(temporary, ignore_errors=True)
+    else:
+      temporary.unlink(missing_ok=True)
 
 
 def write_text(path: pathlib.Path, text: str) -> None:

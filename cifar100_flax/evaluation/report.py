@@ -250,8 +250,7 @@ def write_report(runs: Sequence[RunResults], output: str, test: cifar100.Split,
   out.mkdir(parents=True, exist_ok=True)
   written = {}
   for stem, png in pngs.items():
-    with files.replaced(out / f'{stem}.png') as path:
-      path.write_bytes(png)
+    files.write_bytes(out / f'{stem}.png', png)
     written[stem] = out / f'{stem}.png'
   with files.replaced(out / 'report.pdf') as path, PdfPages(path) as pdf:
     for figure in [summary] + [f for _, figures in drawn for f in figures.values()]:

@@ -19,7 +19,6 @@ import importlib.util
 import json
 import pathlib
 import re
-import shutil
 from collections.abc import Callable
 
 import jax
@@ -28,7 +27,7 @@ import ml_collections
 import numpy as np
 from jax._src import core as jax_core
 
-from cifar100_flax import console
+from cifar100_flax import console, files
 from cifar100_flax.data import cifar100
 from cifar100_flax.errors import UsageError
 from cifar100_flax.inference import restore
@@ -125,7 +124,7 @@ def write(state: states.ModelState, config: ml_collections.ConfigDict, fmt: str,
         fn, path, metadata)
   with console.phase('comparing it with JAX'):
     metadata['max_abs_difference'] = _max_difference(jax.jit(fn), run_exported)
-  path.with_name(path.name + '.json').write_text(json.dumps(metadata, indent=1))
+  files.write_text(path.with_name(path.name + '.json'), json.dumps(metadata, indent=1))
   console.say(f"wrote {path} (largest difference from JAX's probabilities: "
               f"{metadata['max_abs_difference']:.2g})")
   return path
@@ -161,7 +160,8 @@ def _onnx(fn: Callable, path: pathlib.Path, metadata: dict) -> Callable:
   model = DeduplicateHashedInitializersPass()(onnx_ir.from_proto(model)).model
   # The labels travel in the file: a NumPy-only user reads them from the session's metadata.
   model.metadata_props.update({key: json.dumps(value) for key, value in metadata.items()})
-  onnx_ir.save(model, str(path))
+  with files.replaced(path) as partial:
+    onnx_ir.save(model, str(partial))
   onnx.checker.check_model(str(path))
   session = onnxruntime.InferenceSession(str(path), providers=['CPUExecutionProvider'])
   return lambda images: session.run(None, {'images': images})[0]
@@ -171,7 +171,7 @@ def _stablehlo(fn: Callable, path: pathlib.Path, metadata: dict) -> Callable:
   del metadata  # FILE.json carries it
   batch, = jax.export.symbolic_shape('batch')
   exported = jax.export.export(jax.jit(fn), platforms=_PLATFORMS)(_abstract_images(batch))
-  path.write_bytes(exported.serialize())
+  files.write_bytes(path, exported.serialize())
   return jax.export.deserialize(path.read_bytes()).call
 
 
@@ -185,9 +185,8 @@ def _savedmodel(fn: Callable, path: pathlib.Path, metadata: dict) -> Callable:
                      native_serialization_platforms=_PLATFORMS),
       autograph=False,
       input_signature=[tf.TensorSpec([None, *cifar100.IMAGE_SHAPE], tf.uint8, name='images')])
-  if path.exists():
-    shutil.rmtree(path)
-  tf.saved_model.save(module, str(path), signatures=module.serve)
+  with files.replaced(path) as partial:
+    tf.saved_model.save(module, str(partial), signatures=module.serve)
   loaded = tf.saved_model.load(str(path))
   return lambda images: loaded.serve(tf.constant(images)).numpy()
 

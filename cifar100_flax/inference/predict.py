@@ -16,7 +16,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from cifar100_flax import console
+from cifar100_flax import console, files
 from cifar100_flax.data import cifar100
 from cifar100_flax.errors import UsageError
 from cifar100_flax.inference import image_files, restore
@@ -103,10 +103,10 @@ def _print_table(rows: list[dict], output: str) -> None:
 def _write(rows: list[dict], output: pathlib.Path) -> None:
   output.parent.mkdir(parents=True, exist_ok=True)
   if output.suffix.lower() == '.json':
-    output.write_text(json.dumps(rows, indent=1))
+    files.write_text(output, json.dumps(rows, indent=1))
   else:
     k = len(rows[0]['top'])
-    with output.open('w', newline='') as f:
+    with files.replaced(output) as path, path.open('w', newline='') as f:
       writer = csv.writer(f)
       writer.writerow(['file'] + [f'{name}_{i}' for i in range(1, k + 1)
                                   for name in ('class', 'probability')]
