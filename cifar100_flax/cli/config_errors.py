@@ -75,10 +75,10 @@ def unknown_key(config: ml_collections.ConfigDict, dotted: str) -> str | None:
       keys = list(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
       close = difflib.get_close_matches(part, keys, n=1)
       meant = f'; did you mean {path}.{close[0]}?' if close else '.'
-      return moved_key(dotted) or f'--config.{dotted}: {path} has no key {part!r}{meant} ' \
-                                  f'{_KEYS_ARE_IN}'
+      moved = moved_key(dotted) if path == 'config' else None  # a flat key is a top-level one
+      return moved or f'--config.{dotted}: {path} has no key {part!r}{meant} {_KEYS_ARE_IN}'
     node, path = node[part], f'{path}.{part}'
-  if isinstance(node, ml_collections.ConfigDict):  # a value for a subtree: --config.model=resnet18
+  if isinstance(node, ml_collections.ConfigDict) and '.' not in dotted:  # --config.model=resnet18
     return moved_key(dotted)
   return None
 

@@ -116,9 +116,9 @@ def eval_batches(split: Split, batch_size: int, process_index: int = 0,
 
 def check_image_size(key: str, size: int) -> None:
   """A side images are resized to (config `key`): 0 (CIFAR's own) up to MAX_IMAGE_SIZE."""
-  require(0 <= size <= MAX_IMAGE_SIZE,
-          f'config.{key} must be in [0, {MAX_IMAGE_SIZE}] (CIFAR images are 32 px; larger batches '
-          f'no longer fit in memory), got {size}')
+  require(size >= 0, f'config.{key} must be >= 0, got {size}')
+  require(size <= MAX_IMAGE_SIZE, f'config.{key} must be at most {MAX_IMAGE_SIZE} (CIFAR images '
+          f'are 32 px; larger batches no longer fit in memory), got {size}')
 
 
 def _check_image_size_schedule(schedule: tuple) -> None:

@@ -87,7 +87,7 @@ def _check_fits(saved: Any, abstract: Any, path: pathlib.Path) -> None:
 
 def _saved_shapes(item: pathlib.Path) -> Any:
   """The tree of a saved item's array metadata (shapes and dtypes), read without its data."""
-  metadata = ocp.PyTreeCheckpointer().metadata(item).item_metadata
+  metadata = ocp.PyTreeCheckpointHandler().metadata(item)
   if metadata is None:  # Orbax's answer where the metadata file does not parse
     raise _Damaged(item.parent, ValueError(f'the metadata of {item} cannot be read'))
   return metadata.tree
@@ -117,8 +117,9 @@ def _manager(directory: pathlib.Path, keep: int, read_only: bool) -> ocp.Checkpo
       checkpoint_managers.BestN(get_metric_fn=_best_metric, n=1,
                                 keep_checkpoints_without_metrics=False)])
   # best_fn: Orbax writes a save's metrics, and finds the best step, only with one.
+  # (Not Orbax's read_only: it warns of itself on every open. Nothing here saves when reading.)
   options = ocp.CheckpointManagerOptions(best_fn=_best_metric, preservation_policy=policy,
-                                         create=not read_only, read_only=read_only)
+                                         create=not read_only)
   return ocp.CheckpointManager(directory.absolute(), options=options)
 
 
@@ -126,8 +127,8 @@ def _remove_unfinished(directory: pathlib.Path) -> None:
   """Removes the temporary folders of saves that never finished (a killed run): Orbax never reads
   them, and they would hold their disk space for good."""
   if jax.process_index() == 0 and directory.is_dir():
-    for unfinished in ocp.utils.tmp_checkpoints(directory):
-      shutil.rmtree(directory / unfinished, ignore_errors=True)
+    for unfinished in filter(ocp.utils.is_tmp_checkpoint, directory.iterdir()):
+      shutil.rmtree(unfinished, ignore_errors=True)
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices(f'unfinished checkpoints removed from {directory}')
 

@@ -24,9 +24,8 @@ from tests.helpers import best_step
 
 def _resume(run, *flags):
   """Trains `run` on with the config it was trained with (and `flags`)."""
-  return main_py(*TINY, f'--workdir={run}',
-                 f'--config.data.dir={json.loads((run / "config.json").read_text())["data_dir"]}',
-                 *flags)
+  data_dir = json.loads((run / 'config.json').read_text())['data']['dir']
+  return main_py(*TINY, f'--workdir={run}', f'--config.data.dir={data_dir}', *flags)
 
 
 def _forget_the_last_steps(run):

@@ -40,9 +40,9 @@ def _resnet(tmp_path):
 
 
 def _convert(source, out, env=None):
-  result = subprocess.run([sys.executable, '-m', 'cifar100_flax.pretrained', 'convert', str(source),
-                           str(out), '--model=resnet18'], cwd=REPO, capture_output=True, text=True,
-                          env={**environment(), **(env or {})}, timeout=300)
+  result = subprocess.run([sys.executable, 'main.py', '--mode=convert', f'--weights={source}',
+                           f'--output={out}', '--model=resnet18'], cwd=REPO, capture_output=True,
+                          text=True, env={**environment(), **(env or {})}, timeout=300)
   return Outcome(result.returncode, result.stdout, result.stderr)
 
 
@@ -125,8 +125,13 @@ def test_a_weights_file_that_does_not_exist(tmp_path, data_dir):
   assert not (tmp_path / 'run').exists(), 'a run that could not start left a workdir'
 
 
-def test_convert_into_a_missing_folder(tmp_path):  # issue 25, 10
-  assert_user_error(_convert(FIXTURE, tmp_path / 'nope' / 'out.msgpack'), str(tmp_path / 'nope'))
+def test_convert_into_a_missing_folder_makes_it(tmp_path):  # issue 25, 10
+  # As every output of the command line: the folder is made (an unwritable one is refused first).
+  assert_success(_convert(FIXTURE, tmp_path / 'new' / 'out.msgpack'))
+  assert (tmp_path / 'new' / 'out.msgpack').stat().st_size > 0
+  blocker = tmp_path / 'file'
+  blocker.write_text('')
+  assert_user_error(_convert(FIXTURE, blocker / 'out.msgpack'), str(blocker))
 
 
 def test_convert_writes_what_loads(tmp_path):
