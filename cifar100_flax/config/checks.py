@@ -7,9 +7,11 @@ and reads no data; it asks JAX for the device count (batch sizes must divide by 
 that named weight files exist.
 """
 
+import functools
 import math
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 
 from cifar100_flax import models
@@ -31,8 +33,19 @@ def validate(config: ml_collections.ConfigDict) -> None:
   cifar100.check_config(config.data, devices)
   augment.check_config(config.augment)
   optimizers.check_config(config.optim)
+  optimizers.check_params(config.optim, _abstract_params(config))
   schedules.check_config(config.schedule)
   _check_training(config, devices)
+
+
+def _abstract_params(config: ml_collections.ConfigDict) -> dict:
+  """The shapes of the model's parameters, traced without computing anything."""
+  model = models.create_model(config.model.name, cifar100.NUM_CLASSES, config.model.dtype,
+                              **config.model.kwargs)
+  side = config.data.image_size or cifar100.IMAGE_SHAPE[0]
+  images = jax.ShapeDtypeStruct((1, side, side, cifar100.IMAGE_SHAPE[2]), jnp.float32)
+  return jax.eval_shape(functools.partial(model.init, train=False), jax.random.PRNGKey(0),
+                        images)['params']
 
 
 def _require_finite(tree: dict, prefix: str = 'config.') -> None:

@@ -34,11 +34,17 @@ DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 _FRACTIONS = ('dropout', 'drop_path', 'batch_norm_momentum')
 
 
+# Model arguments that take one of a few words.
+CHOICES = {'stem': resnet.STEMS}
+
+
 def _argument_problem(name: str, value: Any, default: Any) -> str:
   """What is wrong with model argument `name`=`value`, judged by its default's type ('' if
   nothing): a model's module would otherwise fail deep in its first call, or train nonsense
   (dropout 1.5 drops everything)."""
   number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+  if name in CHOICES:
+    return '' if value in CHOICES[name] else f'is not one of {list(CHOICES[name])}'
   if isinstance(default, bool):
     return '' if isinstance(value, bool) else 'must be True or False'
   if isinstance(default, int):

@@ -13,8 +13,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cifar100_flax.errors import ConfigError
 from cifar100_flax.models.layer_set import FLAX, LayerSet
+
+# 'imagenet': torchvision's 7x7/2 convolution and max-pooling; 'cifar': one 3x3/1 convolution.
+STEMS = ('imagenet', 'cifar')
 
 ModuleDef = Callable[..., nn.Module]
 
@@ -82,8 +84,6 @@ class ResNet(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    if self.stem not in ('imagenet', 'cifar'):
-      raise ConfigError(f"config.model.kwargs.stem={self.stem!r}; choose 'imagenet' or 'cifar'")
     block = {'basic': BasicBlock, 'bottleneck': Bottleneck}[self.block]
     conv, norm = _conv_and_norm(self.layers, self.dtype, not train or self.batch_norm_frozen)
     if self.stem == 'imagenet':

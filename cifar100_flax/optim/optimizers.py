@@ -3,7 +3,7 @@ decay, clipping, freezing, learning-rate multipliers, reduce-on-plateau and look
 
 import re
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -49,13 +49,15 @@ def _backbone_scale(config: ml_collections.ConfigDict,
   frozen_steps = int(config.optim.backbone_frozen_epochs * steps_per_epoch)
   multiplier = config.optim.backbone_learning_rate_multiplier
   gate = lambda step: jnp.where(step < frozen_steps, 0.0, multiplier)
+  return optax.masked(optax.scale_by_schedule(gate), _backbone_mask)
 
-  def backbone(params):
-    if 'fc' not in params:
-      raise ConfigError('config.backbone_*: the model has no classifier head named fc')
-    return {name: jax.tree.map(lambda _, trained=name != 'fc': trained, tree)
-            for name, tree in params.items()}
-  return optax.masked(optax.scale_by_schedule(gate), backbone)
+
+def _backbone_mask(params: Any) -> Any:
+  """params -> a tree of bools: True for the backbone (all but the head 'fc')."""
+  if 'fc' not in params:
+    raise ConfigError('config.optim.backbone_*: the model has no classifier head named fc')
+  return {name: jax.tree.map(lambda _, trained=name != 'fc': trained, tree)
+          for name, tree in params.items()}
 
 
 class LookaheadState(NamedTuple):
@@ -177,12 +179,12 @@ def create_optimizer(
     parts.append(_backbone_scale(config, steps_per_epoch))
   for pattern, multiplier in config.optim.learning_rate_multipliers:
     parts.append(optax.masked(optax.scale(multiplier),
-                              _matching(pattern, 'learning_rate_multipliers')))
+                              _matching(pattern, 'optim.learning_rate_multipliers')))
   tx = optax.chain(*parts)
   if config.optim.frozen_params:
     # Frozen parameters get no update at all (and so no weight decay); XLA then drops their
     # gradients.
-    frozen = _matching(config.optim.frozen_params, 'frozen_params')
+    frozen = _matching(config.optim.frozen_params, 'optim.frozen_params')
     tx = optax.multi_transform({False: tx, True: optax.set_to_zero()}, frozen)
   if config.optim.lookahead.every:
     tx = lookahead(tx, config.optim.lookahead.every, config.optim.lookahead.decay, total_steps)
@@ -217,3 +219,15 @@ def check_config(optim: ml_collections.ConfigDict) -> None:
             f'config.optim.learning_rate_multipliers must hold (regex, multiplier > 0) pairs, '
             f'got {pair!r}')
     require_regex('config.optim.learning_rate_multipliers', pair[0])
+
+
+def check_params(optim: ml_collections.ConfigDict, params: Any) -> None:
+  """Raises ConfigError where `config.optim` names parameters `params` (shapes will do) lacks: a
+  regex that matches none, a backbone schedule without a head named fc. Run by config/checks.py,
+  so that this fails before training, not when the optimiser first meets the parameters."""
+  for pattern, _ in optim.learning_rate_multipliers:
+    _matching(pattern, 'optim.learning_rate_multipliers')(params)
+  if optim.frozen_params:
+    _matching(optim.frozen_params, 'optim.frozen_params')(params)
+  if optim.backbone_frozen_epochs or optim.backbone_learning_rate_multiplier != 1:
+    _backbone_mask(params)

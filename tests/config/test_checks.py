@@ -110,3 +110,15 @@ def test_main_asks_an_ensemble_where_to_write():
   result = _main('--workdir', '/nonexistent/other', '--mode', 'eval')
   assert result.returncode != 0
   assert 'needs --output=DIR' in result.stderr and 'Traceback' not in result.stderr
+
+
+@pytest.mark.parametrize('overrides, message', [
+    (dict(frozen_params='^no_such_layer/'), "config.optim.frozen_params: '\\^no_such_layer/' "
+                                            'matches no parameter'),
+    (dict(learning_rate_multipliers=(('^head/', 2.0),)),
+     'config.optim.learning_rate_multipliers: .* matches no parameter'),
+    (dict(backbone_frozen_epochs=1.0), 'the model has no classifier head named fc'),
+])
+def test_what_the_optimiser_names_in_the_model_is_checked_before_training(overrides, message):
+  with pytest.raises(ConfigError, match=message):
+    checks.validate(tiny_config(**overrides))
