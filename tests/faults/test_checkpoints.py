@@ -89,11 +89,11 @@ def test_a_stale_temporary_folder_is_ignored(run, trained_run):
 
 
 @pytest.mark.parametrize('flags, words', [
-    (['--config.model.kwargs.widths=(16,)'], ['model_kwargs.widths (8,) -> (16,)']),
-    (['--config.optim.name=adam'], ['optimizer sgd -> adam']),
-    (['--config.data.batch_size=32'], ['batch_size 16 -> 32']),
+    (['--config.model.kwargs.widths=(16,)'], ['model.kwargs.widths (8,) -> (16,)']),
+    (['--config.optim.name=adam'], ['optim.name sgd -> adam']),
+    (['--config.data.batch_size=32'], ['data.batch_size 16 -> 32']),
     (['--config.optim.learning_rate=0.1', '--config.train.seed=3'],
-     ['learning_rate 0.05 -> 0.1', 'seed 0 -> 3']),
+     ['optim.learning_rate 0.05 -> 0.1', 'train.seed 0 -> 3']),
 ], ids=['model', 'optimizer', 'batch-size', 'two-keys'])
 def test_resuming_with_another_config_is_refused_and_changes_nothing(run, flags, words):
   _forget_the_last_steps(run)  # issue 25, 5
