@@ -6,7 +6,7 @@
 #   bash bench/gpu.sh wheels    # here, once: the missing pure-Python wheels into .whl/ (~1 MB)
 #   bash bench/gpu.sh           # there, with .whl/ carried along (git ignores it): ~6 min
 #
-# (a) main.py on synthetic data (config.dataset='synthetic', no TensorFlow): ResNet-50 at 224 px
+# (a) main.py on synthetic data (config.data.name='synthetic', no TensorFlow): ResNet-50 at 224 px
 #     in bfloat16, 350 steps of 256 images, all layers trained (the training lines show images/s
 #     and MFU: the step's FLOPs per second over the GPU's peak), then --mode eval and --mode
 #     export (StableHLO);

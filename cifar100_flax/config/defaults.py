@@ -18,9 +18,23 @@ placeholder = ml_collections.config_dict.placeholder
 
 
 def get_config() -> ml_collections.ConfigDict:
-  config = ConfigDict()
+  """Every key with its default, one subtree per reader."""
+  return ConfigDict(dict(
+      model=_model(),
+      cpu=_cpu(),
+      data=_data(),
+      augment=_augment(),
+      optim=_optim(),
+      schedule=_schedule(),
+      train=_train(),
+      eval=_evaluation(),
+      checkpoint=_checkpoint(),
+      early_stopping=_early_stopping(),
+  ))
 
-  config.model = ConfigDict(dict(
+
+def _model() -> ConfigDict:
+  return ConfigDict(dict(
       name='cnn',  # a name of cifar100_flax.models.MODELS
       # That model's arguments (the custom CNN's here).
       kwargs=ConfigDict(dict(
@@ -39,8 +53,10 @@ def get_config() -> ml_collections.ConfigDict:
       init_sample_size=5000,  # training images the model is initialised on
   ))
 
-  # The CPU speed path (cifar100_flax/cpu/): how a model computes on the CPU, never what.
-  config.cpu = ConfigDict(dict(
+
+def _cpu() -> ConfigDict:
+  """The CPU speed path (cifar100_flax/cpu/): how a model computes on the CPU, never what."""
+  return ConfigDict(dict(
       # Models built from layers written for XLA:CPU, the convolutions below. None: where JAX's
       # platform is the CPU; True/False: always/never (then Flax's own layers). Same parameters
       # either way: a checkpoint moves between the two.
@@ -52,7 +68,9 @@ def get_config() -> ml_collections.ConfigDict:
       xla_options=ConfigDict(),
   ))
 
-  config.data = ConfigDict(dict(
+
+def _data() -> ConfigDict:
+  return ConfigDict(dict(
       # 'cifar100' (tfds), or 'synthetic': CIFAR-shaped class patterns with noise, made without
       # TensorFlow or the dataset, to time the real loop (data/synthetic.py).
       name='cifar100',
@@ -73,8 +91,10 @@ def get_config() -> ml_collections.ConfigDict:
       image_size_schedule=(),
   ))
 
-  # On-device augmentation (inside the jitted step), each switchable.
-  config.augment = ConfigDict(dict(
+
+def _augment() -> ConfigDict:
+  """On-device augmentation (inside the jitted step), each switchable."""
+  return ConfigDict(dict(
       crop_padding=4,  # random crop of the padded image (0: off)
       crop_reflect=False,  # pad by reflecting the image (airbench), not with black
       flip=True,  # random horizontal flip
@@ -98,7 +118,9 @@ def get_config() -> ml_collections.ConfigDict:
       mix_prob=1.0,  # probability that a batch is mixed at all
   ))
 
-  config.optim = ConfigDict(dict(
+
+def _optim() -> ConfigDict:
+  return ConfigDict(dict(
       # sgd | adam | adamw | muon (Muon for the convolution kernels, SGD for the rest)
       name='sgd',
       learning_rate=0.1,  # peak learning rate
@@ -122,7 +144,9 @@ def get_config() -> ml_collections.ConfigDict:
       lookahead=ConfigDict(dict(every=0, decay=0.95**5)),
   ))
 
-  config.schedule = ConfigDict(dict(
+
+def _schedule() -> ConfigDict:
+  return ConfigDict(dict(
       # constant | warmup_cosine | one_cycle | triangular | piecewise_constant | reduce_on_plateau
       name='warmup_cosine',
       warmup_epochs=1.0,  # warmup_cosine, triangular
@@ -134,7 +158,9 @@ def get_config() -> ml_collections.ConfigDict:
       plateau_patience=3,  # reduce_on_plateau: epochs without improvement of the train loss
   ))
 
-  config.train = ConfigDict(dict(
+
+def _train() -> ConfigDict:
+  return ConfigDict(dict(
       num_epochs=30,
       seed=0,
       label_smoothing=0.1,
@@ -145,7 +171,9 @@ def get_config() -> ml_collections.ConfigDict:
       log_every_steps=50,
   ))
 
-  config.eval = ConfigDict(dict(
+
+def _evaluation() -> ConfigDict:
+  return ConfigDict(dict(
       batch_size=500,
       every_steps=0,  # validation every this many steps (0: once per epoch)
       # Side at evaluation (validation, test, report), if not data.image_size's: FixRes (Touvron
@@ -159,17 +187,19 @@ def get_config() -> ml_collections.ConfigDict:
       recalibration_images=0,
   ))
 
-  config.checkpoint = ConfigDict(dict(
+
+def _checkpoint() -> ConfigDict:
+  return ConfigDict(dict(
       keep=2,  # the newest checkpoints kept for resuming; the best is kept besides
   ))
 
-  config.early_stopping = ConfigDict(dict(
+
+def _early_stopping() -> ConfigDict:
+  return ConfigDict(dict(
       metric='val_accuracy',  # val_accuracy | val_loss | val_top5_accuracy
       patience=10,  # stop after this many evaluations without improvement (0: off)
       min_delta=0.0,
   ))
-  return config
-
 
 def get_transfer_config() -> ml_collections.ConfigDict:
   """The fine-tuning recipe shared by the pretrained-backbone configs.
