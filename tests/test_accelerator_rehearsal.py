@@ -29,9 +29,10 @@ pytestmark = pytest.mark.slow
 
 # The tiny CNN of tests/tiny_config.py in three stages at 8 px: its last convolution has a 2x2
 # output, which the CPU path computes as a matmul; its max-pooling has a Flax form and a CPU one.
-OVERRIDES = {'model_kwargs.widths': (4, 8, 8), 'model_kwargs.hidden': 0, 'image_size': 8,
-             'validation_size': 40, 'batch_size': 16, 'eval_batch_size': 48, 'num_epochs': 2,
-             'eval_every_steps': 5, 'log_every_steps': 5, 'data_dir': '/nonexistent'}
+OVERRIDES = {'model.kwargs.widths': (4, 8, 8), 'model.kwargs.hidden': 0, 'data.image_size': 8,
+             'data.validation_size': 40, 'data.batch_size': 16, 'eval.batch_size': 48,
+             'train.num_epochs': 2, 'eval.every_steps': 5, 'train.log_every_steps': 5,
+             'data.dir': '/nonexistent'}
 FLAGS = ('--config=configs/smoke.py', *(f'--config.{k}={v}' for k, v in OVERRIDES.items()))
 # Operations whose counts tell Flax's layers from the CPU path's (convolutions as matmuls,
 # max-pooling as strided views) and from oneDNN's (custom calls).
@@ -67,8 +68,8 @@ def _counts(text: str) -> dict:
 def _reference_counts(cpu_speed_path: bool) -> dict:
   """The operation counts of the training step built with Flax's layers (or the CPU path's)."""
   config = loading.config_from_file(str(REPO / 'configs/smoke.py'))
-  config.update_from_flattened_dict({**OVERRIDES, 'cpu_speed_path': cpu_speed_path,
-                                     'conv_backend': 'xla'})
+  config.update_from_flattened_dict({**OVERRIDES, 'cpu.speed_path': cpu_speed_path,
+                                     'cpu.conv_backend': 'xla'})
   state, _ = states.create_train_state(config, 10)
   batch = {'image': jnp.zeros((16, *cifar100.IMAGE_SHAPE), jnp.uint8),
            'label': jnp.zeros(16, jnp.int32), 'flip': jnp.zeros(16, bool)}

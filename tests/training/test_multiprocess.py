@@ -124,7 +124,7 @@ def test_sigterm_to_one_of_two_stops_both_then_they_resume_and_evaluate_as_one(o
   # As the first checkpoint starts (its temporary folder, 5.orbax-checkpoint-tmp-*), well before
   # the processes agree on a stop at step 10: waiting for the finished folder, which Orbax
   # renames asynchronously, now and then let them run to the end first.
-  _wait_for('checkpoints/latest/5*', tmp_path, started)
+  _wait_for('checkpoints/5*', tmp_path, started)
   started[1].send_signal(signal.SIGTERM)
   codes, outputs = _finish(started)
   assert all(code != 0 for code in codes), outputs
@@ -153,7 +153,7 @@ def test_two_processes_evaluate_a_run_of_one_as_one_does(one_process, tmp_path):
 
 def test_a_process_that_dies_ends_the_other_and_the_two_resume(one_process, tmp_path):
   started = _start(tmp_path)
-  _wait_for('checkpoints/latest/5', tmp_path, started)
+  _wait_for('checkpoints/5', tmp_path, started)
   started[1].kill()
   codes, outputs = _finish(started, timeout=180)  # JAX's heartbeat timeout is 30 s here
   assert codes[0] != 0 and 'another task died' in outputs[0], outputs[0]
