@@ -28,9 +28,5 @@ def get_config(**overrides) -> ml_collections.ConfigDict:
   config.schedule.warmup_epochs = 0.5
   config.optim.learning_rate = 0.05
   for key, value in overrides.items():
-    *parents, leaf = loading.FLAT_KEYS.get(key, key).split('.')
-    node = config
-    for parent in parents:
-      node = node[parent]
-    node[leaf] = value
+    loading.set_key(config, loading.FLAT_KEYS.get(key, key), value)
   return config

@@ -103,12 +103,18 @@ def nested(flat: dict) -> dict:
   """A config of before the nesting (a dict), each key moved to its place (FLAT_KEYS)."""
   tree = {}
   for key, value in flat.items():
-    *parents, leaf = FLAT_KEYS.get(key, key).split('.')
-    node = tree
-    for parent in parents:
-      node = node.setdefault(parent, {})
-    node[leaf] = value
+    set_key(tree, FLAT_KEYS.get(key, key), value)
   return tree
+
+
+def set_key(tree: dict, dotted: str, value: Any) -> None:
+  """tree['a']['b'] = value for dotted 'a.b' (a dict or ConfigDict; missing dicts are made)."""
+  *parents, leaf = dotted.split('.')
+  for parent in parents:
+    if parent not in tree:
+      tree[parent] = {}
+    tree = tree[parent]
+  tree[leaf] = value
 
 
 def _flat(tree: dict, prefix: str = '') -> dict[str, Any]:

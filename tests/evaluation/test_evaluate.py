@@ -54,11 +54,7 @@ def _copy_with_config(workdir, destination, **changes):
   shutil.copytree(workdir, destination)
   saved = json.loads((destination / 'config.json').read_text())
   for key, value in changes.items():  # by the flat names of tiny_config's overrides
-    *parents, leaf = loading.FLAT_KEYS[key].split('.')
-    node = saved
-    for parent in parents:
-      node = node[parent]
-    node[leaf] = value
+    loading.set_key(saved, loading.FLAT_KEYS[key], value)
   (destination / 'config.json').write_text(json.dumps(saved))
   return destination
 
