@@ -59,10 +59,19 @@ def progress(iterable: Iterable, description: str, total: int | None = None) -> 
                    disable=None if _is_main_process() else True, file=sys.stdout)
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
+  """'21 s', '4 min 12 s', '1 h 03 min': a time as a reader says it."""
   seconds = int(round(seconds))
   hours, rest = divmod(seconds, 3600)
-  return f'{hours}h{rest // 60:02d}m' if hours else f'{rest // 60}m{rest % 60:02d}s'
+  if hours:
+    return f'{hours} h {rest // 60:02d} min'
+  return f'{rest // 60} min {rest % 60:02d} s' if rest >= 60 else f'{rest} s'
+
+
+def plural(count: float, noun: str) -> str:
+  """'1 epoch', '2 epochs', '1.5 epochs', '1,000 images'."""
+  number = f'{count:,}' if isinstance(count, int) else f'{count:,.3g}'
+  return f'{number} {noun}' + ('' if count == 1 else 's')
 
 
 class TrainingLine:
@@ -96,5 +105,5 @@ class TrainingLine:
       if step_flops and self.peak_flops_per_device:
         mfu = step_flops * rate / (self.peak_flops_per_device * jax.device_count())
         parts.append(f'MFU {100 * mfu:.1f}%')
-      parts.append(f'ETA {_duration((self.total_steps - step) / rate)}')
+      parts.append(f'ETA {duration((self.total_steps - step) / rate)}')
     return '  '.join(parts)

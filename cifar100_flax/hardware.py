@@ -7,6 +7,7 @@ its flags once, then), so it cannot ask JAX; `expected_platform` reads what JAX 
 import importlib.metadata
 import importlib.util
 import os
+import pathlib
 import pkgutil
 
 import jax
@@ -65,3 +66,22 @@ def peak_flops_per_device(dtype: str) -> float | None:
     if name in kind:
       return peaks[0] if dtype == 'bfloat16' else peaks[1]
   return None
+
+
+def _cpu_model() -> str:
+  try:
+    for line in pathlib.Path('/proc/cpuinfo').read_text().splitlines():
+      if line.startswith('model name'):
+        return line.split(':', 1)[1].strip()
+  except OSError:
+    pass
+  return 'CPU'
+
+
+def describe() -> str:
+  """What this process's JAX computes on, in words: '1 × NVIDIA H100 80GB HBM3', or for the CPU
+  its model and the cores this process may use."""
+  if jax.default_backend() == 'cpu':
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+    return f'{_cpu_model()}, {cores} cores'
+  return f'{jax.device_count()} × {jax.devices()[0].device_kind}'

@@ -21,6 +21,8 @@ run trains on all 50,000 images:
 
   python main.py --config configs/efficientnet_lite0.py --workdir runs/lite0_128 \
       --config.data.validation_size=0 --config.early_stopping.patience=0
+
+On a 2-core CPU: about 2 hours of training (118 minutes on an AMD EPYC), test top-1 0.8170.
 """
 
 import ml_collections

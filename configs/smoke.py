@@ -2,6 +2,9 @@
 
   python main.py --config configs/smoke.py --workdir runs/smoke
   python main.py --config configs/smoke.py --workdir runs/smoke --mode eval
+
+On a 2-core CPU: about 40 s of training (41 s on an AMD EPYC), test top-1 0.0782; a check of
+the loop, not a model.
 """
 
 import ml_collections

@@ -27,7 +27,8 @@ MAY_IMPORT = {
     'cli': {'evaluation', 'inference', 'training', 'config', 'models', 'data', 'optim', 'cpu'},
 }
 ENTRY_POINTS = {'__main__', 'pretrained'}  # `python -m` spellings of the command line: cli only
-TRAINING_LOOP = 'training.loop'  # only the command line runs training
+API = 'api'  # the Python API: like cli, above every package (and beside cli, not above it)
+TRAINING_LOOP = 'training.loop'  # only the command line and the Python API run training
 
 
 def _place(path: pathlib.Path) -> str:
@@ -55,9 +56,13 @@ def _imports(path: pathlib.Path) -> list[tuple[int, str]]:
 def _allowed(importer: str, imported: str) -> bool:
   importer_package, imported_package = importer.split('.')[0], imported.split('.')[0]
   if imported == TRAINING_LOOP or imported.startswith(f'{TRAINING_LOOP}.'):
-    return importer_package == 'cli'
+    return importer_package in ('cli', API)
   if importer in ENTRY_POINTS:
     return imported_package == 'cli'
+  if importer == '__init__':  # the package's lazy door to the API
+    return imported == API
+  if importer == API:
+    return imported_package in MAY_IMPORT['cli'] | BASE
   if importer_package in BASE:
     return imported_package in BASE
   if imported_package in BASE or imported_package == importer_package:
@@ -73,7 +78,7 @@ def test_every_package_is_in_the_rules_and_says_what_it_is_for():
   packages = {p.parent.name for p in PACKAGE.glob('*/__init__.py')}
   assert packages == set(MAY_IMPORT)
   top_level = {p.stem for p in PACKAGE.glob('*.py')} - {'__init__'}
-  assert top_level == BASE | ENTRY_POINTS
+  assert top_level == BASE | ENTRY_POINTS | {API}
   for package in packages:
     doc = ast.get_docstring(ast.parse((PACKAGE / package / '__init__.py').read_text()))
     assert doc and 'Imports:' in doc, f'{package}/__init__.py: say what it is for and may import'
@@ -93,6 +98,10 @@ def test_no_import_breaks_the_rules():
     ('config.checks', 'models.pretrained', True),
     ('errors', 'config.defaults', False),
     ('pretrained', 'models.pretrained', False),      # the old spelling forwards to the CLI only
+    ('api', 'training.loop', True),                  # the Python API trains
+    ('api', 'cli.modes', False),                     # ... without the command line
+    ('__init__', 'api', True),
+    ('__init__', 'training.loop', False),
 ])
 def test_the_rules_refuse_what_they_should(importer, imported, allowed):
   assert _allowed(importer, imported) is allowed

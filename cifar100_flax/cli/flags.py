@@ -8,17 +8,21 @@ from ml_collections import config_flags
 
 MODES = ('train', 'eval', 'report', 'predict', 'export', 'convert', 'photos')
 
-CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a configs/*.py file.',
-                                         lock_config=True)
+CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'Path to a configs/*.py file; any key of it can be overridden with '
+    '--config.KEY=VALUE (e.g. --config.optim.learning_rate=0.05; every key is in '
+    'cifar100_flax/config/defaults.py).', lock_config=True)
+PRINT_CONFIG = flags.DEFINE_bool('print_config', False, 'Print the resolved config (--config '
+                                 'with its overrides, else the --workdir\'s config.json) and exit.')
 WORKDIR = flags.DEFINE_multi_string('workdir', None, 'Where checkpoints, logs and results go; '
                                     'report: once per run to compare.')
 MODE = flags.DEFINE_enum('mode', 'train', MODES, 'What to do.')
 SPLIT = flags.DEFINE_enum('split', 'test', ['test', 'validation'], 'eval: the split to evaluate '
                           '(validation: the carve-out of the training images, to choose '
                           'evaluation settings on; one workdir only).')
-OUTPUT = flags.DEFINE_string('output', None, 'report: the folder to write to (default: the first '
-                             'workdir); eval of several workdirs: where the ensemble\'s results '
-                             'go; predict: a .csv or .json file (default: '
+OUTPUT = flags.DEFINE_string('output', None, 'report: the folder to write to (default: the '
+                             'first workdir\'s report/); eval of several workdirs: where the '
+                             'ensemble\'s results go; predict: a .csv or .json file (default: '
                              'WORKDIR/predictions.csv); export: a folder (default: '
                              'WORKDIR/export); convert: the .msgpack file to write.')
 IMAGES = flags.DEFINE_multi_string(
@@ -30,6 +34,7 @@ FORMAT = flags.DEFINE_enum('format', 'onnx', ['onnx', 'stablehlo', 'savedmodel']
                            'export: the file format (README, Use a trained model).')
 GRADCAM_LAYER = flags.DEFINE_string('gradcam_layer', None, 'report: the submodule (path, e.g. '
                                     'layer4_2) Grad-CAM explains; default: the last feature map.')
+PAPER = flags.DEFINE_enum('paper', 'A4', ['A4', 'letter'], 'report: the PDF\'s page size.')
 WEIGHTS = flags.DEFINE_string('weights', None, 'convert: the PyTorch or timm weights to convert '
                               '(.safetensors, .pth, .pt, .bin or a Hugging Face hub id).')
 MODEL = flags.DEFINE_string('model', None, 'convert: the model the weights are for (resnet18 to '

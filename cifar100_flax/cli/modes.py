@@ -28,6 +28,7 @@ class Command:
   top_k: int = 5
   format: str = 'onnx'
   gradcam_layer: str | None = None
+  paper: str = 'A4'
   weights: str | None = None
   model: str | None = None
 
@@ -67,7 +68,8 @@ def check_outputs(command: Command) -> None:
     if len(workdirs) > 1:
       files.writable_folder(output, '--output')
   elif mode == 'report':
-    files.writable_folder(output or workdirs[0], '--output' if output else 'the workdir')
+    files.writable_folder(output or report.default_output(workdirs),
+                          '--output' if output else 'the report folder')
   elif mode == 'predict':
     files.writable_file(_predictions_file(command), '--output')
   elif mode == 'export':
@@ -78,6 +80,15 @@ def check_outputs(command: Command) -> None:
 
 def _predictions_file(command: Command) -> str:
   return command.output or str(pathlib.Path(command.workdirs[0], 'predictions.csv'))
+
+
+def resolved_config(command: Command) -> ml_collections.ConfigDict:
+  """The config a command would use: --config with its overrides, else the workdir's saved one."""
+  if command.config is not None:
+    return command.config
+  if len(command.workdirs) != 1:
+    raise UsageError('--print_config needs --config, or one --workdir of a run')
+  return loading.load_config(command.workdirs[0])
 
 
 def run(command: Command) -> None:
@@ -119,8 +130,9 @@ def _export(command: Command, configs: list) -> None:
 def _report(command: Command, configs: list) -> None:
   if jax.process_index() == 0:  # A report reads files and needs no other process.
     written = report.report(command.workdirs, command.output, command.config,
-                            command.gradcam_layer)
-    print(f"wrote {written['html']}, {written['pdf']} and {len(written) - 2} figures")
+                            command.gradcam_layer, command.paper)
+    print(f"wrote {written['pdf']}, {written['html']} and {len(written) - 2} figures beside "
+          f"them")
 
 
 def _convert(command: Command, configs: list) -> None:

@@ -117,11 +117,13 @@ def set_key(tree: dict, dotted: str, value: Any) -> None:
   tree[leaf] = value
 
 
-def _flat(tree: dict, prefix: str = '') -> dict[str, Any]:
+def flat_keys(tree: dict, prefix: str = '') -> dict[str, Any]:
+  """{'optim.learning_rate': 0.1, ...}: a nested dict's leaves by dotted key (an empty dict is a
+  leaf)."""
   flat = {}
   for key, value in tree.items():
     if isinstance(value, dict) and value:
-      flat.update(_flat(value, f'{prefix}{key}.'))
+      flat.update(flat_keys(value, f'{prefix}{key}.'))
     else:
       flat[f'{prefix}{key}'] = value
   return flat
@@ -153,8 +155,8 @@ def check_resumable(config: ml_collections.ConfigDict, workdir: str) -> None:
     return  # Nothing trained yet: any config starts it.
   if not (pathlib.Path(workdir) / 'config.json').exists():
     return  # Trained before config.json existed: the checkpoint's shapes are all there is.
-  saved = _flat(json.loads(load_config(workdir).to_json_best_effort()))
-  given = _flat(json.loads(config.to_json_best_effort()))
+  saved = flat_keys(json.loads(load_config(workdir).to_json_best_effort()))
+  given = flat_keys(json.loads(config.to_json_best_effort()))
   changed = [f'{key} {_shown(saved.get(key))} -> {_shown(given.get(key))}'
              for key in sorted(set(saved) | set(given))
              if not _is_free(key) and saved.get(key) != given.get(key)]

@@ -13,23 +13,23 @@ import numpy as np
 from cifar100_flax import console, files
 from cifar100_flax.data import cifar100
 from cifar100_flax.errors import ConfigError
-from cifar100_flax.evaluation import classification
+from cifar100_flax.evaluation import classification, findings
 from cifar100_flax.inference import restore
 from cifar100_flax.training import sharding, steps
 
 
-def _print_summary(report: dict, names: list[str]) -> None:
-  rows = [('examples', f"{report['num_examples']}"),
+def _print_summary(report: dict) -> None:
+  rows = [('examples', f"{report['num_examples']:,}"),
           ('top-1 accuracy', f"{report['top1_accuracy']:.4f}"),
           ('top-5 accuracy', f"{report['top5_accuracy']:.4f}"),
           ('macro precision', f"{report['macro_precision']:.4f}"),
           ('macro recall', f"{report['macro_recall']:.4f}"),
           ('macro F1', f"{report['macro_f1']:.4f}"),
-          ('superclass top-1', f"{report['coarse_top1_accuracy']:.4f}")]
-  f1 = np.array(report['per_class']['f1'])
-  order = np.argsort(f1, kind='stable')
-  rows.append(('worst F1', ', '.join(f'{names[i]} {f1[i]:.2f}' for i in order[:5])))
-  rows.append(('best F1', ', '.join(f'{names[i]} {f1[i]:.2f}' for i in order[::-1][:5])))
+          ('superclass top-1', f"{report['coarse_top1_accuracy']:.4f}"),
+          ('calibration error (ECE)',
+           f"{report['calibration']['expected_calibration_error']:.4f}")]
+  best, worst = findings.ranked_classes(report['per_class'])
+  rows += [('best F1', best.text), ('worst F1', worst.text)]
   width = max(len(name) for name, _ in rows)
   print('\n'.join(f'{name:<{width}}  {value}' for name, value in rows))
 
@@ -62,7 +62,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, split: str = 'test
   names = list(cifar100.CLASS_NAMES)
   report.update(checkpoint_step=int(jax.device_get(state.step)), model=config.model.name,
                 class_names=names, train_seconds=progress.get('train_seconds'),
-                train_flops=progress.get('train_flops'),
+                train_flops=progress.get('train_flops'), hardware=progress.get('hardware'),
                 num_params=sum(int(x.size) for x in jax.tree.leaves(state.params)),
                 inference_ms_per_image=_inference_ms_per_image(jitted_eval_step, state, test,
                                                                config.eval.batch_size, mesh))
@@ -78,7 +78,9 @@ def _write(out: pathlib.Path, split: str, report: dict, labels: np.ndarray,
     np.savez_compressed(f, labels=labels, coarse_labels=coarse_labels,
                         probs=probs.astype(np.float32), ids=ids)
   files.write_text(out / f'eval_{split}.json', json.dumps(report, indent=1))
-  _print_summary(report, report['class_names'])
+  _print_summary(report)
+  print(f'wrote {out / f"eval_{split}.json"} (every number) and {out / f"predictions_{split}.npz"} '
+        f'(each image\'s probabilities); `--mode report --workdir {out}` draws them')
 
 
 def evaluate_ensemble(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str],

@@ -1,74 +1,34 @@
-"""The analysis a user reads: figures, tables and a written summary of evaluated runs, as HTML
-and PDF.
+"""The study's report of one to three evaluated runs: a paginated PDF and the same document as
+HTML, with its figures as PNGs, in a `report/` folder.
 
   python main.py --mode report --workdir runs/a [--workdir runs/b ...] [--output DIR]
 
 Each workdir must hold `--mode eval`'s eval_test.json and predictions_test.npz, and the
-config.json training wrote. Figures are PNGs in the output folder; report.html embeds them (one
-self-contained file) and report.pdf has one page per figure after a summary page.
+config.json training wrote. The words come from evaluation/findings.py, the figures from
+evaluation/plots.py, the layout from evaluation/document.py and its templates.
 """
 
-import base64
-import dataclasses
 import functools
-import html
 import io
-import json
 import pathlib
-import textwrap
-import zipfile
 from collections.abc import Sequence
 
 import jax
 import ml_collections
 import numpy as np
-from matplotlib.backends.backend_pdf import PdfPages
-from matplotlib.figure import Figure
+from matplotlib.figure import Figure as Drawing
 
 from cifar100_flax import console, files
-from cifar100_flax.config import loading
 from cifar100_flax.data import cifar100, preprocessing
 from cifar100_flax.errors import UserError
-from cifar100_flax.evaluation import gradcam, plots
+from cifar100_flax.evaluation import document, findings, gradcam, plots
+from cifar100_flax.evaluation.results import RunResults, load_run
 from cifar100_flax.inference import restore
-from cifar100_flax.training import states, writers
+from cifar100_flax.training import states
 
-GALLERY_SIZE = 24
-AUGMENTED_SAMPLES = 24
-GRADCAM_IMAGES = 12
-
-
-@dataclasses.dataclass
-class RunResults:
-  """What `--mode eval` and training left in one workdir."""
-  workdir: pathlib.Path
-  name: str
-  config: ml_collections.ConfigDict
-  evaluation: dict  # eval_test.json
-  probs: np.ndarray  # [N, classes], test order
-  labels: np.ndarray
-  ids: np.ndarray
-  history: list[dict]
-
-
-def load_run(workdir: str, config: ml_collections.ConfigDict | None = None) -> RunResults:
-  directory = pathlib.Path(workdir)
-  evaluation_path = directory / 'eval_test.json'
-  predictions_path = directory / 'predictions_test.npz'
-  if not evaluation_path.exists() or not predictions_path.exists():
-    raise UserError(f'{directory} has no test evaluation: run `python main.py --mode eval '
-                    f'--workdir {directory} ...` first')
-  try:
-    evaluation = json.loads(evaluation_path.read_text())
-    with np.load(predictions_path) as predictions:
-      probs, labels, ids = predictions['probs'], predictions['labels'], predictions['ids']
-  except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile) as e:
-    raise UserError(f'{directory}\'s evaluation cannot be read ({evaluation_path.name} or '
-                    f'{predictions_path.name}: {type(e).__name__}: {e}): evaluate the run again '
-                    f'with `python main.py --mode eval --workdir {directory}`') from e
-  return RunResults(workdir=directory, name=directory.name,
-             config=config or loading.load_config(workdir), evaluation=evaluation,
-             probs=probs, labels=labels, ids=ids, history=writers.read_history(workdir))
+SHOWN_IMAGES = 8  # per run, in the augmented samples and the confident mistakes
+GRADCAM_IMAGES = 7
+_DPI = 200
 
 
 def augmented_samples(config: ml_collections.ConfigDict, images: np.ndarray,
@@ -78,218 +38,245 @@ def augmented_samples(config: ml_collections.ConfigDict, images: np.ndarray,
   # For config.augment.alternating_flip.
   flips = np.random.default_rng(seed).random(len(images)) < 0.5
   augmented = np.asarray(preprocessing.preprocess(jax.numpy.asarray(images), config,
-                                          key=jax.random.key(seed), flips=flips))
+                                                  key=jax.random.key(seed), flips=flips))
   low = augmented.min(axis=(1, 2, 3), keepdims=True)
   high = augmented.max(axis=(1, 2, 3), keepdims=True)
   return (augmented - low) / np.maximum(high - low, 1e-6)
 
 
-def gradcam_maps(run: RunResults, images: np.ndarray, layer: str | None = None) -> np.ndarray:
-  """Grad-CAM maps [N, 32, 32] of the run's best checkpoint for its predicted classes."""
+def gradcam_maps(run: RunResults, images: np.ndarray,
+                 layer: str | None = None) -> tuple[np.ndarray, str]:
+  """Grad-CAM maps [N, H, W] of the run's best checkpoint for its predicted classes, and the layer
+  they explain (`layer`, else the model's own choice, else the last feature map)."""
   state, _ = restore.restore_model(run.config, str(run.workdir))
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
   apply = functools.partial(state.apply_fn, variables, train=False)
   inputs = preprocessing.preprocess(jax.numpy.asarray(images), run.config)
-  # A model may name its own (a ViT's); else gradcam's default, the last feature map.
-  layer = layer or getattr(states.create_model(run.config, 'xla'), 'gradcam_layer', None)
-  return np.asarray(gradcam.grad_cam(apply, inputs, layer=layer, size=images.shape[1:3]))
+  layer = (layer or getattr(states.create_model(run.config, 'xla'), 'gradcam_layer', None)
+           or gradcam.feature_maps(apply, inputs[:1])[-1])
+  maps = gradcam.grad_cam(apply, inputs, layer=layer, size=images.shape[1:3])
+  return np.asarray(maps), layer
 
 
-def misclassified(run: RunResults, count: int = GALLERY_SIZE) -> np.ndarray:
+def misclassified(run: RunResults, count: int = SHOWN_IMAGES) -> np.ndarray:
   """Indices of the `count` most confidently wrong test predictions."""
   predictions = run.probs.argmax(axis=1)
   wrong = np.flatnonzero(predictions != run.labels)
   return wrong[np.argsort(-run.probs[wrong].max(axis=1), kind='stable')][:count]
 
 
-def _summary_rows(runs: Sequence[RunResults]) -> list[dict]:
+def _image(drawing: Drawing, alt: str) -> document.Image:
+  buffer = io.BytesIO()
+  drawing.savefig(buffer, format='png', dpi=_DPI)
+  width = drawing.get_figwidth() / document.TEXT_WIDTH_INCHES
+  return document.Image(buffer.getvalue(), alt, round(100 * min(width, 1.0), 1))
+
+
+def _slug(text: str) -> str:
+  return ''.join(c if c.isalnum() or c in '-_' else '_' for c in text)
+
+
+class _Figures:
+  """Numbers the figures in the order they are added."""
+
+  def __init__(self):
+    self.figures: list[document.Figure] = []
+
+  def add(self, key: str, title: str, caption: str, drawings: dict[str, Drawing],
+          tables: Sequence[document.Table] = ()) -> None:
+    number = len(self.figures) + 1
+    images = [_image(d, f'fig{number:02d}_{key}' + (f'_{_slug(name)}' if name else ''))
+              for name, d in drawings.items()]
+    self.figures.append(document.Figure(number, title, caption, images, list(tables)))
+
+
+def _pairs_table(runs: Sequence[RunResults]) -> document.Table:
+  columns = [findings.confused_pairs(run) for run in runs]
+  rows = [[str(k + 1)] + [f'{c[k][0]} → {c[k][1]}: {c[k][2]}' if k < len(c) else ''
+                          for c in columns]
+          for k in range(max(len(c) for c in columns))]
+  return document.Table(
+      'Table 3. The most frequent confusions (true class → predicted class: test images, and '
+      'their share of the true class\'s 100).', ['#'] + [run.name for run in runs], rows,
+      compact=len(runs) > 1)
+
+
+def _ranked_table(runs: Sequence[RunResults]) -> document.Table:
   rows = []
   for run in runs:
-    e = run.evaluation
-    rows.append({'run': run.name, 'model': e.get('model', ''), 'top-1': e['top1_accuracy'],
-                 'top-5': e['top5_accuracy'], 'macro F1': e['macro_f1'],
-                 'ECE': e['calibration']['expected_calibration_error'],
-                 'parameters': e.get('num_params'),
-                 'training (min)': (e['train_seconds'] / 60) if e.get('train_seconds') else None,
-                 'inference (ms/image)': e.get('inference_ms_per_image')})
-  return rows
+    best, worst = findings.ranked_classes(run.evaluation['per_class'])
+    rows.append([run.name, best.text, worst.text])
+  return document.Table('Table 4. The best and worst classes by F1 (a tie at the cut is named '
+                        'as a tie, not broken).', ['run', 'best', 'worst'], rows)
 
 
-def _format(value) -> str:
-  if value is None:
-    return '-'
-  if isinstance(value, float):
-    return f'{value:.4f}' if value < 1 else f'{value:,.1f}'
-  if isinstance(value, int):
-    return f'{value:,}'
-  return str(value)
-
-
-def comparison_table(runs: Sequence[RunResults]) -> tuple[list[str], list[list[str]]]:
-  """Header and rows of the results table; the best top-1, top-5 and macro F1 marked with *."""
-  rows = _summary_rows(runs)
-  header = list(rows[0])
-  best = {key: max(row[key] for row in rows) for key in ('top-1', 'top-5', 'macro F1')}
-  table = [[_format(row[key]) + ('*' if len(rows) > 1 and best.get(key) == row[key] else '')
-            for key in header] for row in rows]
-  return header, table
-
-
-def _run_text(run: RunResults) -> str:
-  """A written paragraph of what the numbers say."""
-  e, names = run.evaluation, run.evaluation['class_names']
-  f1 = np.asarray(e['per_class']['f1'])
-  order = np.argsort(f1, kind='stable')
-  pairs = e['most_confused_pairs'][:3]
-  confused = '; '.join(f'{names[t]} taken for {names[p]} {n} times' for t, p, n in pairs)
-  history = [r for r in run.history if 'val_accuracy' in r]
-  trained = (f"It trained for {history[-1]['epoch']:.0f} epochs; its best validation top-1 was "
-             f"{max(r['val_accuracy'] for r in history):.4f}. ") if history else ''
-  return (f"{run.name} ({e.get('model', '?')}, checkpoint step {e.get('checkpoint_step')}): "
-          f"test top-1 {e['top1_accuracy']:.4f}, top-5 {e['top5_accuracy']:.4f}, macro F1 "
-          f"{e['macro_f1']:.4f} over {e['num_examples']:,} test images; superclass top-1 "
-          f"{e['coarse_top1_accuracy']:.4f}. {trained}Best classes by F1: "
-          f"{', '.join(names[i] for i in order[::-1][:5])}; worst: "
-          f"{', '.join(names[i] for i in order[:5])}. Most confused: {confused}. Expected "
-          f"calibration error {e['calibration']['expected_calibration_error']:.3f} "
-          f"(0 is perfectly calibrated).")
-
-
-def _is_trained(run: RunResults) -> bool:
-  """An ensemble has no training of its own, nor one checkpoint."""
-  return not run.evaluation.get('members')
-
-
-def run_figures(run: RunResults, test: cifar100.Split, train_images: np.ndarray,
-                coarse_names: Sequence[str], cams: np.ndarray | None = None
-                ) -> dict[str, Figure]:
-  """name -> figure, for one run; `cams`: its Grad-CAM maps of test.images[:len(cams)]."""
-  e, names = run.evaluation, run.evaluation['class_names']
-  if not np.array_equal(test.ids, run.ids):
-    raise UserError(f'{run.name}: predictions_test.npz does not follow the test split\'s order; '
-                    f'evaluate the run again')
-  wrong = misclassified(run)
-  predictions = run.probs.argmax(axis=1)
-  trained = _is_trained(run)
-  figures = {}
+def _draw(runs: Sequence[RunResults], test: cifar100.Split, train_images: np.ndarray,
+          cams: dict[str, tuple[np.ndarray, str]]) -> list[document.Figure]:
+  trained = [run for run in runs if not run.is_ensemble]
+  best = max(runs, key=lambda r: r.evaluation['top1_accuracy'])
+  names = cifar100.CLASS_NAMES
+  figures = _Figures()
   if trained:
-    figures['curves'] = plots.training_curves(run.history)
-    figures['augmented'] = plots.image_grid(
-        augmented_samples(run.config, train_images), [''] * len(train_images),
-        suptitle='Training images after the config\'s augmentation')
-  figures.update({
-      'confusion': plots.confusion_matrix(np.asarray(e['confusion_matrix']), names),
-      'superclass_confusion': plots.coarse_confusion_matrix(
-          np.asarray(e['coarse_confusion_matrix']), coarse_names),
-      'per_class': plots.per_class(e['per_class'], names),
-      'superclass_accuracy': plots.coarse_accuracy(np.asarray(e['coarse_confusion_matrix']),
-                                                   coarse_names),
-      'misclassified': plots.image_grid(
-          test.images[wrong],
-          [f'{names[run.labels[i]]}\n-> {names[predictions[i]]} {run.probs[i].max():.2f}'
-           for i in wrong], suptitle='Most confident mistakes (true -> predicted, confidence)'),
-      'reliability': plots.reliability(e['calibration']),
-  })
-  if cams is not None:
-    shown = test.images[:len(cams)]
-    figures['gradcam'] = plots.heatmaps(
-        shown, cams,
-        [f'{names[run.labels[i]]}\n-> {names[predictions[i]]}' for i in range(len(shown))])
-  return figures
+    figures.add('curves', 'Training curves',
+                'Top-1 accuracy and loss against the epoch: on the validation split (solid, '
+                'dots at each validation) and on the training batches (dashed, the running mean '
+                'of each logging period, under augmentation, so below what the model scores on '
+                'clean training images); right, the learning rate. A widening gap between the '
+                'two is overfitting; a validation curve still rising at the end says more epochs '
+                'would help.',
+                {'': plots.training_curves({r.name: r.history for r in trained})})
+    figures.add('augmented', 'Training images as the model sees them',
+                'The first training images after each run\'s augmentation and preprocessing '
+                '(at its training image size; colours rescaled for display), one row per run: '
+                + ', '.join(r.name for r in trained) + '.',
+                {r.name: plots.image_grid(augmented_samples(r.config, train_images), [''] * len(
+                    train_images)) for r in trained})
+  figures.add('superclass_accuracy', 'Accuracy per superclass',
+              'The share of each superclass\'s test images given a class of that superclass '
+              '(a wrong class of the right superclass counts), ordered by the first run\'s; the '
+              'bars\' spread shows which groups of five classes are hard.',
+              {'': plots.coarse_accuracy({r.name: r.evaluation['coarse_confusion_matrix']
+                                          for r in runs}, cifar100.COARSE_CLASS_NAMES)})
+  figures.add('superclass_confusion', f'Confusion between superclasses ({best.name})',
+              f'Rows: the true superclass; columns: the predicted one; each cell the percentage '
+              f'of the row\'s test images (empty: under 0.5%). The diagonal is the superclass '
+              f'accuracy; large cells off it are the groups {best.name} mixes up. Each run\'s '
+              f'full 100 × 100 matrix is a PNG in the report\'s folder.',
+              {best.name: plots.coarse_confusion_matrix(
+                  best.evaluation['coarse_confusion_matrix'], cifar100.COARSE_CLASS_NAMES)},
+              [_pairs_table(runs)])
+  figures.add('class_scores', 'Per-class F1, precision and recall',
+              'Left: each class\'s F1, sorted, per run (the area under a curve is its macro F1; '
+              'a curve reaching 0 means classes never recognised). Right: each class\'s precision '
+              'against its recall; below the dotted diagonal a class is predicted too often '
+              '(other classes are taken for it), above it too rarely. Table 5, the appendix, has '
+              'every class.',
+              {'': plots.class_scores({r.name: r.evaluation['per_class'] for r in runs})},
+              [_ranked_table(runs)])
+  figures.add('calibration', 'Calibration',
+              'Left: the accuracy of the test images in each bin of top-1 confidence, against the '
+              'dashed diagonal where confidence equals accuracy; a curve below it is '
+              'overconfident. The expected calibration error (ECE) is the mean gap, weighted by '
+              'the images in each bin (right).',
+              {'': plots.reliability({r.name: r.evaluation['calibration'] for r in runs})})
+  mistakes = {}
+  for run in runs:
+    wrong = misclassified(run)
+    predictions = run.probs.argmax(axis=1)
+    mistakes[run.name] = plots.image_grid(test.images[wrong], [
+        f'{names[run.labels[i]]}\n→ {names[predictions[i]]} {run.probs[i].max():.2f}'
+        for i in wrong])
+  figures.add('mistakes', 'The most confident mistakes',
+              'Per run (' + ', '.join(mistakes) + '), the test images it got wrong with the '
+              'highest confidence: true class, → the predicted class and its probability. Some '
+              'are label noise or truly ambiguous pictures; the rest show what the model '
+              'relies on.', mistakes)
+  if cams:
+    layers = sorted({layer for _, layer in cams.values()})
+    shown = test.images[:GRADCAM_IMAGES]
+    predicted = {run.name: [f'→ {names[k]}' for k in run.probs[:GRADCAM_IMAGES].argmax(axis=1)]
+                 for run in trained}
+    figures.add('gradcam', 'Where the models look (Grad-CAM)',
+                'The first test images with their true class (top row) and, a row per run ('
+                + ', '.join(predicted) + '), the Grad-CAM map of the class the run predicted '
+                '(→): the gradient-weighted activations of layer '
+                f'{", ".join(layers)} (the last feature map unless --gradcam_layer said '
+                'otherwise), upsampled to the image. Red: the regions that raised the predicted '
+                'class\'s score most; blue: none.',
+                {'': plots.heatmaps(shown, [names[k] for k in test.labels[:GRADCAM_IMAGES]],
+                                    {name: cams[name][0] for name in predicted}, predicted)})
+  return figures.figures
 
 
-def _png(figure: Figure) -> bytes:
-  buffer = io.BytesIO()
-  figure.savefig(buffer, format='png', dpi=110, bbox_inches='tight')
-  return buffer.getvalue()
+def _results_table(runs: Sequence[RunResults]) -> document.Table:
+  rows = findings.results_table(runs)
+  bold = frozenset((r, 1 + c) for r, row in enumerate(rows) for c in row.best)
+  caption = 'Table 1. Test-set results (10,000 images).'
+  if len(runs) > 1:
+    caption += ' ' + findings.BEST_MARK_EXPLAINED
+  return document.Table(caption, [''] + [run.name for run in runs],
+                        [[row.label] + row.cells for row in rows], bold)
 
 
-def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-  head = ''.join(f'<th>{html.escape(h)}</th>' for h in header)
-  body = ''.join('<tr>' + ''.join(f'<td>{html.escape(c)}</td>' for c in row) + '</tr>'
-                 for row in rows)
-  return f'<table><tr>{head}</tr>{body}</table>'
+def _class_tables(runs: Sequence[RunResults]) -> document.Table:
+  header, rows = findings.class_table(runs)
+  caption = ('Table 5. Every class on the test set, by superclass: precision (P), recall (R) and '
+             'F1' + ('' if 'support' in header else ', of 100 test images each'))
+  if len(runs) <= 2:  # without the superclass column, two halves side by side fit one page
+    caption += ' (the five classes of each superclass are adjacent)'
+    header, rows = header[:1] + header[2:], [row[:1] + row[2:] for row in rows]
+    half = (len(rows) + 1) // 2
+    header, rows = header * 2, [a + b for a, b in zip(rows[:half], rows[half:])]
+  return document.Table(caption + '.', header, rows, compact=True)
 
 
-def _confused_pairs_table(run: RunResults) -> tuple[list[str], list[list[str]]]:
-  names = run.evaluation['class_names']
-  return (['true class', 'predicted as', 'test images'],
-          [[names[t], names[p], str(n)] for t, p, n in run.evaluation['most_confused_pairs']])
+def build(runs: Sequence[RunResults], test: cifar100.Split, train_images: np.ndarray,
+          cams: dict[str, tuple[np.ndarray, str]]) -> document.Document:
+  """The document: every number, word and drawing; nothing is written."""
+  for run in runs:
+    if not np.array_equal(test.ids, run.ids):
+      raise UserError(f'{run.name}: predictions_test.npz does not follow the test split\'s '
+                      f'order; evaluate the run again')
+  figures = _draw(runs, test, train_images, cams)
+  metadata = [('Runs', ', '.join(f'{run.name} ({run.config.model.name})' for run in runs)),
+              ('Data', f'{runs[0].config.data.name}, {test.images.shape[0]:,} test images')]
+  setup = findings.setup_table(runs)
+  return document.Document(
+      title='CIFAR-100 image classification: ' + ' against '.join(run.name for run in runs),
+      metadata=metadata, results=_results_table(runs), findings=findings.findings(runs),
+      setup=document.Table('Table 2. How each run was trained.', [''] + [r.name for r in runs],
+                           [[row.label] + row.cells for row in setup]),
+      figures=figures, conclusions=findings.conclusions(runs), classes=_class_tables(runs))
 
 
-def write_report(runs: Sequence[RunResults], output: str, test: cifar100.Split,
-                 train_images: np.ndarray, coarse_names: Sequence[str],
-                 cams: dict[str, np.ndarray] | None = None) -> dict[str, pathlib.Path]:
-  """Writes <run>_<figure>.png, report.html and report.pdf into `output`; returns their paths.
-
-  Everything is drawn before anything is written, and each file replaces its previous version
-  whole, so that a report that fails leaves the previous one as it was."""
+def write(doc: document.Document, confusion: dict[str, Drawing], output: str,
+          paper: str = 'A4') -> dict[str, pathlib.Path]:
+  """Writes report.pdf, report.html and every figure's PNG into `output`; each file replaces its
+  previous version whole, and the PDF is laid out before anything is written, so that a report
+  that fails leaves the previous one as it was."""
   out = pathlib.Path(output)
-  header, table = comparison_table(runs)
-  drawn = [(run, run_figures(run, test, train_images, coarse_names, (cams or {}).get(run.name)))
-           for run in runs]
-  summary = _text_page('CIFAR-100 report', header, table, [_run_text(r) for r, _ in drawn])
-  sections = [f'<h1>CIFAR-100 report</h1><h2>Results</h2>{_html_table(header, table)}']
-  pngs = {}
-  for run, figures in drawn:
-    sections.append(f'<h2>{html.escape(run.name)}</h2><p>{html.escape(_run_text(run))}</p>')
-    for name, figure in figures.items():
-      stem = f'{run.name}_{name}'
-      pngs[stem] = _png(figure)
-      encoded = base64.b64encode(pngs[stem]).decode('ascii')
-      sections.append(f'<figure><img alt="{html.escape(stem)}" '
-                      f'src="data:image/png;base64,{encoded}"><figcaption>{html.escape(name)}'
-                      f'</figcaption></figure>')
-      if name == 'superclass_confusion':
-        sections.append('<h3>Most confused class pairs</h3>'
-                        + _html_table(*_confused_pairs_table(run)))
-  page = ('<!DOCTYPE html><html><head><meta charset="utf-8"><title>CIFAR-100 report</title>'
-          '<style>body{font-family:sans-serif;max-width:1100px;margin:auto}img{max-width:100%}'
-          'table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px}</style>'
-          f'</head><body>{"".join(sections)}</body></html>')
+  page = document.render_html(doc, paper)
+  pngs = {image.alt: image.png for figure in doc.figures for image in figure.images}
+  pngs.update({f'{_slug(name)}_confusion': _image(d, '').png for name, d in confusion.items()})
   out.mkdir(parents=True, exist_ok=True)
+  with files.replaced(out / 'report.pdf') as path:
+    document.write_pdf(page, path)
   written = {}
   for stem, png in pngs.items():
-    files.write_bytes(out / f'{stem}.png', png)
     written[stem] = out / f'{stem}.png'
-  with files.replaced(out / 'report.pdf') as path, PdfPages(path) as pdf:
-    for figure in [summary] + [f for _, figures in drawn for f in figures.values()]:
-      pdf.savefig(figure)
+    files.write_bytes(written[stem], png)
   files.write_text(out / 'report.html', page)
-  written.update(html=out / 'report.html', pdf=out / 'report.pdf')
-  return written
+  return {**written, 'html': out / 'report.html', 'pdf': out / 'report.pdf'}
 
 
-def _text_page(title: str, header: Sequence[str], table: Sequence[Sequence[str]],
-               paragraphs: Sequence[str]) -> Figure:
-  """An A4 page with the results table and the written summaries."""
-  figure = Figure(figsize=(8.27, 11.69))
-  figure.text(0.06, 0.95, title, fontsize=16, weight='bold')
-  ax = figure.add_axes((0.04, 0.72, 0.92, 0.2))
-  ax.axis('off')
-  ax.table(cellText=table, colLabels=header, loc='upper center').auto_set_font_size(True)
-  text = '\n\n'.join(textwrap.fill(p, 100) for p in paragraphs)
-  figure.text(0.06, 0.68, text, fontsize=8, va='top')
-  return figure
+def default_output(workdirs: Sequence[str]) -> str:
+  return str(pathlib.Path(workdirs[0], 'report'))
 
 
 def report(workdirs: Sequence[str], output: str | None = None,
-           config: ml_collections.ConfigDict | None = None,
-           gradcam_layer: str | None = None) -> dict[str, pathlib.Path]:
-  """The report of `workdirs` (each evaluated), written to `output` (default: the first workdir).
+           config: ml_collections.ConfigDict | None = None, gradcam_layer: str | None = None,
+           paper: str = 'A4') -> dict[str, pathlib.Path]:
+  """The report of `workdirs` (each evaluated), written to `output` (default: the first
+  workdir's report/ folder); returns the paths written.
 
   gradcam_layer: the submodule path whose output Grad-CAM explains (default: the last feature map).
   Grad-CAM runs first, so that a layer the model does not have stops the report before it draws.
   """
+  if not 1 <= len(workdirs) <= 3:
+    raise UserError(f'a report compares one to three runs, not {len(workdirs)}')
   runs = [load_run(workdir, config) for workdir in workdirs]
+  if len({run.name for run in runs}) < len(runs):
+    raise UserError('the runs of a report need folders of different names (their names in it)')
   with console.phase(f'loading {runs[0].config.data.name}'):
     splits = cifar100.source(runs[0].config).load_splits(runs[0].config)
-  shown = splits['test'].images[:GRADCAM_IMAGES]
   cams = {}
-  for run in filter(_is_trained, runs):
-    with console.phase(f'Grad-CAM of {run.name}'):
-      cams[run.name] = gradcam_maps(run, shown, gradcam_layer)
-  with console.phase(f'drawing the report of {len(runs)} run{"s" * (len(runs) > 1)}'):
-    return write_report(runs, output or workdirs[0], splits['test'],
-                        splits['train'].images[:AUGMENTED_SAMPLES],
-                        cifar100.COARSE_CLASS_NAMES, cams)
+  for run in runs:
+    if not run.is_ensemble:
+      with console.phase(f'Grad-CAM of {run.name}'):
+        cams[run.name] = gradcam_maps(run, splits['test'].images[:GRADCAM_IMAGES], gradcam_layer)
+  with console.phase(f'drawing the report of {console.plural(len(runs), "run")}'):
+    doc = build(runs, splits['test'], splits['train'].images[:SHOWN_IMAGES], cams)
+    confusion = {run.name: plots.confusion_matrix(np.asarray(run.evaluation['confusion_matrix']),
+                                                  cifar100.CLASS_NAMES) for run in runs}
+  with console.phase('laying out the PDF'):
+    return write(doc, confusion, output or default_output(workdirs), paper)

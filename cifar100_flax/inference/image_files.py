@@ -87,7 +87,8 @@ def read_all(paths: Sequence[str]) -> tuple[list[str], np.ndarray, list[Failure]
 
   # Decoding releases the GIL: threads read a large folder on every core.
   with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
-    results = list(console.progress(pool.map(attempt, paths), f'reading {len(paths):,} images',
+    results = list(console.progress(pool.map(attempt, paths),
+                                    f'reading {console.plural(len(paths), "image")}',
                                     total=len(paths)))
   read_paths = [p for p, r in zip(paths, results) if not isinstance(r, Failure)]
   images = [r for r in results if not isinstance(r, Failure)]

@@ -25,22 +25,33 @@ from cifar100_flax.training import sharding, steps
 _TABLE_ROWS = 50  # a large folder's table shows this many; the file has them all
 
 
+class Classifier:
+  """A trained run as a function: uint8 images [N, 32, 32, 3] -> class probabilities [N, 100],
+  through what `--mode eval` runs (preprocessing, image size, test-time augmentation), on every
+  device. Restored once (the best checkpoint), then called as often as wanted."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+    self.config, self.workdir = config, workdir
+    self.mesh = sharding.create_mesh()
+    with console.phase(f'restoring {workdir}'):
+      state, self.progress = restore.restore_model(config, workdir)
+    self.state = sharding.replicate(state, self.mesh)
+    self.eval_step = steps.jit_eval_step(config)
+
+  def __call__(self, pictures: np.ndarray) -> np.ndarray:
+    # Unknown labels: evaluate_split's metrics are ignored, only its probabilities are used.
+    split = cifar100.Split(pictures, np.zeros(len(pictures), np.int32),
+                           np.zeros(len(pictures), np.int32), np.arange(len(pictures)).astype(str))
+    return steps.evaluate_split(self.eval_step, self.state, split, self.config.eval.batch_size,
+                                self.mesh, f'classifying {console.plural(len(split), "image")}'
+                                )[1]
+
+
 def probabilities(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str],
                   pictures: np.ndarray) -> np.ndarray:
   """[N, 100] class probabilities of uint8 [N, 32, 32, 3] `pictures`: the mean over the runs."""
-  # Unknown labels: evaluate_split's metrics are ignored, only its probabilities are used.
-  split = cifar100.Split(pictures, np.zeros(len(pictures), np.int32),
-                        np.zeros(len(pictures), np.int32), np.arange(len(pictures)).astype(str))
-  mesh = sharding.create_mesh()
-  members = []
-  for config, workdir in zip(configs, workdirs):
-    with console.phase(f'restoring {workdir}'):
-      state, _ = restore.restore_model(config, workdir)
-    state = sharding.replicate(state, mesh)
-    members.append(steps.evaluate_split(steps.jit_eval_step(config), state, split,
-                                        config.eval.batch_size, mesh,
-                                        f'classifying {len(split):,} images')[1])
-  return np.mean(members, axis=0)
+  return np.mean([Classifier(config, workdir)(pictures)
+                  for config, workdir in zip(configs, workdirs)], axis=0)
 
 
 def check_arguments(top_k: int, output: str) -> None:
@@ -115,4 +126,4 @@ def _write(rows: list[dict], output: pathlib.Path) -> None:
         writer.writerow([row['file']] + [v for t in row['top'] for v in (t['class'],
                                                                           f"{t['probability']:.6g}")]
                         + [row['superclass']['class'], f"{row['superclass']['probability']:.6g}"])
-  console.say(f'wrote {len(rows):,} predictions to {output}')
+  console.say(f'wrote {console.plural(len(rows), "prediction")} to {output}')

@@ -267,6 +267,19 @@ class Checkpointer:
       return self.legacy['latest']
     return self.manager
 
+  def newest_progress(self) -> tuple[int, dict] | None:
+    """The step and saved progress of the newest checkpoint, read without its arrays; None in a
+    fresh workdir or where it cannot be read (restoring then says why)."""
+    manager = self._newest()
+    step = manager.latest_step()
+    if step is None:
+      return None
+    try:
+      restored = manager.restore(step, args=ocp.args.Composite(progress=ocp.args.JsonRestore()))
+    except Exception:  # damaged or foreign: restore_latest sets it aside or says why, in full
+      return None
+    return step, restored['progress']
+
   def restore_model(self, template: dict) -> tuple[dict, dict]:
     """The entries of `template` ({'params': ..., 'batch_stats': ..., 'step': ...}, arrays or
     shapes) from the best checkpoint, or the newest if none is marked best or it cannot be read,

@@ -38,12 +38,14 @@ class Progress:
   stopper: early_stopping.EarlyStopping
   train_seconds: float = 0.0  # in the training loop, over every session
   total_steps: int = 0
+  steps_per_epoch: int = 0
   train_flops: float | None = 0.0  # None: the backend did not count a step's FLOPs
   best_step: int | None = None
   best_metric: float | None = None
   best_metric_name: str | None = None
   # What the saved BatchNorm statistics were recalibrated on (recalibration_record), if they were.
   recalibration: dict | None = None
+  hardware: str | None = None  # what it trained on (hardware.describe), each in turn if it moved
 
   def to_json(self) -> dict:
     saved = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != 'stopper'}
@@ -228,8 +230,47 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   checks.validate(config)
   files.writable_folder(workdir, 'the workdir')
   loading.check_resumable(config, workdir)
+  finished = _finished(config, workdir)
+  if finished is not None:  # said before the data loads
+    console.say(f'{workdir} has finished training (step {finished[0]} of '
+                f'{finished[1]["total_steps"]}): nothing left to train')
+    _say_summary(workdir, finished[1])
+    return finished[1]
   with _StopRequests() as stop:  # From here on a signal is a clean stop.
-    return _train(config, workdir, stop)
+    progress = _train(config, workdir, stop)
+  _say_summary(workdir, progress)
+  return progress
+
+
+def _finished(config: ml_collections.ConfigDict, workdir: str) -> tuple[int, dict] | None:
+  """The newest step and progress of a run in `workdir` that has nothing left to train (every
+  step done, or stopped early), else None."""
+  if not pathlib.Path(workdir, 'checkpoints').is_dir():
+    return None
+  with checkpoints.Checkpointer(workdir, read_only=True) as checkpointer:
+    newest = checkpointer.newest_progress()
+  if newest is None:
+    return None
+  step, progress = newest
+  # A checkpoint from before steps_per_epoch was saved resumes, and finds out, as it always did.
+  total_steps = config.train.num_epochs * progress.get('steps_per_epoch', 0)
+  if progress.get('early_stopping', {}).get('should_stop') or 0 < total_steps <= step:
+    return step, {**progress, 'total_steps': total_steps}
+  return None
+
+
+def _say_summary(workdir: str, progress: dict) -> None:
+  """Where the run stands and what to run next."""
+  best, metric = progress.get('best_step'), progress.get('best_metric_name')
+  line = 'training finished'
+  if metric and progress.get('best_metric') is not None:
+    line += f": best {metric.replace('_', ' ')} {progress['best_metric']:.4f} at step {best}"
+  if progress.get('train_seconds'):
+    line += f", {console.duration(progress['train_seconds'])} of training"
+  folder = pathlib.Path(workdir, 'checkpoints')
+  console.say(f'{line}\n  checkpoints: {folder} (the best, '
+              f'step {best}, is the one evaluated)\n  next: python main.py --mode eval '
+              f'--workdir {workdir}')
 
 
 def _train(config: ml_collections.ConfigDict, workdir: str, stop: _StopRequests) -> dict:
@@ -248,6 +289,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: _StopRequests)
       console.say(f'resuming from step {int(state.step)} of {total_steps}')
     else:
       state, progress = _with_pretrained(state, config), Progress(stopper=_early_stopper(config))
+    progress = dataclasses.replace(progress, hardware=_hardware_since(progress.hardware))
     if jax.process_index() == 0:  # For --mode report and ensembles, which need no --config.
       files.write_text(pathlib.Path(workdir) / 'config.json', config.to_json_best_effort(indent=1))
     state = sharding.replicate(state, mesh)
@@ -255,7 +297,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: _StopRequests)
       sizes = {_image_size_at(config, steps_per_epoch, k) for k in range(total_steps)}
       step_flops = {size: flops.flops_per_step(config, state, config.data.batch_size, size)
                     for size in sizes}
-    writer = writers.create_writer(workdir, int(state.step),
+    writer = writers.create_writer(workdir, config, int(state.step),
                                    tensorboard=config.data.name != 'synthetic')
     run = _Training(config, splits, mesh, checkpointer, writer, steps_per_epoch, total_steps,
                step_flops, progress.train_seconds)
@@ -264,15 +306,21 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: _StopRequests)
                  f', {total_flops / total_steps / config.data.batch_size:.3g} training FLOPs '
                  f'per image')
     console.say(f'{config.model.name} ({sum(x.size for x in jax.tree.leaves(state.params)):,} '
-                f'parameters, {model.layers.name}{per_image}) on {jax.device_count()} '
-                f'{jax.default_backend()} device(s): {total_steps} steps of '
-                f'{config.data.batch_size} images, {steps_per_epoch} an epoch')
+                f'parameters, {model.layers.name}{per_image}) on '
+                f'{console.plural(jax.device_count(), jax.default_backend() + " device")}: '
+                f'{total_steps} steps of {config.data.batch_size} images, {steps_per_epoch} an '
+                f'epoch')
     try:
-      progress = _loop(run, state, dataclasses.replace(progress, total_steps=total_steps),
-                       schedule, stop)
+      progress = _loop(run, state, dataclasses.replace(
+          progress, total_steps=total_steps, steps_per_epoch=steps_per_epoch), schedule, stop)
     finally:
       writer.close()
   return progress.to_json()
+
+
+def _hardware_since(before: str | None) -> str:
+  now = hardware.describe()
+  return now if before in (None, now) or before.endswith(f' then {now}') else f'{before} then {now}'
 
 
 def _logs_at(step: int, every: int, total_steps: int, since: int = 0) -> bool:

@@ -9,9 +9,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax
+import ml_collections
 import numpy as np
 
 from cifar100_flax import files
+from cifar100_flax.config import loading
 
 
 class HistoryWriter:
@@ -58,17 +60,56 @@ def read_history(workdir: str) -> list[dict]:
   return _records(path.read_text()) if path.exists() else []
 
 
-def create_writer(workdir: str, resumed_at: int = 0, tensorboard: bool = True) -> Any:
+def tensorboard_tag(name: str) -> str:
+  """TensorBoard's name for a scalar of the history: grouped by what it measures, so that
+  TensorBoard shows a section each ('train_loss' -> 'train/loss', 'val_accuracy' ->
+  'val/accuracy', 'learning_rate' -> 'train/learning_rate', 'epoch' -> 'progress/epoch')."""
+  prefix, _, rest = name.partition('_')
+  if prefix in ('train', 'val') and rest:
+    return f'{prefix}/{rest}'
+  return f'train/{name}' if name == 'learning_rate' else f'progress/{name}'
+
+
+class _TensorBoard:
+  """clu's SummaryWriter with the scalars under tensorboard_tag's names."""
+
+  def __init__(self, workdir: str):
+    from clu import metric_writers  # imports TensorFlow: only when asked for TensorBoard's events
+    self.events = metric_writers.SummaryWriter(workdir)
+
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
+    self.events.write_scalars(step, {tensorboard_tag(k): v for k, v in scalars.items()})
+
+  def write_config(self, step: int, config: ml_collections.ConfigDict) -> None:
+    """The config as text (TensorBoard's Text tab) and as hyperparameters (its HParams tab, where
+    runs are compared by them)."""
+    self.events.write_texts(step, {'config': f'```\n{config}\n```'})
+    self.events.write_hparams({key: value if isinstance(value, int | float | str | bool)
+                               else str(value)
+                               for key, value in loading.flat_keys(config.to_dict()).items()})
+
+  def flush(self) -> None:
+    self.events.flush()
+
+  def close(self) -> None:
+    self.events.close()
+
+
+def create_writer(workdir: str, config: ml_collections.ConfigDict, resumed_at: int = 0,
+                  tensorboard: bool = True) -> Any:
   """A writer of history.jsonl and (with `tensorboard`, through TensorFlow) TensorBoard events in
-  `workdir`, from process 0 only (the terminal's line is console.py's); `resumed_at`: the step a
-  resumed run starts from. Other processes get a writer that writes nothing."""
+  `workdir`, which begin with the config; from process 0 only (the terminal's line is
+  console.py's); `resumed_at`: the step a resumed run starts from. Other processes get a writer
+  that writes nothing."""
   if jax.process_index() != 0:
     return _Nowhere()
   history = HistoryWriter(pathlib.Path(workdir) / 'history.jsonl', resumed_at)
   if not tensorboard:
     return history
-  from clu import metric_writers  # imports TensorFlow: only when asked for TensorBoard's events
-  return metric_writers.MultiWriter([metric_writers.SummaryWriter(workdir), history])
+  from clu import metric_writers
+  events = _TensorBoard(workdir)
+  events.write_config(resumed_at, config)
+  return metric_writers.MultiWriter([events, history])
 
 
 class _Nowhere:

@@ -1,17 +1,29 @@
 import json
-import re
 import shutil
 
 import numpy as np
 import pytest
 
 from cifar100_flax.config import checks, loading
+from cifar100_flax.data import cifar100
 from cifar100_flax.errors import UserError
-from cifar100_flax.evaluation import evaluate, report
+from cifar100_flax.evaluation import evaluate, findings, report
+from cifar100_flax.evaluation.results import load_run
 from tests.helpers import mocked_cifar, run_main, tiny_config
 
-FIGURES = ('curves', 'augmented', 'confusion', 'superclass_confusion', 'per_class',
-           'superclass_accuracy', 'misclassified', 'reliability', 'gradcam')
+FIGURES = ('fig01_curves', 'fig02_augmented_run0', 'fig03_superclass_accuracy',
+           'fig04_superclass_confusion_run0', 'fig05_class_scores', 'fig06_calibration',
+           'fig07_mistakes_run0', 'fig08_gradcam', 'run0_confusion')
+
+
+def pdf_pages(path) -> list[tuple[tuple[float, float], str]]:
+  """(width, height) in points and the text of each page, as a reader's PDF viewer gets them."""
+  pdfium = pytest.importorskip('pypdfium2')
+  document = pdfium.PdfDocument(str(path))
+  try:
+    return [(page.get_size(), page.get_textpage().get_text_range()) for page in document]
+  finally:
+    document.close()
 
 
 @pytest.fixture(scope='module')
@@ -22,46 +34,106 @@ def written(trained, tmp_path_factory):
     return report.report([str(workdir)], str(output))
 
 
-def test_report_writes_every_figure_as_png_and_valid_html_and_pdf(written):
-  run = 'run0'
+def test_report_writes_every_figure_as_png_beside_the_html_and_pdf(written):
   for figure in FIGURES:
-    path = written[f'{run}_{figure}']
-    assert path.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n', figure
-  pdf = written['pdf'].read_bytes()
-  assert pdf.startswith(b'%PDF') and pdf.rstrip().endswith(b'%%EOF')
-  assert len(re.findall(rb'/Type\s*/Page\b', pdf)) == 1 + len(FIGURES)  # summary page + figures
+    path = written[figure]
+    assert path.parent == written['pdf'].parent and path.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
   page = written['html'].read_text()
-  assert page.startswith('<!DOCTYPE html>') and page.endswith('</html>')
-  assert page.count('src="data:image/png;base64,') == len(FIGURES)
+  assert page.startswith('<!DOCTYPE html>') and page.rstrip().endswith('</html>')
+  assert page.count('src="data:image/png;base64,') == len(FIGURES) - 1  # not the 100 x 100 matrix
+
+
+def test_report_pdf_is_an_a4_document_of_five_to_eight_pages_with_its_tables_as_text(
+    trained, written):
+  pages = pdf_pages(written['pdf'])
+  assert 5 <= len(pages) <= 8
+  assert all(size == pytest.approx((595.3, 841.9), abs=0.5) for size, _ in pages)
+  evaluation = json.loads((trained[0] / 'eval_test.json').read_text())
+  first = pages[0][1]
+  for label, key in (('Test top-1 accuracy', 'top1_accuracy'),
+                     ('Macro precision', 'macro_precision'), ('Macro recall', 'macro_recall'),
+                     ('Macro F1', 'macro_f1')):
+    assert f'{label} {100 * evaluation[key]:.2f}%' in first, label
+  assert 'run0 reaches test top-1' in first  # the findings, written from the numbers
+  text = ' '.join(t for _, t in pages)
+  for number in range(1, 9):
+    assert f'Figure {number}. ' in text
+  appendix = text[text.index('Appendix: every class'):]
+  assert all(name in appendix for name in cifar100.CLASS_NAMES)
+  assert f'page 1 of {len(pages)}' in first
 
 
 def test_report_numbers_equal_the_eval_json(trained, written):
   evaluation = json.loads((trained[0] / 'eval_test.json').read_text())
   page = written['html'].read_text()
-  for key in ('top1_accuracy', 'top5_accuracy', 'macro_f1'):
-    assert f'<td>{evaluation[key]:.4f}' in page, key
-  names = evaluation['class_names']
+  for key in ('top1_accuracy', 'top5_accuracy', 'macro_precision', 'macro_recall', 'macro_f1'):
+    assert f'<td>{100 * evaluation[key]:.2f}%</td>' in page, key
   true, predicted, count = evaluation['most_confused_pairs'][0]
-  assert f'<td>{names[true]}</td><td>{names[predicted]}</td><td>{count}</td>' in page
+  names = evaluation['class_names']
+  support = evaluation['per_class']['support'][true]
+  assert f'<td>{names[true]} → {names[predicted]}: {count} of {support}</td>' in page
 
 
-def test_comparison_marks_the_best_run(trained, tmp_path):
+def _worse_copy(workdir, folder, by: float = 0.01):
+  shutil.copytree(workdir, folder)
+  evaluation = json.loads((folder / 'eval_test.json').read_text())
+  evaluation['top1_accuracy'] -= by
+  evaluation['calibration']['expected_calibration_error'] += 0.1
+  (folder / 'eval_test.json').write_text(json.dumps(evaluation))
+  return evaluation
+
+
+def test_comparison_marks_the_best_of_each_row_and_names_the_winner(trained, tmp_path):
   workdir, _ = trained
-  worse = tmp_path / 'worse'
-  shutil.copytree(workdir, worse)
-  evaluation = json.loads((worse / 'eval_test.json').read_text())
-  evaluation['top1_accuracy'] -= 0.01
-  (worse / 'eval_test.json').write_text(json.dumps(evaluation))
-  runs = [report.load_run(str(worse)), report.load_run(str(workdir))]
-  header, rows = report.comparison_table(runs)
-  top1 = header.index('top-1')
-  assert not rows[0][top1].endswith('*') and rows[1][top1].endswith('*')
-  assert rows[1][header.index('parameters')] == f"{evaluation['num_params']:,}"
+  _worse_copy(workdir, tmp_path / 'worse')
+  runs = [load_run(str(tmp_path / 'worse')), load_run(str(workdir))]
+  rows = {row.label: row for row in findings.results_table(runs)}
+  assert rows['Test top-1 accuracy'].best == (1,)
+  assert rows['Expected calibration error'].best == (1,)  # lower is better
+  assert rows['Parameters'].best == (0, 1)  # a tie: both marked
+  assert rows['Training hardware'].best == ()
+  assert findings.findings(runs).startswith(f'{runs[1].name} is the most accurate')
+
+
+def test_a_report_of_two_runs_on_letter_paper(trained, tmp_path, mock_cifar):
+  workdir, _ = trained
+  _worse_copy(workdir, tmp_path / 'other', by=0.02)
+  written = report.report([str(workdir), str(tmp_path / 'other')], str(tmp_path / 'report'),
+                          paper='letter')
+  pages = pdf_pages(written['pdf'])
+  assert 5 <= len(pages) <= 8
+  assert pages[0][0] == pytest.approx((612, 792), abs=0.5)
+  assert 'run0 is the most accurate' in pages[0][1] and 'Against other' in pages[0][1]
+  assert 'fig02_augmented_other' in written and 'other_confusion' in written
+
+
+def test_ties_at_the_cut_of_the_worst_classes_are_said_as_ties(trained):
+  run = load_run(str(trained[0]))
+  f1 = np.linspace(0.9, 0.1, 100)
+  f1[-7:] = 0.0  # seven classes never recognised
+  run.evaluation['per_class']['f1'] = f1.tolist()
+  best, worst = findings.ranked_classes(run.evaluation['per_class'], count=5)
+  assert worst.text.startswith('7 classes tied at F1 0.00 (')
+  assert len(worst.rows) == 7 and len(best.rows) == 5
+  f1[-7:] = np.arange(7) / 100  # no tie: the five lowest, each with its F1
+  run.evaluation['per_class']['f1'] = f1.tolist()
+  worst = findings.ranked_classes(run.evaluation['per_class'])[1]
+  assert worst.text.startswith(f'{cifar100.CLASS_NAMES[93]} (0.00), ')
+
+
+def test_a_report_of_more_than_three_runs_or_of_two_folders_of_one_name_is_refused(trained,
+                                                                                     tmp_path):
+  workdir = str(trained[0])
+  with pytest.raises(UserError, match='one to three runs, not 4'):
+    report.report([workdir] * 4)
+  shutil.copytree(workdir, tmp_path / 'run0')
+  with pytest.raises(UserError, match='different names'):
+    report.report([workdir, str(tmp_path / 'run0')])
 
 
 def test_a_run_without_evaluation_or_config_is_refused_clearly(tmp_path):
   with pytest.raises(UserError, match='has no test evaluation'):
-    report.load_run(str(tmp_path))
+    load_run(str(tmp_path))
   with pytest.raises(UserError, match='config.json is missing'):
     loading.load_config(str(tmp_path))
 
@@ -101,8 +173,9 @@ def test_an_ensemble_of_two_copies_of_a_model_is_that_model_and_is_reported_besi
   assert ensemble['members'] == [str(c) for c in copies]
   assert ensemble['num_params'] == 2 * single['num_params']
   written = report.report([str(workdir), str(tmp_path / 'ensemble')], str(tmp_path / 'report'))
-  assert 'ensemble_confusion' in written and 'ensemble_gradcam' not in written
-  assert '<td>ensemble</td>' in written['html'].read_text()
+  assert 'ensemble_confusion' in written and 'fig02_augmented_ensemble' not in written
+  page = written['html'].read_text()
+  assert '<th>ensemble</th>' in page and '<td>ensemble of 2 runs</td>' in page
 
 
 @pytest.mark.skipif(not shutil.which('chromedriver'),
@@ -116,12 +189,12 @@ def test_report_loads_in_headless_chromium_with_every_image(written):
                             service=webdriver.ChromeService(shutil.which('chromedriver')))
   try:
     driver.get(written['html'].as_uri())
-    assert driver.title == 'CIFAR-100 report'
+    assert driver.title == 'CIFAR-100 image classification: run0'
     images = driver.execute_script(
         'return [...document.images].map(i => [i.alt, i.complete && i.naturalWidth > 0]);')
   finally:
     driver.quit()
-  assert sorted(alt for alt, _ in images) == sorted(f'run0_{figure}' for figure in FIGURES)
+  assert sorted(alt for alt, _ in images) == sorted(FIGURES[:-1])
   assert all(loaded for _, loaded in images), images
 
 
@@ -135,5 +208,5 @@ def test_main_names_an_unknown_gradcam_layer_in_one_line_before_drawing(trained,
   assert result.stderr.strip().splitlines()[-1] == (
       "error: the model has no submodule 'nope'; its feature maps are at Conv_0, BatchNorm_0")
   assert 'Traceback' not in result.stderr
-  assert not (tmp_path / 'report' / 'report.html').exists()
+  assert not (tmp_path / 'report' / 'report.pdf').exists()
   assert 'Traceback' in run_main(*args, '--traceback').stderr  # when asked for

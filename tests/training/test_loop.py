@@ -194,3 +194,17 @@ def test_a_full_disk_is_told_as_such_and_keeps_the_previous_checkpoint(mock_cifa
     loop.train_and_evaluate(config, str(tmp_path))
   assert 'corrupt' not in str(raised.value) and isinstance(raised.value.__cause__, OSError)
   assert saved_steps(tmp_path) == [5]
+
+
+def test_a_finished_run_run_again_says_so_before_loading_data(mock_cifar, tmp_path, capsys,
+                                                               monkeypatch):
+  config = tiny_config(num_epochs=1)
+  first = loop.train_and_evaluate(config, str(tmp_path))
+  out = capsys.readouterr().out
+  assert f"training finished: best val accuracy {first['best_metric']:.4f} at step 10" in out
+  assert f'next: python main.py --mode eval --workdir {tmp_path}' in out
+  with monkeypatch.context() as patch:  # the data is never loaded
+    patch.setattr(loop.cifar100, 'source', lambda config: pytest.fail('loaded the data'))
+    again = loop.train_and_evaluate(config, str(tmp_path))
+  assert again['best_step'] == first['best_step'] == 10
+  assert f'{tmp_path} has finished training (step 10 of 10)' in capsys.readouterr().out
