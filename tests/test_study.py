@@ -2,6 +2,8 @@
 so that it cannot rot."""
 
 import pathlib
+import re
+import subprocess
 
 import pytest
 
@@ -26,3 +28,12 @@ def test_the_study_notebook_runs_start_to_end_and_writes_the_report(tmp_path, mo
   assert (report / 'report.pdf').read_bytes().startswith(b'%PDF')
   text = ''.join(o.get('text', '') for o in outputs)
   assert 'macro_precision' in text and str(report / 'report.pdf') in text
+
+
+def test_the_study_script_parses_and_names_the_notebook_s_configs():
+  script = REPO / 'examples' / 'study.sh'
+  assert subprocess.run(['bash', '-n', str(script)]).returncode == 0
+  models = re.search(r'for model in ([\w ]+); do', script.read_text()).group(1).split()
+  assert all((REPO / 'configs' / f'{model}.py').is_file() for model in models)
+  notebook = (REPO / 'examples' / 'study.ipynb').read_text()
+  assert all(f"('{model}', {{}})" in notebook for model in models)

@@ -23,9 +23,8 @@ class Table:
   caption: str
   header: list[str]
   rows: list[list[str]]
-  # Rows of cells to show in bold: (row, column) pairs.
-  bold: frozenset[tuple[int, int]] = frozenset()
-  compact: bool = False
+  bold: frozenset[tuple[int, int]] = frozenset()  # the (row, column) of each cell in bold
+  compact: bool = False  # smaller type (the class table)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -118,9 +118,11 @@ def findings(runs: Sequence[RunResults]) -> str:
         + (f', {tied} tied' if tied else '') + '). '
         f"The largest gains are on {_named_gains(gain)}"
         + (f"; {other.name} does best, relatively, on {_named_gains(-gain)}" if worse else '')
-        + f". By superclass the gap is widest on {superclass(widest)} "
-        f"({_points(gaps[widest])}) and narrowest on {superclass(narrowest)} "
-        f"({_points(gaps[narrowest])}).")
+        + f". By superclass its lead is largest on {superclass(widest)} "
+        f"({_points(gaps[widest])})"
+        + (f"; {other.name} leads most on {superclass(narrowest)} ({_points(-gaps[narrowest])})."
+           if gaps[narrowest] < 0 else
+           f" and smallest on {superclass(narrowest)} ({_points(gaps[narrowest])})."))
     sentences.append(_cost_sentence(best, other))
   return ' '.join(s for s in sentences if s)
 
@@ -141,7 +143,7 @@ def _cost_sentence(best: RunResults, other: RunResults) -> str:
     parts.append(f"{e['train_flops'] / o['train_flops']:.1f}x the training FLOPs")
   if e.get('num_params') and o.get('num_params'):
     parts.append(f"{e['num_params'] / o['num_params']:.1f}x the parameters")
-  return f"It took {', '.join(parts)} of {other.name}." if parts else ''
+  return f"It took {_and(parts)} of {other.name}." if parts else ''
 
 
 def _one_run(run: RunResults) -> str:

@@ -96,8 +96,8 @@ def _pairs_table(runs: Sequence[RunResults]) -> document.Table:
                           for c in columns]
           for k in range(max(len(c) for c in columns))]
   return document.Table(
-      'Table 3. The most frequent confusions (true class → predicted class: test images, and '
-      'their share of the true class\'s 100).', ['#'] + [run.name for run in runs], rows,
+      'Table 3. The most frequent confusions (true class → predicted class: how many of the '
+      'true class\'s test images).', ['#'] + [run.name for run in runs], rows,
       compact=len(runs) > 1)
 
 
@@ -112,25 +112,36 @@ def _ranked_table(runs: Sequence[RunResults]) -> document.Table:
 
 def _draw(runs: Sequence[RunResults], test: cifar100.Split, train_images: np.ndarray,
           cams: dict[str, tuple[np.ndarray, str]]) -> list[document.Figure]:
+  """Every figure, numbered in the order of the document."""
   trained = [run for run in runs if not run.is_ensemble]
-  best = max(runs, key=lambda r: r.evaluation['top1_accuracy'])
-  names = cifar100.CLASS_NAMES
   figures = _Figures()
   if trained:
-    figures.add('curves', 'Training curves',
-                'Top-1 accuracy and loss against the epoch: on the validation split (solid, '
-                'dots at each validation) and on the training batches (dashed, the running mean '
-                'of each logging period, under augmentation, so below what the model scores on '
-                'clean training images); right, the learning rate. A widening gap between the '
-                'two is overfitting; a validation curve still rising at the end says more epochs '
-                'would help.',
-                {'': plots.training_curves({r.name: r.history for r in trained})})
-    figures.add('augmented', 'Training images as the model sees them',
-                'The first training images after each run\'s augmentation and preprocessing '
-                '(at its training image size; colours rescaled for display), one row per run: '
-                + ', '.join(r.name for r in trained) + '.',
-                {r.name: plots.image_grid(augmented_samples(r.config, train_images), [''] * len(
-                    train_images)) for r in trained})
+    _add_training_figures(figures, trained, train_images)
+  _add_class_figures(figures, runs)
+  _add_image_figures(figures, runs, test, cams)
+  return figures.figures
+
+
+def _add_training_figures(figures: _Figures, trained: Sequence[RunResults],
+                          train_images: np.ndarray) -> None:
+  figures.add('curves', 'Training curves',
+              'Top-1 accuracy and loss against the epoch: on the validation split (solid, '
+              'dots at each validation) and on the training batches (dashed, the running mean '
+              'of each logging period, under augmentation, so below what the model scores on '
+              'clean training images); right, the learning rate. A widening gap between the '
+              'two is overfitting; a validation curve still rising at the end says more epochs '
+              'would help.',
+              {'': plots.training_curves({r.name: r.history for r in trained})})
+  figures.add('augmented', 'Training images as the model sees them',
+              'The first training images after each run\'s augmentation and preprocessing '
+              '(at its training image size; colours rescaled for display), one row per run: '
+              + ', '.join(r.name for r in trained) + '.',
+              {r.name: plots.image_grid(augmented_samples(r.config, train_images), [''] * len(
+                  train_images)) for r in trained})
+
+
+def _add_class_figures(figures: _Figures, runs: Sequence[RunResults]) -> None:
+  best = max(runs, key=lambda r: r.evaluation['top1_accuracy'])
   figures.add('superclass_accuracy', 'Accuracy per superclass',
               'The share of each superclass\'s test images given a class of that superclass '
               '(a wrong class of the right superclass counts), ordered by the first run\'s; the '
@@ -159,6 +170,11 @@ def _draw(runs: Sequence[RunResults], test: cifar100.Split, train_images: np.nda
               'overconfident. The expected calibration error (ECE) is the mean gap, weighted by '
               'the images in each bin (right).',
               {'': plots.reliability({r.name: r.evaluation['calibration'] for r in runs})})
+
+
+def _add_image_figures(figures: _Figures, runs: Sequence[RunResults], test: cifar100.Split,
+                       cams: dict[str, tuple[np.ndarray, str]]) -> None:
+  names = cifar100.CLASS_NAMES
   mistakes = {}
   for run in runs:
     wrong = misclassified(run)
@@ -175,7 +191,7 @@ def _draw(runs: Sequence[RunResults], test: cifar100.Split, train_images: np.nda
     layers = sorted({layer for _, layer in cams.values()})
     shown = test.images[:GRADCAM_IMAGES]
     predicted = {run.name: [f'→ {names[k]}' for k in run.probs[:GRADCAM_IMAGES].argmax(axis=1)]
-                 for run in trained}
+                 for run in runs if run.name in cams}
     figures.add('gradcam', 'Where the models look (Grad-CAM)',
                 'The first test images with their true class (top row) and, a row per run ('
                 + ', '.join(predicted) + '), the Grad-CAM map of the class the run predicted '
@@ -185,13 +201,12 @@ def _draw(runs: Sequence[RunResults], test: cifar100.Split, train_images: np.nda
                 'class\'s score most; blue: none.',
                 {'': plots.heatmaps(shown, [names[k] for k in test.labels[:GRADCAM_IMAGES]],
                                     {name: cams[name][0] for name in predicted}, predicted)})
-  return figures.figures
 
 
 def _results_table(runs: Sequence[RunResults]) -> document.Table:
   rows = findings.results_table(runs)
   bold = frozenset((r, 1 + c) for r, row in enumerate(rows) for c in row.best)
-  caption = 'Table 1. Test-set results (10,000 images).'
+  caption = f"Table 1. Test-set results ({runs[0].evaluation['num_examples']:,} images)."
   if len(runs) > 1:
     caption += ' ' + findings.BEST_MARK_EXPLAINED
   return document.Table(caption, [''] + [run.name for run in runs],

@@ -50,3 +50,22 @@ def test_cpu_tuning_auto_leaves_the_modes_that_gain_nothing(monkeypatch):
   monkeypatch.setattr(startup.tuning, 'configure', lambda: pytest.fail('tuned'))
   assert startup.tune_for_cpu('report', 'auto') is False
   assert startup.tune_for_cpu('train', 'off') is False
+
+
+def test_print_config_shows_the_given_config_else_the_run_s(tmp_path):
+  given = tiny_config(learning_rate=0.01)
+  assert modes.resolved_config(modes.Command('train', ['w'], config=given)) is given
+  (tmp_path / 'config.json').write_text(given.to_json())
+  saved = modes.resolved_config(modes.Command('eval', [str(tmp_path)]))
+  assert saved.optim.learning_rate == 0.01
+  with pytest.raises(UsageError, match='needs --config, or one --workdir'):
+    modes.resolved_config(modes.Command('eval', ['a', 'b']))
+
+
+def test_help_says_how_to_override_keys_and_where_they_are_listed():
+  from absl import flags as absl_flags
+
+  from cifar100_flax.cli import entry
+  assert '--config.optim.learning_rate=' in entry.USAGE
+  assert 'cifar100_flax/config/defaults.py' in entry.USAGE and '--print_config' in entry.USAGE
+  assert '--config.KEY=VALUE' in absl_flags.FLAGS['config'].help  # --helpfull's line

@@ -154,3 +154,13 @@ def test_eval_on_an_empty_validation_split_says_so(trained, mock_cifar):
   with pytest.raises(ConfigError, match='validation split is empty'):
     evaluate.evaluate(tiny_config(validation_size=0, early_stopping_patience=0), str(trained[0]),
                       split='validation')
+
+
+def test_eval_prints_calibration_and_the_files_it_wrote(trained, mock_cifar, capsys):
+  workdir, _ = trained
+  report = evaluate.evaluate(loading.load_config(str(workdir)), str(workdir))
+  out = capsys.readouterr().out
+  assert (f"calibration error (ECE)  {report['calibration']['expected_calibration_error']:.4f}"
+          in out)
+  assert f"wrote {workdir / 'eval_test.json'} (every number) and" in out
+  assert str(workdir / 'predictions_test.npz') in out
