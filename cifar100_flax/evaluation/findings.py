@@ -33,8 +33,12 @@ def _points(difference: float) -> str:
 
 
 def _flops(value: float) -> str:
+  """'4.00 × 10¹¹'."""
   mantissa, exponent = f'{value:.2e}'.split('e')
-  return f'{mantissa} × 10^{int(exponent)}'
+  return f"{mantissa} × 10{str(int(exponent)).translate(_SUPERSCRIPTS)}"
+
+
+_SUPERSCRIPTS = str.maketrans('-0123456789', '⁻⁰¹²³⁴⁵⁶⁷⁸⁹')
 
 
 # (label, value of an evaluation or None, its text, +1 if higher is better, -1 lower, 0 unmarked)
@@ -223,16 +227,28 @@ def _augmentation_text(config: ml_collections.ConfigDict) -> str:
   return ', '.join(parts) or 'none'
 
 
+def _image_size_text(config: ml_collections.ConfigDict) -> str:
+  side = config.data.image_size or cifar100.IMAGE_SHAPE[0]
+  schedule = config.data.image_size_schedule
+  text = (', then '.join(f'{size} px from epoch {start}' for start, size in schedule)
+          if schedule else f'{side} px')
+  return text + (f' (tested at {config.eval.image_size} px)' if config.eval.image_size else '')
+
+
 def _optimiser_text(config: ml_collections.ConfigDict) -> str:
   o = config.optim
   text = f'{o.name}, learning rate {o.learning_rate:g}'
+  if o.name == 'muon':
+    text = (f'Muon for the convolution kernels (learning rate {o.muon.learning_rate:g}, '
+            f'momentum {o.muon.momentum:g}), SGD for the rest (learning rate '
+            f'{o.learning_rate:g}')
   if o.name in ('sgd', 'muon') and o.momentum:
-    text += f", momentum {o.momentum:g}{' (Nesterov)' if o.nesterov else ''}"
+    text += f", {'Nesterov ' if o.nesterov else ''}momentum {o.momentum:g}"
   if o.weight_decay:
     text += f', weight decay {o.weight_decay:g}'
   if o.grad_clip_norm:
     text += f', gradients clipped at norm {o.grad_clip_norm:g}'
-  return text
+  return text + (')' if o.name == 'muon' else '')
 
 
 def _data_text(config: ml_collections.ConfigDict) -> str:
@@ -279,9 +295,7 @@ def setup_table(runs: Sequence[RunResults]) -> list[Row]:
   rows: list[tuple[str, Callable[[RunResults], str]]] = [
       ('Model', lambda r: _model_text(r.config)),
       ('Initialisation', lambda r: _initialisation_text(r.config)),
-      ('Image size', lambda r: f'{r.config.data.image_size or 32} px'
-                               + (f' (tested at {r.config.eval.image_size} px)'
-                                  if r.config.eval.image_size else '')),
+      ('Image size', lambda r: _image_size_text(r.config)),
       ('Precision', lambda r: r.config.model.dtype),
       ('Optimiser', lambda r: _optimiser_text(r.config)),
       ('Schedule', lambda r: f'{r.config.schedule.name}, warm-up '

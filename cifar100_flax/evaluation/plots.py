@@ -24,7 +24,7 @@ def _subplots(rows: int = 1, columns: int = 1, *, figsize: tuple[float, float],
 def training_curves(histories: dict[str, Sequence[dict]]) -> Figure:
   """Top-1 accuracy and loss (training: running mean over each logging period, dashed;
   validation: solid) and the learning rate against the epoch, a colour per run."""
-  fig, axes = _subplots(1, 3, figsize=(10, 3))
+  fig, axes = _subplots(1, 3, figsize=(10, 2.8))
   for colour, (name, history) in zip(_COLOURS, histories.items()):
     validation = [r for r in history if 'val_accuracy' in r]
     train = [r for r in history if 'train_loss' in r]
@@ -48,13 +48,13 @@ def training_curves(histories: dict[str, Sequence[dict]]) -> Figure:
 def image_grid(images: np.ndarray, titles: Sequence[str], columns: int = 8) -> Figure:
   """uint8 or [0, 1] float HWC images in a grid, each with its title (the caption says the rest)."""
   rows = -(-len(images) // columns)
-  fig, axes = _subplots(rows, columns, figsize=(1.25 * columns, 1.5 * rows), squeeze=False)
+  fig, axes = _subplots(rows, columns, figsize=(0.95 * columns, 1.3 * rows), squeeze=False,
+                        layout='constrained')
   for ax in axes.flat:
     ax.axis('off')
   for ax, image, title in zip(axes.flat, images, titles):
     ax.imshow(image, interpolation='nearest')
     ax.set_title(title, fontsize=6.5)
-  fig.tight_layout(pad=0.3)
   return fig
 
 
@@ -85,7 +85,7 @@ def coarse_confusion_matrix(matrix: np.ndarray, coarse_names: Sequence[str]) -> 
   """The 20x20 superclass matrix, row-normalised, each cell labelled in percent."""
   matrix = np.asarray(matrix)
   rates = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
-  fig, ax = _subplots(figsize=(6.2, 5.6))
+  fig, ax = _subplots(figsize=(5.6, 5.0))
   ax.imshow(rates, cmap='Blues', vmin=0, vmax=1)
   for (i, j), rate in np.ndenumerate(rates):
     if rate >= 0.005:
@@ -127,7 +127,7 @@ def coarse_accuracy(coarse_matrices: dict[str, np.ndarray],
                 for name, m in ((n, np.asarray(m)) for n, m in coarse_matrices.items())}
   order = np.argsort(next(iter(accuracies.values())), kind='stable')
   height = 0.8 / len(accuracies)
-  fig, ax = _subplots(figsize=(6, 0.11 * len(order) * (1 + 0.5 * (len(accuracies) - 1)) + 0.8))
+  fig, ax = _subplots(figsize=(6, 0.09 * len(order) * (1 + 0.5 * (len(accuracies) - 1)) + 0.7))
   for k, (colour, (name, accuracy)) in enumerate(zip(_COLOURS, accuracies.items())):
     ax.barh(np.arange(len(order)) + (k - (len(accuracies) - 1) / 2) * height, accuracy[order],
             height, color=colour, label=name)
