@@ -268,14 +268,16 @@ class Checkpointer:
     return self.manager
 
   def newest_progress(self) -> tuple[int, dict] | None:
-    """The step and saved progress of the newest checkpoint, read without its arrays; None in a
-    fresh workdir or where it cannot be read (restoring then says why)."""
+    """The step and saved progress of the newest checkpoint, once its train state is seen to read
+    whole (restored as saved, without a model to shape it: no data is needed); None in a fresh
+    workdir, or where it does not read (restore_latest then sets it aside, or says why)."""
     manager = self._newest()
     step = manager.latest_step()
     if step is None:
       return None
     try:
-      restored = manager.restore(step, args=ocp.args.Composite(progress=ocp.args.JsonRestore()))
+      restored = manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(), progress=ocp.args.JsonRestore()))
     except Exception:  # damaged or foreign: restore_latest sets it aside or says why, in full
       return None
     return step, restored['progress']

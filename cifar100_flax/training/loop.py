@@ -245,7 +245,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 def _finished(config: ml_collections.ConfigDict, workdir: str) -> tuple[int, dict] | None:
   """The newest step and progress of a run in `workdir` that has nothing left to train (every
   step done, or stopped early), else None."""
-  if not pathlib.Path(workdir, 'checkpoints').is_dir():
+  # Several processes would each restore the arrays without their sharding: they resume instead,
+  # which finds the run finished after the data loads.
+  if jax.process_count() > 1 or not pathlib.Path(workdir, 'checkpoints').is_dir():
     return None
   with checkpoints.Checkpointer(workdir, read_only=True) as checkpointer:
     newest = checkpointer.newest_progress()
