@@ -2,7 +2,9 @@
 
 config_flags raises a bare AttributeError, KeyError or ValueError with a traceback for an unknown
 key, a value of the wrong type or a config file that does not load; these functions name the file
-or the key instead, and the key that was meant.
+or the key instead, and the key that was meant. An override of a key of the flat config of before
+the nesting (--config.num_epochs=1) is read at its place now (--config.train.num_epochs=1), with a
+note, so that older notes and notebooks keep working.
 """
 
 import difflib
@@ -13,7 +15,7 @@ import ml_collections
 from absl import flags
 
 from cifar100_flax.cli import flags as cli_flags
-from cifar100_flax.config import loading
+from cifar100_flax.config import defaults, loading
 from cifar100_flax.errors import UsageError, one_line
 
 _KEYS_ARE_IN = 'Every config key, with its meaning, is in cifar100_flax/config/defaults.py.'
@@ -75,23 +77,28 @@ def unknown_key(config: ml_collections.ConfigDict, dotted: str) -> str | None:
       keys = list(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
       close = difflib.get_close_matches(part, keys, n=1)
       meant = f'; did you mean {path}.{close[0]}?' if close else '.'
-      moved = moved_key(dotted) if path == 'config' else None  # a flat key is a top-level one
-      return moved or f'--config.{dotted}: {path} has no key {part!r}{meant} {_KEYS_ARE_IN}'
+      return f'--config.{dotted}: {path} has no key {part!r}{meant} {_KEYS_ARE_IN}'
     node, path = node[part], f'{path}.{part}'
-  if isinstance(node, ml_collections.ConfigDict) and '.' not in dotted:  # --config.model=resnet18
-    return moved_key(dotted)
   return None
 
 
-def moved_key(dotted: str) -> str | None:
-  """For a key of the flat config of before the nesting (--config.learning_rate), its place."""
-  first, _, rest = dotted.partition('.')
-  if first not in loading.FLAT_KEYS:
-    return None
-  now = loading.FLAT_KEYS[first] + (f'.{rest}' if rest else '')
-  return f'--config.{dotted} is --config.{now} now (the config is nested by its readers). ' \
-         f'{_KEYS_ARE_IN}'
-
+def nested_overrides(argv: list[str]) -> list[str]:
+  """`argv` with each --config.KEY of the flat config of before the nesting at its place now
+  (--config.learning_rate=0.1 -> --config.optim.learning_rate=0.1; --config.model=resnet18 ->
+  --config.model.name=resnet18), each said on stderr."""
+  subtrees = set(defaults.get_config())
+  nested = []
+  for arg in argv:
+    name, equals, value = arg.partition('=')
+    first, _, rest = name.removeprefix('--config.').partition('.')
+    if (name.startswith('--config.') and first in loading.FLAT_KEYS
+        and not (first in subtrees and rest)):  # --config.model.kwargs... is nested already
+      now = loading.FLAT_KEYS[first] + (f'.{rest}' if rest else '')
+      print(f'note: {name} is --config.{now} now (the config is nested by its readers); read '
+            f'as that', file=sys.stderr)
+      arg = f'--config.{now}{equals}{value}'
+    nested.append(arg)
+  return nested
 
 
 def no_such_config(path: str) -> str:

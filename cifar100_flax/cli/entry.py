@@ -88,4 +88,6 @@ def _command(argv: list[str]) -> modes.Command:
 def run() -> None:
   """`python main.py`, `python -m cifar100_flax` and the `cifar100-flax` script."""
   sys.modules['__main__'].__doc__ = USAGE  # what absl's --help prints, the same for all three
+  # config_flags reads the overrides from sys.argv itself: flat keys are placed there.
+  sys.argv = config_errors.nested_overrides(sys.argv)
   app.run(main, flags_parser=config_errors.parse_flags)

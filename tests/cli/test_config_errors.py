@@ -11,13 +11,19 @@ def test_an_unknown_key_names_the_one_meant():
   assert config_errors.unknown_key(tiny_config(), 'optim.learning_rate') is None
 
 
-def test_a_flat_key_of_before_the_nesting_says_its_place():
-  assert config_errors.unknown_key(tiny_config(), 'learning_rate').startswith(
-      '--config.learning_rate is --config.optim.learning_rate now')
-  assert '--config.model.kwargs.widths now' in config_errors.unknown_key(
-      tiny_config(), 'model_kwargs.widths')
-  # A subtree given a value, as the flat `model` was: its place is model.name.
-  assert '--config.model.name now' in config_errors.unknown_key(tiny_config(), 'model')
+def test_a_flat_key_of_before_the_nesting_is_read_at_its_place_with_a_note(capsys):
+  argv = ['main.py', '--config=configs/cnn.py', '--config.num_epochs=1', '--config.model=cnn',
+          '--config.model_kwargs.widths=(8,)', '--config.model.kwargs.hidden=0',
+          '--config.schedule.name=cosine', '--config.learning_rate', '0.1', '--mode=eval']
+  assert config_errors.nested_overrides(argv) == [
+      'main.py', '--config=configs/cnn.py', '--config.train.num_epochs=1',
+      '--config.model.name=cnn', '--config.model.kwargs.widths=(8,)',
+      '--config.model.kwargs.hidden=0', '--config.schedule.name=cosine',
+      '--config.optim.learning_rate', '0.1', '--mode=eval']
+  notes = capsys.readouterr().err.splitlines()
+  assert notes[0] == ('note: --config.num_epochs is --config.train.num_epochs now (the config is '
+                      'nested by its readers); read as that')
+  assert len(notes) == 4  # the nested ones pass unsaid
 
 
 def test_the_config_path_is_found_in_either_spelling():
