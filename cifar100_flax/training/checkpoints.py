@@ -268,19 +268,22 @@ class Checkpointer:
     return self.manager
 
   def newest_progress(self) -> tuple[int, dict] | None:
-    """The step and saved progress of the newest checkpoint, once its train state is seen to read
-    whole (restored as saved, without a model to shape it: no data is needed); None in a fresh
-    workdir, or where it does not read (restore_latest then sets it aside, or says why)."""
-    manager = self._newest()
-    step = manager.latest_step()
-    if step is None:
-      return None
+    """The step and saved progress of the newest checkpoint, read without its arrays; None in a
+    fresh workdir or where it cannot be read (restore_latest then sets it aside, or says why)."""
+    step = self._newest().latest_step()
+    restored = None if step is None else self._read_whole(step, progress=ocp.args.JsonRestore())
+    return None if restored is None else (step, restored['progress'])
+
+  def reads_whole(self, step: int) -> bool:
+    """Whether checkpoint `step`'s train state reads whole (restored as saved, without a model
+    to shape it: no data is needed)."""
+    return self._read_whole(step, state=ocp.args.StandardRestore()) is not None
+
+  def _read_whole(self, step: int, **items: ocp.args.CheckpointArgs) -> Any:
     try:
-      restored = manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(), progress=ocp.args.JsonRestore()))
+      return self._newest().restore(step, args=ocp.args.Composite(**items))
     except Exception:  # damaged or foreign: restore_latest sets it aside or says why, in full
       return None
-    return step, restored['progress']
 
   def restore_model(self, template: dict) -> tuple[dict, dict]:
     """The entries of `template` ({'params': ..., 'batch_stats': ..., 'step': ...}, arrays or

@@ -251,13 +251,15 @@ def _finished(config: ml_collections.ConfigDict, workdir: str) -> tuple[int, dic
     return None
   with checkpoints.Checkpointer(workdir, read_only=True) as checkpointer:
     newest = checkpointer.newest_progress()
-  if newest is None:
-    return None
-  step, progress = newest
-  # A checkpoint from before steps_per_epoch was saved resumes, and finds out, as it always did.
-  total_steps = config.train.num_epochs * progress.get('steps_per_epoch', 0)
-  if progress.get('early_stopping', {}).get('should_stop') or 0 < total_steps <= step:
-    return step, {**progress, 'total_steps': total_steps}
+    if newest is None:
+      return None
+    step, progress = newest
+    # A checkpoint from before steps_per_epoch was saved resumes, and finds out, as it always did.
+    total_steps = config.train.num_epochs * progress.get('steps_per_epoch', 0)
+    done = progress.get('early_stopping', {}).get('should_stop') or 0 < total_steps <= step
+    # Its arrays are read only for a finished run: a run to resume reads them once, restoring.
+    if done and checkpointer.reads_whole(step):
+      return step, {**progress, 'total_steps': total_steps}
   return None
 
 
