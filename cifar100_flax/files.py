@@ -3,11 +3,15 @@ replaced whole or not at all, so that a failure halfway leaves the previous file
 
 import contextlib
 import errno
+import fcntl
 import os
 import pathlib
 import shutil
+import signal
 import tempfile
-from collections.abc import Iterator
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
 
 from cifar100_flax.errors import UsageError
 
@@ -63,26 +67,90 @@ def writable_file(path: str, what: str) -> pathlib.Path:
 
 
 @contextlib.contextmanager
-def replaced(path: pathlib.Path) -> Iterator[pathlib.Path]:
-  """A temporary path beside `path` to write to (a file, or a folder such as a SavedModel); it
-  replaces `path` if the block succeeds and is removed if it fails (a full disk or a lost
-  permission is a UsageError saying so)."""
-  temporary = path.with_name(f'.{path.name}.partial')
+def held_signals() -> Iterator[None]:
+  """SIGINT and SIGTERM wait until the block ends (then their handlers run): a few renames that
+  must all happen, or none, are not cut in two by a Ctrl-C."""
+  held = {signal.SIGINT, signal.SIGTERM}
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+  previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
   try:
-    yield temporary
-    if temporary.is_dir() and path.is_dir():  # os.replace takes an empty folder's place only
-      shutil.rmtree(path)
+    yield
+  finally:
+    signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+@contextlib.contextmanager
+def locked(path: pathlib.Path, shared: bool = False, wait: bool = True) -> Iterator[bool]:
+  """An advisory lock (flock) on the file or folder `path` for the block; yields whether it was
+  taken (always, when `wait`). The system releases it when the process ends, however it ends, so
+  a killed process never leaves a stale lock behind."""
+  descriptor = os.open(path, os.O_RDONLY)
+  try:
+    mode = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB)
+    try:
+      fcntl.flock(descriptor, mode)
+    except BlockingIOError:
+      yield False
+      return
+    yield True
+  finally:
+    os.close(descriptor)  # releases the lock
+
+
+def _partial_name(path: pathlib.Path) -> pathlib.Path:
+  # Unique: two processes writing the same output never share a temporary file.
+  return path.with_name(f'.{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial')
+
+
+def _remove(path: pathlib.Path) -> None:
+  if path.is_dir() and not path.is_symlink():
+    shutil.rmtree(path, ignore_errors=True)
+  else:
+    path.unlink(missing_ok=True)
+
+
+def _put_in_place(temporary: pathlib.Path, path: pathlib.Path) -> None:
+  if temporary.is_dir() and path.is_dir():  # os.replace takes an empty folder's place only
+    aside = _partial_name(path)
+    path.rename(aside)
     os.replace(temporary, path)
+    _remove(aside)
+  else:
+    os.replace(temporary, path)
+
+
+@contextlib.contextmanager
+def replaced_together(paths: Sequence[pathlib.Path]) -> Iterator[list[pathlib.Path]]:
+  """Temporary paths beside `paths` to write to (files, or folders such as a SavedModel); if the
+  block succeeds they take the places of `paths` together, with signals held and the folder
+  locked against another process doing the same, else they are removed and every earlier file is
+  kept. A full disk or a lost permission is a UsageError saying so."""
+  paths = [pathlib.Path(p) for p in paths]
+  temporaries = [_partial_name(p) for p in paths]
+  try:
+    yield temporaries
+    with held_signals(), locked(paths[0].parent):
+      for temporary, path in zip(temporaries, paths):
+        _put_in_place(temporary, path)
   except OSError as e:
     if known_os_error(e) is None:
       raise
-    raise UsageError(f'cannot write {path}: {_why(e)}, then run the same command again (any '
-                     f'earlier {path.name} is kept)') from e
+    names = ' and '.join(p.name for p in paths)
+    raise UsageError(f'cannot write {paths[0]}: {_why(e)}, then run the same command again (any '
+                     f'earlier {names} is kept)') from e
   finally:
-    if temporary.is_dir():
-      shutil.rmtree(temporary, ignore_errors=True)
-    else:
-      temporary.unlink(missing_ok=True)
+    for temporary in temporaries:
+      _remove(temporary)
+
+
+@contextlib.contextmanager
+def replaced(path: pathlib.Path) -> Iterator[pathlib.Path]:
+  """A temporary path beside `path` to write to (a file or a folder); it replaces `path` if the
+  block succeeds (see `replaced_together`)."""
+  with replaced_together([path]) as (temporary,):
+    yield temporary
 
 
 def write_text(path: pathlib.Path, text: str) -> None:
