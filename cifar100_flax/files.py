@@ -99,6 +99,10 @@ def locked(path: pathlib.Path, shared: bool = False, wait: bool = True) -> Itera
     os.close(descriptor)  # releases the lock
 
 
+# The temporaries of the outputs being written (replaced_together's), for remove_unfinished.
+_unfinished: set[pathlib.Path] = set()
+
+
 def _partial_name(path: pathlib.Path) -> pathlib.Path:
   # Unique: two processes writing the same output never share a temporary file.
   return path.with_name(f'.{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial')
@@ -129,6 +133,7 @@ def replaced_together(paths: Sequence[pathlib.Path]) -> Iterator[list[pathlib.Pa
   kept. A full disk or a lost permission is a UsageError saying so."""
   paths = [pathlib.Path(p) for p in paths]
   temporaries = [_partial_name(p) for p in paths]
+  _unfinished.update(temporaries)
   try:
     yield temporaries
     with held_signals(), locked(paths[0].parent):
@@ -143,6 +148,14 @@ def replaced_together(paths: Sequence[pathlib.Path]) -> Iterator[list[pathlib.Pa
   finally:
     for temporary in temporaries:
       _remove(temporary)
+    _unfinished.difference_update(temporaries)
+
+
+def remove_unfinished() -> None:
+  """Removes the temporaries of the outputs being written, for a process that must end at once
+  without unwinding (cli/startup.stop_at_once): it leaves no half-written file behind."""
+  for temporary in list(_unfinished):
+    _remove(temporary)
 
 
 @contextlib.contextmanager
@@ -163,3 +176,12 @@ def write_bytes(path: pathlib.Path, data: bytes) -> None:
   """Replaces `path` by `data` whole (see `replaced`)."""
   with replaced(path) as temporary:
     temporary.write_bytes(data)
+
+
+def write_all(contents: dict[pathlib.Path, str | bytes]) -> None:
+  """Replaces each path by its text or bytes, all together (see `replaced_together`): a reader
+  never finds one file of a new version beside another of an old one."""
+  with replaced_together(list(contents)) as temporaries:
+    for temporary, content in zip(temporaries, contents.values()):
+      with temporary.open('wb') as f:
+        f.write(content.encode() if isinstance(content, str) else content)

@@ -1,4 +1,5 @@
-"""What JAX runs on: its platform as judged before it starts, and its devices' peak FLOP/s.
+"""What JAX runs on: its platform as judged before it starts, starting it (a $JAX_PLATFORMS it
+cannot honour said in one line), and its devices' peak FLOP/s.
 
 main.py decides whether to tune the process for XLA:CPU before JAX starts its backends (XLA reads
 its flags once, then), so it cannot ask JAX; `expected_platform` reads what JAX itself will read.
@@ -11,6 +12,8 @@ import pathlib
 import pkgutil
 
 import jax
+
+from cifar100_flax.errors import UserError
 
 # Dense peak FLOP/s of one device, from its maker's data sheet, by (a part of) JAX's device_kind;
 # (bfloat16, float32). JAX's default precision multiplies float32 on GPUs as TF32 and on TPUs in
@@ -43,6 +46,39 @@ def accelerator_plugins() -> list[str]:
   if importlib.util.find_spec('libtpu') is not None:
     names.append('libtpu')
   return sorted(set(names))
+
+
+class PlatformError(UserError):
+  """$JAX_PLATFORMS asks for a platform this machine's JAX cannot start."""
+
+
+def start() -> None:
+  """Starts JAX's backends (after jax.distributed joins the processes, before any computation).
+  A $JAX_PLATFORMS that this machine cannot honour is a PlatformError saying what it asked for,
+  what there is and what to do; JAX raises a bare AssertionError (where it skipped every platform
+  asked for: 'cuda' without a visible NVIDIA GPU) or a RuntimeError."""
+  try:
+    jax.devices()
+  except (AssertionError, RuntimeError) as e:
+    asked = jax.config.jax_platforms
+    if not asked:
+      raise
+    plugins = accelerator_plugins()
+    has = (f'the CPU and the plugins {", ".join(plugins)}' if plugins
+           else 'the CPU only (no accelerator plugin is installed)')
+    raise PlatformError(
+        f'JAX_PLATFORMS={asked} asks JAX for what it cannot start here ({_why_not_started(e)}); '
+        f'this machine\'s JAX has {has}. Unset JAX_PLATFORMS (JAX then takes what it finds), or '
+        f'on a machine with the accelerator install its JAX: pip install -U "jax[cuda12]" '
+        f'(NVIDIA GPUs) or "jax[tpu]" (Cloud TPUs)') from e
+
+
+def _why_not_started(error: BaseException) -> str:
+  """JAX's reason, less its prefix and its own advice."""
+  if isinstance(error, AssertionError):
+    return 'no NVIDIA GPU is visible'
+  reason = str(error).split(': ', 1)[-1]
+  return reason.split(" (set JAX_PLATFORMS=''", 1)[0].rstrip('.')
 
 
 def expected_platform() -> str:

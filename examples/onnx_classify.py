@@ -20,6 +20,7 @@ from PIL import Image, ImageOps
 def cifar_sized(path: str) -> np.ndarray:
   with Image.open(path) as image:
     image.seek(0)
+    image.draft(image.mode, (256, 256))  # a large JPEG decoded reduced
     rgba = ImageOps.exif_transpose(image).convert('RGBA')
   rgb = Image.alpha_composite(Image.new('RGBA', rgba.size, 'white'), rgba).convert('RGB')
   side = min(rgb.size)

@@ -1,4 +1,5 @@
-"""What JAX will run on, judged before it starts, and the devices' peaks."""
+"""What JAX will run on, judged before it starts; a $JAX_PLATFORMS it cannot start; the devices'
+peaks."""
 
 import os
 import subprocess
@@ -6,6 +7,7 @@ import sys
 import types
 
 import jax
+import pytest
 
 from cifar100_flax import hardware
 from tests.helpers import REPO
@@ -55,3 +57,31 @@ def test_peaks_are_known_by_device_kind_and_unknown_on_the_cpu(monkeypatch):
     assert hardware.peak_flops_per_device('float32') == fp32
   monkeypatch.setattr(jax, 'devices', lambda: [types.SimpleNamespace(device_kind='Radeon X')])
   assert hardware.peak_flops_per_device('bfloat16') is None
+
+
+_STARTED = """
+from cifar100_flax import hardware
+try:
+  hardware.start()
+  print('started')
+except hardware.PlatformError as e:
+  print(e)
+"""
+
+
+def _started(jax_platforms: str) -> str:
+  """What a new process with $JAX_PLATFORMS=`jax_platforms` says as JAX's backends start."""
+  env = {**os.environ, 'JAX_PLATFORMS': jax_platforms, 'PYTHONPATH': str(REPO)}
+  return subprocess.run([sys.executable, '-c', _STARTED], env=env, check=True,
+                        capture_output=True, text=True).stdout.strip()
+
+
+def test_jax_platforms_this_machine_cannot_start_is_said_with_what_it_has():
+  if hardware.accelerator_plugins():
+    pytest.skip('JAX has an accelerator plugin here, which may start')
+  assert _started('cpu') == 'started'
+  said = _started('cuda')  # issue 39, 19: JAX's bare AssertionError where no NVIDIA GPU is seen
+  assert said.startswith('JAX_PLATFORMS=cuda asks JAX for what it cannot start here ('), said
+  assert "this machine's JAX has the CPU only (no accelerator plugin is installed)" in said
+  assert 'Unset JAX_PLATFORMS' in said and 'jax[cuda12]' in said
+  assert "Backend 'nonsense' is not in the list of known backends" in _started('nonsense')

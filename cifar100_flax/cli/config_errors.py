@@ -4,15 +4,20 @@ config_flags raises a bare AttributeError, KeyError or ValueError with a traceba
 key, a value of the wrong type or a config file that does not load; these functions name the file
 or the key instead, and the key that was meant. An override of a key of the flat config of before
 the nesting (--config.num_epochs=1) is read at its place now (--config.train.num_epochs=1), with a
-note, so that older notes and notebooks keep working.
+note, so that older notes and notebooks keep working. Without --config, the overrides are of a
+run's config.json (--mode eval --workdir=runs/x --config.data.dir=DIR): config_flags would refuse
+them as unknown flags, so they are taken out of its way and parsed here as it would parse them.
 """
 
 import difflib
+import itertools
 import pathlib
 import sys
+from typing import Any
 
 import ml_collections
 from absl import flags
+from ml_collections import config_flags
 
 from cifar100_flax.cli import flags as cli_flags
 from cifar100_flax.config import defaults, loading
@@ -24,7 +29,8 @@ _KEYS_ARE_IN = 'Every config key, with its meaning, is in cifar100_flax/config/d
 def parse_flags(argv: list[str]) -> list[str]:
   """absl's flags parser (app.run's flags_parser), each failure one line."""
   try:
-    return flags.FLAGS(argv)
+    run_overrides(argv)  # checked with the other flags; the command reads them later
+    return flags.FLAGS(_split_run_overrides(argv)[0])
   except flags.Error as e:  # absl's: a value that does not parse (config_flags' too)
     sys.exit(f'error: {flag_problem(argv) or one_line(e)}')
   except Exception as e:  # config_flags raises whatever applying a flag raised
@@ -50,16 +56,18 @@ def config_path(argv: list[str]) -> str | None:
 
 def flag_problem(argv: list[str]) -> str | None:
   """What is wrong with --config or a --config.KEY override: the file that is missing or does
-  not load, or the key that does not exist and the one meant."""
+  not load, or the key that does not exist (without --config: in a run's config.json, which has
+  the defaults' keys) and the one meant."""
   path = config_path(argv)
   if path is None:
-    return None
-  if not pathlib.Path(path).is_file():
+    config = defaults.get_config()
+  elif not pathlib.Path(path).is_file():
     return no_such_config(path)
-  try:
-    config = loading.config_from_file(path)
-  except Exception as e:  # whatever the file's code raises
-    return does_not_load(path, e)
+  else:
+    try:
+      config = loading.config_from_file(path)
+    except Exception as e:  # whatever the file's code raises
+      return does_not_load(path, e)
   for arg in argv:
     if arg.startswith('--config.'):
       problem = unknown_key(config, arg.removeprefix('--config.').split('=', 1)[0])
@@ -99,6 +107,50 @@ def nested_overrides(argv: list[str]) -> list[str]:
       arg = f'--config.{now}{equals}{value}'
     nested.append(arg)
   return nested
+
+
+def run_overrides(argv: list[str]) -> dict[str, Any]:
+  """The --config.KEY=VALUE overrides of a command line without --config, by dotted key, parsed
+  as config_flags parses --config's (against the defaults' types): a run's config.json takes
+  them for this command (loading.load_config, which allows only the keys a run may change).
+  Raises absl's flags.Error for a value that does not parse."""
+  overrides = _split_run_overrides(argv)[1]
+  if not overrides:
+    return {}
+  parsed = flags.FlagValues()
+  command_line = [argv[0], *overrides]
+  config_flags.DEFINE_config_dict('config', defaults.get_config(), flag_values=parsed,
+                                  sys_argv=command_line)
+  parsed(command_line)
+  return dict(parsed['config'].override_values)
+
+
+def _split_run_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+  """(`argv` less the overrides of a run's config.json, those overrides): the --config.KEY=VALUE
+  (or --config.KEY VALUE) flags of a command line without --config."""
+  if config_path(argv) is not None:
+    return argv, []
+  rest, overrides = [], []
+  args = iter(argv)
+  for arg in args:
+    if not arg.startswith('--config.'):
+      rest.append(arg)
+      continue
+    overrides.append(arg)
+    key = arg.removeprefix('--config.')
+    if '=' not in key and not _is_boolean(key):  # its value is the next argument
+      overrides.extend(list(itertools.islice(args, 1)))
+  return rest, overrides
+
+
+def _is_boolean(dotted: str) -> bool:
+  """Whether `dotted` names a bool of the defaults: a flag that may stand without a value."""
+  *parents, leaf = dotted.split('.')
+  node = defaults.get_config()
+  for part in parents:
+    node = node.get(part) if isinstance(node, ml_collections.ConfigDict) else None
+  return (isinstance(node, ml_collections.ConfigDict) and leaf in node
+          and node.get_type(leaf) is bool)
 
 
 def no_such_config(path: str) -> str:

@@ -1,7 +1,6 @@
 """The entry point: parse the flags, start the process up, run the mode; every error in what the
 user gave is one line (--traceback shows it whole)."""
 
-import os
 import sys
 
 from absl import app
@@ -37,10 +36,6 @@ start-up messages are off unless --verbosity=0 (absl's flag: 0 is INFO, 1 DEBUG)
 `python -m cifar100_flax` and the `cifar100-flax` script are the same command.
 """
 
-_STOPPED_AT_ONCE = ('stopped at once, without saving; the checkpoints saved before are kept: '
-                    'run the same command to resume')
-
-
 def main(argv: list[str]) -> None:
   startup.exit_on_signals()
   mode = cli_flags.MODE.value
@@ -51,7 +46,7 @@ def main(argv: list[str]) -> None:
       return
     startup.quiet_logs()
     tuned = startup.tune_for_cpu(mode, cli_flags.CPU_TUNING.value)  # before JAX's backends start
-    startup.join_processes()
+    startup.start_jax(command)
     startup.say_if_untuned_cpu(mode, cli_flags.CPU_TUNING.value, tuned)
     modes.check_usage(command)
     modes.run(command)
@@ -65,10 +60,7 @@ def main(argv: list[str]) -> None:
     # A second Ctrl-C: Orbax may still be writing the stop's checkpoint in its threads, which the
     # interpreter's shutdown would break, each printing its traceback. Like a kill, leaving now
     # keeps every finished checkpoint; the next start removes the unfinished one.
-    print(f'interrupted: {_STOPPED_AT_ONCE}', file=sys.stderr)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(1)
+    startup.stop_at_once(f'interrupted: {startup.STOPPED_AT_ONCE}')
 
 
 def _command(argv: list[str]) -> modes.Command:
@@ -82,7 +74,8 @@ def _command(argv: list[str]) -> modes.Command:
       output=cli_flags.OUTPUT.value, split=cli_flags.SPLIT.value, top_k=cli_flags.TOP_K.value,
       format=cli_flags.FORMAT.value, gradcam_layer=cli_flags.GRADCAM_LAYER.value,
       paper=cli_flags.PAPER.value,
-      weights=cli_flags.WEIGHTS.value, model=cli_flags.MODEL.value)
+      weights=cli_flags.WEIGHTS.value, model=cli_flags.MODEL.value,
+      overrides=config_errors.run_overrides(sys.argv))
 
 
 def run() -> None:

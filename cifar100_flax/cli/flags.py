@@ -49,7 +49,7 @@ PROCESS_ID = flags.DEFINE_integer('process_id', None, 'Several processes: this o
                                   '[0, num_processes) (default: $JAX_PROCESS_ID).')
 COORDINATOR_TIMEOUT = flags.DEFINE_integer(
     'coordinator_timeout', 120, 'Several processes: seconds to wait for all of them to start '
-    'before giving up with an error.')
+    'before giving up with an error.', lower_bound=1)
 CPU_TUNING = flags.DEFINE_enum(
     'cpu_tuning', 'auto', ['auto', 'on', 'off'], 'Tune the process for XLA:CPU (XLA flags, '
     'malloc, AMX; cifar100_flax/cpu/tuning.py). auto: for train and eval when JAX will run on the '

@@ -1,6 +1,7 @@
 """What each --mode needs from the flags, checked before any work, and the call that does it."""
 
 import dataclasses
+import os
 import pathlib
 import sys
 
@@ -31,31 +32,43 @@ class Command:
   paper: str = 'A4'
   weights: str | None = None
   model: str | None = None
+  # Without --config: --config.KEY=VALUE overrides of each run's config.json, by dotted key.
+  overrides: dict = dataclasses.field(default_factory=dict)
 
 
 def check_usage(command: Command) -> None:
   """Raises UsageError if the flags do not make a command."""
-  mode, workdirs = command.mode, command.workdirs
+  mode, folders = command.mode, command.workdirs
   needs = {
-      'train': (command.config is not None and len(workdirs) == 1,
+      'train': (command.config is not None and len(folders) == 1,
                 '--mode=train needs --config and one --workdir'),
-      'eval': (len(workdirs) == 1 or command.split == 'test',
+      'eval': (len(folders) == 1 or command.split == 'test',
                'an ensemble is evaluated on the test split only'),
       'predict': (bool(command.images),
                   '--mode=predict needs --images=PATH (files, folders or globs)'),
-      'export': (len(workdirs) == 1, '--mode=export exports one --workdir'),
+      'export': (len(folders) == 1, '--mode=export exports one --workdir'),
       'convert': (bool(command.weights and command.model and command.output),
                   '--mode=convert needs --weights=SOURCE --model=NAME --output=FILE.msgpack'),
   }
   ok, message = needs.get(mode, (True, ''))
   if not ok:
     raise UsageError(message)
-  if mode not in ('convert', 'photos') and not workdirs:
+  if mode not in ('convert', 'photos') and not folders:
     raise UsageError(f'--mode={mode} needs --workdir')
-  if mode in ('eval', 'predict') and len(workdirs) > 1 and not command.output:
+  if len(set(map(_real, folders))) < len(folders):
+    raise UsageError(f'a --workdir is given twice ({" ".join(folders)}): name each run once')
+  if mode in ('eval', 'predict') and len(folders) > 1 and not command.output:
     what = 'evaluating' if mode == 'eval' else 'predicting with'
     where = 'DIR for its results' if mode == 'eval' else 'FILE'
     raise UsageError(f'{what} several workdirs (an ensemble) needs --output={where}')
+  if mode == 'eval' and len(folders) > 1 and _real(command.output) in map(_real, folders):
+    raise UsageError(f'--output={command.output} is one of the ensemble\'s runs: its own '
+                     f'evaluation would be overwritten. Name a new folder for the ensemble, e.g. '
+                     f'--output=runs/ensemble')
+
+
+def _real(path: str) -> str:
+  return os.path.realpath(path)
 
 
 def check_outputs(command: Command) -> None:
@@ -88,7 +101,7 @@ def resolved_config(command: Command) -> ml_collections.ConfigDict:
     return command.config
   if len(command.workdirs) != 1:
     raise UsageError('--print_config needs --config, or one --workdir of a run')
-  return loading.load_config(command.workdirs[0])
+  return loading.load_config(command.workdirs[0], command.overrides)
 
 
 def run(command: Command) -> None:
@@ -98,7 +111,8 @@ def run(command: Command) -> None:
   if command.mode == 'predict':
     predict.check_arguments(command.top_k, command.output or 'predictions.csv')
   # Without --config, each run's own config.json.
-  configs = ([command.config or loading.load_config(w) for w in command.workdirs]
+  configs = ([command.config or loading.load_config(w, command.overrides)
+              for w in command.workdirs]
              if command.mode not in ('train', 'convert', 'photos') else [])
   check_outputs(command)
   _MODES[command.mode](command, configs)
@@ -129,7 +143,7 @@ def _export(command: Command, configs: list) -> None:
 
 def _report(command: Command, configs: list) -> None:
   if jax.process_index() == 0:  # A report reads files and needs no other process.
-    written = report.report(command.workdirs, command.output, command.config,
+    written = report.report(command.workdirs, command.output, configs,
                             command.gradcam_layer, command.paper)
     print(f"wrote {written['pdf']}, {written['html']} and {len(written) - 2} figures beside "
           f"them")

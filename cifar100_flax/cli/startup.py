@@ -1,21 +1,29 @@
 """What a process does before the work: quiet logs, CPU tuning where JAX will run on the CPU,
-joining the other processes of a run, and leaving on a signal without a traceback."""
+joining the other processes of a run and starting JAX, and leaving on a signal in one line."""
 
+import dataclasses
+import json
 import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 import jax
 from absl import flags
 from absl import logging as absl_logging
 
-from cifar100_flax import hardware
+from cifar100_flax import files, hardware
 from cifar100_flax.cli import flags as cli_flags
+from cifar100_flax.cli import modes
+from cifar100_flax.config import loading
 from cifar100_flax.cpu import tuning
 from cifar100_flax.training import processes
 
 TUNED_MODES = ('train', 'eval')  # the modes that run the model long enough to gain
+STOPPED_AT_ONCE = ('stopped at once, without saving; the checkpoints saved before are kept: '
+                   'run the same command to resume')
 
 
 class QuietLibraries(logging.Filter):
@@ -36,12 +44,48 @@ class QuietLibraries(logging.Filter):
 
 def exit_on_signals() -> None:
   """Until training installs its own handler (which finishes the step and saves), SIGINT and
-  SIGTERM end the process in one line: outputs are written whole at the end, so stopping now
-  leaves every file as it was."""
+  SIGTERM end the process in one line: outputs are written whole (files.py), so stopping now
+  leaves every file as it was. The stop is an exception, which runs every clean-up on its way
+  out, unless it lands where Python cannot raise (a garbage collector's or weakref's callback, a
+  finaliser, a C extension's call back): those print it as 'Exception ignored' and carry on, so
+  the process then leaves at once, as it does on a second signal (the first one lost)."""
+  signalled = False
+
   def leave(signum: int, frame) -> None:
-    sys.exit(f'interrupted by signal {signum}; run the same command again')
+    nonlocal signalled
+    message = f'interrupted by signal {signum}; run the same command again'
+    if signalled:
+      stop_at_once(message)
+    signalled = True
+    sys.exit(message)
   for sig in (signal.SIGINT, signal.SIGTERM):
     signal.signal(sig, leave)
+  sys.unraisablehook = _stopping_where_ignored(sys.unraisablehook)
+
+
+def _stopping_where_ignored(previous: Callable[[Any], object]) -> Callable[[Any], None]:
+  """An unraisablehook (its argument: sys.UnraisableHookArgs) that stops the process on an exit
+  that could not be raised (see exit_on_signals), and leaves every other exception to
+  `previous`."""
+  def hook(unraisable) -> None:
+    stop = unraisable.exc_value
+    if isinstance(stop, SystemExit):
+      stop_at_once(str(stop.code))
+    if isinstance(stop, KeyboardInterrupt):  # training's second Ctrl-C
+      stop_at_once(f'interrupted: {STOPPED_AT_ONCE}')
+    previous(unraisable)
+  return hook
+
+
+def stop_at_once(message: str) -> NoReturn:
+  """Says `message`, removes the temporaries of the outputs being written and ends the process
+  now, without unwinding: what is still running (Orbax's threads among them) cannot get in the
+  way or print at exit. Every output written before is whole."""
+  files.remove_unfinished()
+  print(message, file=sys.stderr)
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(1)
 
 
 def quiet_logs() -> None:
@@ -74,9 +118,24 @@ def say_if_untuned_cpu(mode: str, setting: str, tuned: bool) -> None:
           f'XLA:CPU (--cpu_tuning=on does)', file=sys.stderr)
 
 
-def join_processes() -> None:
-  """Starts jax.distributed where the flags, the environment or the cluster name other
-  processes; one process alone does nothing."""
+def start_jax(command: modes.Command) -> None:
+  """Joins the other processes of the run where the flags, the environment or the cluster name
+  them, checks that each was started with the same command, then starts JAX's backends (which
+  must come after jax.distributed, and may not start at all: hardware.start says why)."""
+  timeout_seconds = cli_flags.COORDINATOR_TIMEOUT.value
   processes.initialize(processes.cluster_from(
       cli_flags.COORDINATOR_ADDRESS.value, cli_flags.NUM_PROCESSES.value,
-      cli_flags.PROCESS_ID.value), cli_flags.COORDINATOR_TIMEOUT.value)
+      cli_flags.PROCESS_ID.value), timeout_seconds)
+  processes.check_same_command(_compared(command), timeout_seconds)
+  hardware.start()
+
+
+def _compared(command: modes.Command) -> dict[str, Any]:
+  """What every process of a run must have alike: each of `command`'s values, its config's keys
+  one by one (config.train.num_epochs...), as JSON values."""
+  compared = {field.name: getattr(command, field.name) for field in dataclasses.fields(command)
+              if field.name != 'config'}
+  if command.config is not None:
+    compared.update(loading.flat_keys(json.loads(command.config.to_json_best_effort()),
+                                      'config.'))
+  return compared

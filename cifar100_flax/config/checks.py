@@ -2,22 +2,25 @@
 
 `validate` hands each subtree to the package that reads it (models, cpu, data, augment, optim,
 schedule) and checks here what the training loop reads (train, eval, checkpoint,
-early_stopping) and what holds between subtrees. It builds no model's layers beyond their shapes
-and reads no data; it asks JAX for the device count (batch sizes must divide by it) and checks
-that named weight files exist.
+early_stopping) and what holds between subtrees, such as the image sides the model can take.
+It builds no model's layers beyond their shapes and reads no data; it asks JAX for the device
+count (batch sizes must divide by it). Whether pretrained weights can be had is asked only of a
+run about to start (loading.check_start): they are read at its step 0, never again.
 """
 
 import functools
 import math
 
+import flax.linen as nn
 import jax
+import jax.extend.core
 import jax.numpy as jnp
 import ml_collections
 
 from cifar100_flax import models
 from cifar100_flax.cpu import onednn
 from cifar100_flax.data import augment, cifar100
-from cifar100_flax.errors import require, require_non_negative
+from cifar100_flax.errors import ConfigError, one_line, require, require_non_negative
 from cifar100_flax.optim import optimizers, schedules
 
 # The early stopper's metrics, and whether it seeks their 'max' or 'min'.
@@ -39,13 +42,60 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 
 def _abstract_params(config: ml_collections.ConfigDict) -> dict:
-  """The shapes of the model's parameters, traced without computing anything."""
+  """The shapes of the model's parameters, traced without computing anything; raises ConfigError
+  for an image side (of training, its schedule or evaluation) the model cannot take."""
   model = models.create_model(config.model.name, cifar100.NUM_CLASSES, config.model.dtype,
                               **config.model.kwargs)
-  side = config.data.image_size or cifar100.IMAGE_SHAPE[0]
+  traced = {}
+  for key, side in _image_sides(config):
+    if side not in traced:
+      traced[side] = _traced(model, side)
+    problem = traced[side][1]
+    if problem:
+      raise ConfigError(
+          f'{side}-pixel images (config.{key}) are too small for model {config.model.name!r}: '
+          f'{problem}. Use a side of at least {_smallest_side(model, side)}')
+  return traced[_image_sides(config)[0][1]][0]
+
+
+def _image_sides(config: ml_collections.ConfigDict) -> list[tuple[str, int]]:
+  """(key, side) of every side the model will see, training's first (0 is CIFAR's own); a side
+  out of range is left to its own key's check."""
+  data_side = config.data.image_size or cifar100.IMAGE_SHAPE[0]
+  sides = [('data.image_size', data_side),
+           *(('data.image_size_schedule', side) for _, side in config.data.image_size_schedule),
+           ('eval.image_size', config.eval.image_size or data_side)]
+  return [(key, side) for key, side in sides if 0 < side <= cifar100.MAX_IMAGE_SIZE]
+
+
+def _traced(model: nn.Module, side: int) -> tuple[dict | None, str | None]:
+  """The shapes of the model's parameters initialised on `side`-pixel images, traced without
+  computing anything; or, if it cannot take such images, why: a feature map pooled or strided to
+  nothing, which XLA computes without a word (the mean of nothing is NaN), or a layer that
+  refuses one in a traceback."""
   images = jax.ShapeDtypeStruct((1, side, side, cifar100.IMAGE_SHAPE[2]), jnp.float32)
-  return jax.eval_shape(functools.partial(model.init, train=False), jax.random.PRNGKey(0),
-                        images)['params']
+  try:
+    computation, shapes = jax.make_jaxpr(functools.partial(model.init, train=False),
+                                         return_shape=True)(jax.random.PRNGKey(0), images)
+  except (ValueError, TypeError, ZeroDivisionError) as e:  # a layer of nothing, as JAX says it
+    return None, f'a layer fails on such images ({type(e).__name__}: {one_line(e)})'
+
+  def empty(jaxpr: jax.extend.core.Jaxpr) -> bool:
+    return (any(0 in getattr(var.aval, 'shape', ()) for eqn in jaxpr.eqns for var in eqn.outvars)
+            or any(map(empty, jax.extend.core.subjaxprs(jaxpr))))
+  if empty(computation.jaxpr):
+    return None, 'its feature maps shrink to nothing (pooled or strided away)'
+  return shapes['params'], None
+
+
+def _smallest_side(model: nn.Module, too_small: int) -> int:
+  """The smallest side above `too_small` the model takes (feature maps shrink monotonically with
+  the side, so a bisection finds it)."""
+  low, high = too_small, cifar100.MAX_IMAGE_SIZE
+  while high - low > 1:
+    middle = (low + high) // 2
+    low, high = (middle, high) if _traced(model, middle)[1] else (low, middle)
+  return high
 
 
 def _require_finite(tree: dict, prefix: str = 'config.') -> None:

@@ -77,7 +77,10 @@ def _data() -> ConfigDict:
       # name='synthetic': training images before the validation carve-out (0: CIFAR-100's
       # 50,000); the test split has a fifth as many.
       synthetic_size=0,
-      dir=placeholder(str),  # tfds data_dir; default: $TFDS_DATA_DIR or ~/tensorflow_datasets
+      # tfds data_dir; unset: $TFDS_DATA_DIR, else ~/tensorflow_datasets. Where a run's data is
+      # looked for: --config.data.dir=DIR, then --config's own, then $TFDS_DATA_DIR, then the one
+      # its config.json records (where the data was when it trained), then ~/tensorflow_datasets.
+      dir=placeholder(str),
       validation_size=5000,  # images carved from the training split
       split_seed=0,  # seeds which training images form the validation split
       shuffle_seed=0,

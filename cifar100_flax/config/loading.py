@@ -1,21 +1,25 @@
 """Configs by path and by run: a configs/*.py file loaded as `--config` does, the config a run
 was trained with (its config.json, keys added since filled with their defaults, a flat one of
-before the nesting mapped to its places), and the check that refuses to resume a run with a
-config that would train something else."""
+before the nesting mapped to its places, checked as --config is), and the checks before a run
+trains: that a resume does not train something else, and that a start can have its weights."""
 
 import importlib.util
 import json
+import os
 import pathlib
+from collections.abc import Mapping
 from typing import Any
 
 import ml_collections
 
-from cifar100_flax.config import defaults
+from cifar100_flax.config import checks, defaults
 from cifar100_flax.errors import ConfigError
+from cifar100_flax.models import pretrained
 
-# Keys (and subtrees) a resumed run may change: they decide where data and weights come from and
-# how the run is logged and computed, not what it trains (the pretrained weights are read at step
-# 0 only, so a run resumes on a machine where they are elsewhere).
+# Keys (and subtrees) a resumed run may change, and a trained run's config.json may be given anew
+# for a command (--config.KEY=VALUE without --config): they decide where data and weights come
+# from and how the run is logged and computed, not what it trains (the pretrained weights are read
+# at step 0 only, so a run resumes on a machine where they are elsewhere).
 FREE_ON_RESUME = ('data.dir', 'eval.batch_size', 'train.log_every_steps', 'cpu', 'checkpoint.keep',
                   'model.init_sample_size', 'model.pretrained')
 # Each key of the flat config of before the nesting (runs' config.json files, --config.KEY flags)
@@ -70,8 +74,40 @@ def config_from_file(path: str) -> ml_collections.ConfigDict:
   return module.get_config()
 
 
-def load_config(workdir: str) -> ml_collections.ConfigDict:
-  """The config a run was trained with: config.json, which training writes into its workdir."""
+def load_config(workdir: str, given: Mapping[str, Any] | None = None) -> ml_collections.ConfigDict:
+  """The config a run was trained with: config.json, which training writes into its workdir,
+  checked as --config is, with what is given for this command on top: $TFDS_DATA_DIR, where set,
+  for the data.dir it records (where the data is on this machine now, not where it was then),
+  and `given` ({'data.dir': ..., by dotted key: the command line's --config.KEY=VALUE without
+  --config) over both. Only FREE_ON_RESUME keys may be given: the others say what was trained."""
+  path = pathlib.Path(workdir) / 'config.json'
+  saved = _saved(workdir)
+  given = dict(given or {})
+  for key, value in {**_from_environment(), **given}.items():
+    if not _is_free(key):
+      raise ConfigError(
+          f'--config.{key} would change what {workdir} trained ({path}); without --config, only '
+          f'keys of data, logging and compute may be given: {", ".join(FREE_ON_RESUME)}')
+    set_key(saved, key, value)
+  config = ml_collections.ConfigDict(saved)
+  try:
+    checks.validate(config)
+  except ConfigError as e:
+    flags = ''.join(f' with --config.{key}' for key in given)
+    raise ConfigError(f'{path}{flags}: {e}. Pass the config the run was trained with '
+                      f'(--config=configs/....py), or give a key of data, logging or compute '
+                      f'anew (--config.KEY=VALUE)') from e
+  return config
+
+
+def _from_environment() -> dict[str, str]:
+  data_dir = os.environ.get('TFDS_DATA_DIR')
+  return {'data.dir': data_dir} if data_dir else {}
+
+
+def _saved(workdir: str) -> dict:
+  """workdir/config.json as a nested dict of the keys of now, its types checked against the
+  defaults' and keys added since filled with their defaults; its values are not checked."""
   folder = pathlib.Path(workdir)
   if folder.exists() and not folder.is_dir():
     raise ConfigError(f'--workdir={folder} is a file, not a folder: name the workdir of a run')
@@ -82,16 +118,59 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   if not path.exists():
     raise ConfigError(f'{path} is missing: training writes it when it starts; for a run trained '
                       f'before that, pass the config it was trained with: --config=configs/....py')
+  damaged = ('it is damaged. Put it back from a copy, or pass the config the run was trained '
+             'with: --config=configs/....py')
   try:
     saved = json.loads(path.read_text())
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise ConfigError(f'{path} is not valid JSON ({e}): it is damaged. Put it back from a copy, '
-                      f'or pass the config the run was trained with: --config=configs/....py'
-                      ) from e
-  if _is_flat(saved):
+    raise ConfigError(f'{path} is not valid JSON ({e}): {damaged}') from e
+  if isinstance(saved, dict) and _is_flat(saved):
     saved = nested(saved)
+  problem = _mistyped(saved, defaults.get_config())
+  if problem:
+    raise ConfigError(f'{path}: {problem}: {damaged}')
   _fill_missing(saved, defaults.get_config().to_dict())
-  return ml_collections.ConfigDict(saved)
+  return saved
+
+
+# What each type of a config's values is in JSON, for what config.json holds instead.
+_JSON_NAMES = {bool: 'true or false', int: 'an integer', float: 'a number', str: 'a string',
+               tuple: 'a list', list: 'a list', dict: 'an object',
+               ml_collections.ConfigDict: 'an object', type(None): 'null'}
+# Subtrees whose keys are not the defaults': the model's own arguments (checked by the model) and
+# XLA's options.
+_OPEN_SUBTREES = ('kwargs', 'xla_options')
+
+
+def _mistyped(saved: Any, template: ml_collections.ConfigDict,
+              prefix: str = 'config') -> str | None:
+  """What in `saved` (a config read from JSON) is not a key of `template` or not of its type
+  (null only where the default is: a key unset until used), if anything."""
+  if not isinstance(saved, dict):
+    return f'{prefix} is {_JSON_NAMES.get(type(saved), type(saved).__name__)}, not an object'
+  for key, value in saved.items():
+    where = f'{prefix}.{key}'
+    if key not in template:
+      return f'{where} is not a config key (cifar100_flax/config/defaults.py has every one)'
+    wanted = template.get_type(key)
+    if wanted is ml_collections.ConfigDict and key not in _OPEN_SUBTREES:
+      problem = _mistyped(value, template[key], where)
+      if problem:
+        return problem
+    elif not is_json_of(value, dict if wanted is ml_collections.ConfigDict else wanted,
+                        nullable=template[key] is None):
+      return (f'{where} is {_JSON_NAMES.get(type(value), type(value).__name__)} ({value!r}), '
+              f'not {_JSON_NAMES[wanted]}')
+  return None
+
+
+def is_json_of(value: Any, wanted: type, nullable: bool = False) -> bool:
+  """Whether `value`, read from JSON, can be a value of type `wanted` (an int is a float, a list
+  a tuple, and a bool no number)."""
+  if value is None:
+    return nullable
+  accepted = {float: (int, float), tuple: (list, tuple)}.get(wanted, wanted)
+  return isinstance(value, accepted) and (wanted is bool or not isinstance(value, bool))
 
 
 def _is_flat(saved: dict) -> bool:
@@ -148,6 +227,14 @@ def _is_free(key: str) -> bool:
   return any(key == free or key.startswith(f'{free}.') for free in FREE_ON_RESUME)
 
 
+def check_start(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Raises a UserError if a run is about to start in `workdir` (nothing trained yet) from
+  pretrained weights that cannot be had: they are read at its step 0 only, so a resume, and
+  every other mode, needs none."""
+  if config.model.pretrained and not _has_checkpoints(pathlib.Path(workdir) / 'checkpoints'):
+    pretrained.check_source(config.model.pretrained)
+
+
 def check_resumable(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Raises ConfigError if `workdir` holds checkpoints trained with a config that differs from
   `config` in a key that changes what is trained (any key but FREE_ON_RESUME), naming each."""
@@ -155,7 +242,7 @@ def check_resumable(config: ml_collections.ConfigDict, workdir: str) -> None:
     return  # Nothing trained yet: any config starts it.
   if not (pathlib.Path(workdir) / 'config.json').exists():
     return  # Trained before config.json existed: the checkpoint's shapes are all there is.
-  saved = flat_keys(json.loads(load_config(workdir).to_json_best_effort()))
+  saved = flat_keys(json.loads(ml_collections.ConfigDict(_saved(workdir)).to_json_best_effort()))
   given = flat_keys(json.loads(config.to_json_best_effort()))
   changed = [f'{key} {_shown(saved.get(key))} -> {_shown(given.get(key))}'
              for key in sorted(set(saved) | set(given))
@@ -165,6 +252,17 @@ def check_resumable(config: ml_collections.ConfigDict, workdir: str) -> None:
         f'{workdir} was trained with another config ({pathlib.Path(workdir) / "config.json"}): '
         f'{"; ".join(changed)}. Resume it with the config it was trained with, or train this '
         f'one in a new --workdir.')
+
+
+def to_record(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """config.json's text for `config` training in `workdir`. A run that resumes keeps recording
+  the pretrained weights it started from: read at step 0 only, they may be named elsewhere since,
+  or not at all."""
+  record = json.loads(config.to_json_best_effort())
+  if (_has_checkpoints(pathlib.Path(workdir) / 'checkpoints')
+      and (pathlib.Path(workdir) / 'config.json').exists()):
+    record['model']['pretrained'] = _saved(workdir)['model']['pretrained']
+  return json.dumps(record, indent=1)
 
 
 def _fill_missing(saved: dict, defaults: dict) -> None:

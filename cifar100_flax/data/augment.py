@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from cifar100_flax.data import autoaugment
+from cifar100_flax.data import autoaugment, cifar100
 from cifar100_flax.errors import require, require_non_negative
 
 
@@ -117,6 +117,7 @@ def augment(images: jax.Array, key: jax.Array, config: ml_collections.ConfigDict
 
 
 AUTO_AUGMENTS = ('', 'rand', 'trivial')
+_SIDE = cifar100.IMAGE_SHAPE[0]  # augmentation acts on CIFAR's own images, before any resizing
 _PROBABILITIES = ('rand_augment_magnitude', 'random_erasing', 'cutmix_switch_prob', 'mix_prob')
 
 
@@ -129,3 +130,15 @@ def check_config(augment: ml_collections.ConfigDict) -> None:
                        tuple(key for key in augment if key != 'auto_augment'))
   for key in _PROBABILITIES:
     require(augment[key] <= 1, f'config.augment.{key} must be in [0, 1], got {augment[key]}')
+  require(augment.rand_augment_ops <= autoaugment.NUM_OPS, f'config.augment.rand_augment_ops must '
+          f'be at most {autoaugment.NUM_OPS}, the kinds of operation (each is a switch over all of '
+          f'them, compiled into the training step: more only repeat kinds, and compile for '
+          f'minutes), got {augment.rand_augment_ops}')
+  for key in ('crop_padding', 'cutout_size'):
+    require(augment[key] <= _SIDE, f'config.augment.{key} must be at most {_SIDE} (the side of '
+            f'the images it acts on, before any resizing: a larger one leaves crops, or images, '
+            f'with nothing of the picture), got {augment[key]}')
+  require(augment.zoom < 1, f'config.augment.zoom must be < 1 (the scale is drawn from [1 - zoom, '
+          f'1 + zoom]: from 1 on it reaches 0, and the image vanishes), got {augment.zoom}')
+  require(augment.shear_degrees < 90, f'config.augment.shear_degrees must be < 90 (the shear is '
+          f'its tangent, infinite at 90), got {augment.shear_degrees}')

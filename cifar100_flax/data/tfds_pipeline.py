@@ -60,8 +60,9 @@ def _builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
         f'{config.data.name} is not prepared in {where} and cannot be downloaded ({offline}). '
         f'Prepare it once on a machine with internet (`python -c "import tensorflow_datasets as '
         f"tfds; tfds.builder('{config.data.name}').download_and_prepare()\"`), copy the "
-        f'tensorflow_datasets folder here, and point to it with --config.data.dir=DIR or '
-        f'TFDS_DATA_DIR=DIR.')
+        f'tensorflow_datasets folder here, and point to it with --config.data.dir=DIR, or '
+        f'with TFDS_DATA_DIR=DIR (which wins over the dir a run\'s config.json records, not over '
+        f'one --config names).')
   logging.info('Downloading %s into %s', config.data.name, where)
   builder.download_and_prepare()
   return builder

@@ -72,7 +72,7 @@ def render_html(document: Document, paper: str = 'A4') -> str:
       date=datetime.date.today().isoformat())
 
 
-def write_pdf(page: str, path: pathlib.Path) -> None:
-  """Lays out `page` (render_html's) on pages and writes the PDF."""
+def pdf(page: str) -> bytes:
+  """`page` (render_html's) laid out on pages, as a PDF."""
   import weasyprint  # Pango's bindings: loaded only to write a PDF
-  weasyprint.HTML(string=page).write_pdf(path)
+  return weasyprint.HTML(string=page).write_pdf()

@@ -1,6 +1,7 @@
 """Test-set evaluation of a trained workdir (eval_test.json, predictions_test.npz and a table)
 and of several (an ensemble)."""
 
+import io
 import json
 import pathlib
 import time
@@ -13,7 +14,7 @@ import numpy as np
 from cifar100_flax import console, files
 from cifar100_flax.data import cifar100
 from cifar100_flax.errors import ConfigError
-from cifar100_flax.evaluation import classification, findings
+from cifar100_flax.evaluation import classification, findings, results
 from cifar100_flax.inference import restore
 from cifar100_flax.training import sharding, steps
 
@@ -67,20 +68,31 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, split: str = 'test
                 inference_ms_per_image=_inference_ms_per_image(jitted_eval_step, state, test,
                                                                config.eval.batch_size, mesh))
   if jax.process_index() == 0:
-    _write(pathlib.Path(workdir), split, report, test.labels, test.coarse_labels, probs, test.ids)
+    report = _write(pathlib.Path(workdir), split, report, test.labels, test.coarse_labels, probs,
+                    test.ids)
   return report
 
 
 def _write(out: pathlib.Path, split: str, report: dict, labels: np.ndarray,
-           coarse_labels: np.ndarray, probs: np.ndarray, ids: np.ndarray) -> None:
+           coarse_labels: np.ndarray, probs: np.ndarray, ids: np.ndarray,
+           config: ml_collections.ConfigDict | None = None) -> dict:
+  """Writes eval_SPLIT.json, predictions_SPLIT.npz (and `config`'s config.json) together; the
+  JSON records the predictions' hash, so that a pair of two evaluations is found when read.
+  Returns the report as written."""
+  buffer = io.BytesIO()
+  np.savez_compressed(buffer, labels=labels, coarse_labels=coarse_labels,
+                      probs=probs.astype(np.float32), ids=ids)
+  report = {**report, results.PREDICTIONS_HASH: results.hash_of(buffer.getvalue())}
+  contents = {out / f'predictions_{split}.npz': buffer.getvalue(),
+              out / f'eval_{split}.json': json.dumps(report, indent=1)}
+  if config is not None:
+    contents[out / 'config.json'] = config.to_json_best_effort(indent=1)
   out.mkdir(parents=True, exist_ok=True)
-  with files.replaced(out / f'predictions_{split}.npz') as path, path.open('wb') as f:
-    np.savez_compressed(f, labels=labels, coarse_labels=coarse_labels,
-                        probs=probs.astype(np.float32), ids=ids)
-  files.write_text(out / f'eval_{split}.json', json.dumps(report, indent=1))
+  files.write_all(contents)
   _print_summary(report)
   print(f'wrote {out / f"eval_{split}.json"} (every number) and {out / f"predictions_{split}.npz"} '
         f'(each image\'s probabilities); `--mode report --workdir {out}` draws them')
+  return report
 
 
 def evaluate_ensemble(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str],
@@ -101,6 +113,5 @@ def evaluate_ensemble(configs: Sequence[ml_collections.ConfigDict], workdirs: Se
          for key in ('train_seconds', 'train_flops', 'num_params', 'inference_ms_per_image')})
   if jax.process_index() == 0:
     print(f'ensemble of {len(workdirs)}:')
-    _write(pathlib.Path(output), 'test', report, labels, coarse_labels, probs, ids)
-    files.write_text(pathlib.Path(output) / 'config.json', configs[0].to_json_best_effort(indent=1))
+    _write(pathlib.Path(output), 'test', report, labels, coarse_labels, probs, ids, configs[0])
   return report

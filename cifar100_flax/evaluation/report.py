@@ -22,7 +22,7 @@ from cifar100_flax import console, files
 from cifar100_flax.data import cifar100, preprocessing
 from cifar100_flax.errors import UserError
 from cifar100_flax.evaluation import document, findings, gradcam, plots
-from cifar100_flax.evaluation.results import RunResults, load_run
+from cifar100_flax.evaluation.results import RunResults, load_run, run_names
 from cifar100_flax.inference import restore
 from cifar100_flax.training import states
 
@@ -246,21 +246,16 @@ def build(runs: Sequence[RunResults], test: cifar100.Split, train_images: np.nda
 
 def write(doc: document.Document, confusion: dict[str, Drawing], output: str,
           paper: str = 'A4') -> dict[str, pathlib.Path]:
-  """Writes report.pdf, report.html and every figure's PNG into `output`; each file replaces its
-  previous version whole, and the PDF is laid out before anything is written, so that a report
-  that fails leaves the previous one as it was."""
+  """Writes report.pdf, report.html and every figure's PNG into `output`, all laid out first and
+  then put in place together, so that a report that fails leaves the previous one as it was."""
   out = pathlib.Path(output)
   page = document.render_html(doc, paper)
   pngs = {image.alt: image.png for figure in doc.figures for image in figure.images}
   pngs.update({f'{_slug(name)}_confusion': _image(d, '').png for name, d in confusion.items()})
   out.mkdir(parents=True, exist_ok=True)
-  with files.replaced(out / 'report.pdf') as path:
-    document.write_pdf(page, path)
-  written = {}
-  for stem, png in pngs.items():
-    written[stem] = out / f'{stem}.png'
-    files.write_bytes(written[stem], png)
-  files.write_text(out / 'report.html', page)
+  written = {stem: out / f'{stem}.png' for stem in pngs}
+  files.write_all({out / 'report.pdf': document.pdf(page), out / 'report.html': page,
+                   **{written[stem]: png for stem, png in pngs.items()}})
   return {**written, 'html': out / 'report.html', 'pdf': out / 'report.pdf'}
 
 
@@ -269,19 +264,21 @@ def default_output(workdirs: Sequence[str]) -> str:
 
 
 def report(workdirs: Sequence[str], output: str | None = None,
-           config: ml_collections.ConfigDict | None = None, gradcam_layer: str | None = None,
-           paper: str = 'A4') -> dict[str, pathlib.Path]:
+           configs: Sequence[ml_collections.ConfigDict] | None = None,
+           gradcam_layer: str | None = None, paper: str = 'A4') -> dict[str, pathlib.Path]:
   """The report of `workdirs` (each evaluated), written to `output` (default: the first
   workdir's report/ folder); returns the paths written.
+
+  configs: each run's config (default: its config.json).
 
   gradcam_layer: the submodule path whose output Grad-CAM explains (default: the last feature map).
   Grad-CAM runs first, so that a layer the model does not have stops the report before it draws.
   """
   if not 1 <= len(workdirs) <= 3:
     raise UserError(f'a report compares one to three runs, not {len(workdirs)}')
-  runs = [load_run(workdir, config) for workdir in workdirs]
-  if len({run.name for run in runs}) < len(runs):
-    raise UserError('the runs of a report need folders of different names (their names in it)')
+  configs = configs or [None] * len(workdirs)
+  runs = [load_run(workdir, config, name)
+          for workdir, config, name in zip(workdirs, configs, run_names(workdirs), strict=True)]
   with console.phase(f'loading {runs[0].config.data.name}'):
     splits = cifar100.source(runs[0].config).load_splits(runs[0].config)
   cams = {}

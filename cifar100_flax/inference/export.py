@@ -11,7 +11,8 @@ resizing to the evaluated size, the test-time augmentation, and the evaluated we
 recalibrated BatchNorm statistics). It is built with XLA's convolutions, as a oneDNN custom call
 could not travel. ONNX computes in float32 even for a bfloat16 run, as onnxruntime has no
 bfloat16 convolutions on a CPU; the other two compute in the run's dtype, exactly as eval does.
-Every export is run once after writing and compared with JAX on the same images.
+Every export is run once after writing and compared with JAX on the same images, before it
+takes the previous one's place together with its FILE.json.
 """
 
 import functools
@@ -119,12 +120,16 @@ def write(state: states.ModelState, config: ml_collections.ConfigDict, fmt: str,
   dtype = 'float32' if fmt == 'onnx' else config.model.dtype
   fn = inference_function(state, config, dtype)
   metadata = _metadata(config, source, int(state.step), fmt, dtype)
-  with console.phase(f'exporting to {path}'):
-    run_exported = {'onnx': _onnx, 'stablehlo': _stablehlo, 'savedmodel': _savedmodel}[fmt](
-        fn, path, metadata)
-  with console.phase('comparing it with JAX'):
-    metadata['max_abs_difference'] = _max_difference(jax.jit(fn), run_exported)
-  files.write_text(path.with_name(path.name + '.json'), json.dumps(metadata, indent=1))
+  # Written beside the previous export, checked, then put in its place with its record: a
+  # failure or a signal at any point leaves the previous pair whole, and of two exports at once
+  # one pair or the other is found.
+  with files.replaced_together([path, path.with_name(path.name + '.json')]) as (model, record):
+    with console.phase(f'exporting to {path}'):
+      run_exported = {'onnx': _onnx, 'stablehlo': _stablehlo, 'savedmodel': _savedmodel}[fmt](
+          fn, model, metadata)
+    with console.phase('comparing it with JAX'):
+      metadata['max_abs_difference'] = _max_difference(jax.jit(fn), run_exported)
+    record.write_text(json.dumps(metadata, indent=1))
   console.say(f"wrote {path} (largest difference from JAX's probabilities: "
               f"{metadata['max_abs_difference']:.2g})")
   return path
@@ -160,8 +165,7 @@ def _onnx(fn: Callable, path: pathlib.Path, metadata: dict) -> Callable:
   model = DeduplicateHashedInitializersPass()(onnx_ir.from_proto(model)).model
   # The labels travel in the file: a NumPy-only user reads them from the session's metadata.
   model.metadata_props.update({key: json.dumps(value) for key, value in metadata.items()})
-  with files.replaced(path) as partial:
-    onnx_ir.save(model, str(partial))
+  onnx_ir.save(model, str(path))
   onnx.checker.check_model(str(path))
   session = onnxruntime.InferenceSession(str(path), providers=['CPUExecutionProvider'])
   return lambda images: session.run(None, {'images': images})[0]
@@ -171,7 +175,8 @@ def _stablehlo(fn: Callable, path: pathlib.Path, metadata: dict) -> Callable:
   del metadata  # FILE.json carries it
   batch, = jax.export.symbolic_shape('batch')
   exported = jax.export.export(jax.jit(fn), platforms=_PLATFORMS)(_abstract_images(batch))
-  files.write_bytes(path, exported.serialize())
+  with path.open('wb') as f:  # the temporary of write()'s files.replaced_together
+    f.write(exported.serialize())
   return jax.export.deserialize(path.read_bytes()).call
 
 
@@ -185,8 +190,7 @@ def _savedmodel(fn: Callable, path: pathlib.Path, metadata: dict) -> Callable:
                      native_serialization_platforms=_PLATFORMS),
       autograph=False,
       input_signature=[tf.TensorSpec([None, *cifar100.IMAGE_SHAPE], tf.uint8, name='images')])
-  with files.replaced(path) as partial:
-    tf.saved_model.save(module, str(partial), signatures=module.serve)
+  tf.saved_model.save(module, str(path), signatures=module.serve)
   loaded = tf.saved_model.load(str(path))
   return lambda images: loaded.serve(tf.constant(images)).numpy()
 

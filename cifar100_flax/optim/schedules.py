@@ -59,6 +59,19 @@ def check_config(schedule: ml_collections.ConfigDict) -> None:
   """Raises ConfigError for a `config.schedule` value that cannot work."""
   require(schedule.name in SCHEDULES, f'config.schedule.name={schedule.name!r} is unknown; choose '
           f'one of {sorted(SCHEDULES)}')
-  require_non_negative(schedule, 'config.schedule', ('warmup_epochs',))
+  require_non_negative(schedule, 'config.schedule', ('warmup_epochs', 'plateau_patience'))
+  # Fractions of the peak rate (config.optim.learning_rate): below 0 the rate turns negative and
+  # training climbs the loss; above 1 the peak is no peak.
+  for key in ('triangular_start', 'triangular_end'):
+    require(0 <= schedule[key] <= 1, f'config.schedule.{key} must be in [0, 1] (a fraction of '
+            f'the peak learning rate), got {schedule[key]}')
+  require(0 < schedule.piecewise_scale <= 1, f'config.schedule.piecewise_scale must be in (0, 1] '
+          f'(the rate is multiplied by it at each boundary: 0 stops training there, a negative '
+          f'one reverses it), got {schedule.piecewise_scale}')
+  boundaries = list(schedule.piecewise_boundaries)
+  require(all(isinstance(b, (int, float)) and 0 < b < 1 for b in boundaries)
+          and boundaries == sorted(set(boundaries)),
+          f'config.schedule.piecewise_boundaries must be increasing fractions of training in '
+          f'(0, 1), e.g. (0.5, 0.75); got {schedule.piecewise_boundaries!r}')
   require(0 < schedule.plateau_factor < 1,
           f'config.schedule.plateau_factor must be in (0, 1), got {schedule.plateau_factor}')

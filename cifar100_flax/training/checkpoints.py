@@ -13,9 +13,10 @@ statistics and step of the best, so that a change to an optimiser-only key does 
 evaluating.
 
 A checkpoint whose files are recognised as damaged (metadata that does not parse, data that
-tensorstore reports lost or missing) is passed over for the newest one that can be read, saying
-so; in training it is moved to `checkpoints/unreadable/`, kept but out of the way. Any other
-error stops with the checkpoint untouched. Workdirs written before this layout
+tensorstore reports lost or missing, a progress record that states.progress_problem refuses) is
+passed over for the newest one that can be read, saying so; in training it is moved to
+`checkpoints/unreadable/`, kept but out of the way. Any other error stops with the checkpoint
+untouched. Workdirs written before this layout
 (`checkpoints/latest/<step>`, `checkpoints/best/<step>`) are read as they are; a resumed one
 saves in the new layout from then on.
 """
@@ -23,6 +24,7 @@ saves in the new layout from then on.
 import json
 import pathlib
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -33,8 +35,9 @@ from orbax.checkpoint import checkpoint_managers
 
 from cifar100_flax import console, files
 from cifar100_flax.errors import CheckpointError
-from cifar100_flax.training import sharding
+from cifar100_flax.training import sharding, states, workdirs
 
+_TRIES, _PAUSE_SECONDS = 10, 0.5  # reading a run being trained (Checkpointer._retrying)
 NOT_BEST = -1  # the `best` metric of a checkpoint that is not an improvement
 LEGACY = ('best', 'latest')  # the two managers' folders before one manager kept both
 # tensorstore's status codes (the start of its errors' messages) for bytes that cannot be decoded
@@ -139,15 +142,38 @@ class Checkpointer:
 
   def __init__(self, workdir: str, keep: int = 2, read_only: bool = False):
     self.directory = pathlib.Path(workdir) / 'checkpoints'
+    # A reader of a run being trained meets checkpoints that are deleted as it reads them.
+    self.moving = read_only and workdirs.being_trained(workdir)
+    self.manager, self.legacy = None, {}
+    if not read_only:
+      _remove_unfinished(self.directory)
+    self._retrying(self._open, keep, read_only)
+
+  def _open(self, keep: int, read_only: bool) -> None:
     try:
-      if not read_only:
-        _remove_unfinished(self.directory)
       self.manager = _manager(self.directory, keep, read_only)
       self.legacy = {name: _manager(self.directory / name, 1, read_only=True)
                      for name in LEGACY if (self.directory / name).is_dir()}
     except OSError as e:
       raise CheckpointError(f'cannot open the checkpoints in {self.directory}: '
                             f'{files.OS_ERRORS.get(e.errno, _first_line(e))}') from e
+
+  def _retrying(self, call: Callable, *args) -> Any:
+    """`call(*args)`; while the run is being trained, a failure (most likely a checkpoint that
+    the training deleted meanwhile) is tried again after a pause; the last of _TRIES reads as in
+    a run at rest, falling back past damaged checkpoints."""
+    being_trained = self.moving
+    for attempt in range(1, _TRIES + 1):
+      self.moving = being_trained and attempt < _TRIES
+      try:
+        return call(*args)
+      except (CheckpointError, _Damaged):
+        if not self.moving:
+          raise
+      time.sleep(_PAUSE_SECONDS)
+      for manager in filter(None, (self.manager, *self.legacy.values())):
+        manager.reload()
+    raise AssertionError('the last try returns or raises')
 
   def __enter__(self) -> 'Checkpointer':
     return self
@@ -200,6 +226,9 @@ class Checkpointer:
              else 'nothing was changed; --traceback shows the error whole')
       raise CheckpointError(f'cannot restore the checkpoint {path}: {why} ({_first_line(e)})'
                             ) from e
+    problem = states.progress_problem(restored['progress'])
+    if problem:  # JSON that parses but cannot be the loop's: as damaged as JSON that does not
+      raise _Damaged(path, ValueError(problem))
     return restored['state'], restored['progress']
 
   def _restore_newest_readable(self, manager: ocp.CheckpointManager,
@@ -216,6 +245,8 @@ class Checkpointer:
       except _Damaged as e:
         damaged.append(step)
         last_error = e
+        if self.moving:  # deleted by the training, most likely: tried again whole
+          raise
         console.say(f'checkpoint {step} of {manager.directory} cannot be read ({e.why}); '
                     f'trying the one before it')
     if damaged:
@@ -272,7 +303,9 @@ class Checkpointer:
     fresh workdir or where it cannot be read (restore_latest then sets it aside, or says why)."""
     step = self._newest().latest_step()
     restored = None if step is None else self._read_whole(step, progress=ocp.args.JsonRestore())
-    return None if restored is None else (step, restored['progress'])
+    if restored is None or states.progress_problem(restored['progress']):
+      return None
+    return step, restored['progress']
 
   def reads_whole(self, step: int) -> bool:
     """Whether checkpoint `step`'s train state reads whole (restored as saved, without a model
@@ -290,8 +323,12 @@ class Checkpointer:
     shapes) from the best checkpoint, or the newest if none is marked best or it cannot be read,
     and its progress.
 
-    The optimiser's state is neither read nor checked against the config.
+    The optimiser's state is neither read nor checked against the config. In a run being trained
+    now, a checkpoint deleted as it is read makes it read the then best one.
     """
+    return self._retrying(self._restore_model, template)
+
+  def _restore_model(self, template: dict) -> tuple[dict, dict]:
     abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template)  # host arrays
     args = ocp.args.PyTreeRestore(
         item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
@@ -302,6 +339,8 @@ class Checkpointer:
       try:
         restored, _ = self._restore_newest_readable(manager, args, abstract, [step])
       except NoReadableCheckpoint:
+        if self.moving:
+          raise
         console.say(f'the best checkpoint cannot be read: evaluating the newest readable one of '
                     f'{self.directory} instead')
     if restored is None:

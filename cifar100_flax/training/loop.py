@@ -1,6 +1,7 @@
 """The training loop: resume, the jitted steps of states.py, periodic validation, early stopping,
 checkpoints, and a clean stop on Ctrl-C or SIGTERM."""
 
+import contextlib
 import dataclasses
 import pathlib
 import signal
@@ -12,7 +13,6 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
-from flax.training import early_stopping
 
 from cifar100_flax import console, files, hardware
 from cifar100_flax.config import checks, loading
@@ -28,44 +28,9 @@ from cifar100_flax.training import (
   sharding,
   states,
   steps,
+  workdirs,
   writers,
 )
-
-
-@dataclasses.dataclass
-class Progress:
-  """The loop's state beside the train state, saved with every checkpoint as JSON."""
-  stopper: early_stopping.EarlyStopping
-  train_seconds: float = 0.0  # in the training loop, over every session
-  total_steps: int = 0
-  steps_per_epoch: int = 0
-  train_flops: float | None = 0.0  # None: the backend did not count a step's FLOPs
-  best_step: int | None = None
-  best_metric: float | None = None
-  best_metric_name: str | None = None
-  # What the saved BatchNorm statistics were recalibrated on (recalibration_record), if they were.
-  recalibration: dict | None = None
-  hardware: str | None = None  # what it trained on (hardware.describe), each in turn if it moved
-
-  def to_json(self) -> dict:
-    saved = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != 'stopper'}
-    return {**saved, 'early_stopping': dataclasses.asdict(self.stopper)}
-
-  @classmethod
-  def from_json(cls, saved: dict, config: ml_collections.ConfigDict) -> 'Progress':
-    known = {f.name for f in dataclasses.fields(cls)}
-    fields = {k: v for k, v in saved.items() if k in known}
-    return cls(stopper=_early_stopper(config, saved.get('early_stopping')), **fields)
-
-
-def _early_stopper(config: ml_collections.ConfigDict,
-                   saved: dict | None = None) -> early_stopping.EarlyStopping:
-  # flax's EarlyStopping minimises, so metrics to maximise are negated on the way in; and it stops
-  # at the (patience + 1)-th evaluation without improvement, so it gets patience - 1.
-  patience = config.early_stopping.patience - 1 if config.early_stopping.patience else 2**31
-  stopper = early_stopping.EarlyStopping(min_delta=config.early_stopping.min_delta,
-                                         patience=patience)
-  return stopper.replace(**saved) if saved else stopper
 
 
 def _signed(config: ml_collections.ConfigDict, value: float) -> float:
@@ -176,7 +141,7 @@ class _Training:
       self.step_flops[size] = flops.compiled_flops(compiled)
 
   def evaluate_validation_split(self, jitted_eval_step, state: states.TrainState,
-                                progress: Progress) -> Progress:
+                                progress: states.Progress) -> states.Progress:
     """Progress after evaluating the validation split at the state's step."""
     config, step = self.config, int(state.step)
     val, _ = steps.evaluate_split(jitted_eval_step, states.model_to_evaluate(state),
@@ -195,8 +160,8 @@ class _Training:
                                best_metric=val[config.early_stopping.metric],
                                best_metric_name=config.early_stopping.metric)
 
-  def recalibrated(self, state: states.TrainState, progress: Progress
-                   ) -> tuple[states.TrainState, Progress]:
+  def recalibrated(self, state: states.TrainState, progress: states.Progress
+                   ) -> tuple[states.TrainState, states.Progress]:
     """With config.eval.recalibration_images, the state whose evaluated model has recalibrated
     BatchNorm statistics (harmless to training, which normalises by each batch's own)."""
     config = self.config
@@ -210,7 +175,8 @@ class _Training:
     return state, dataclasses.replace(progress,
                                       recalibration=recalibration.record(config))
 
-  def save(self, state: states.TrainState, progress: Progress, is_best: bool) -> Progress:
+  def save(self, state: states.TrainState, progress: states.Progress,
+           is_best: bool) -> states.Progress:
     """Progress with the time and FLOPs spent so far, saved with `state`."""
     step = int(state.step)
     progress = dataclasses.replace(
@@ -224,20 +190,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains (or resumes) in `workdir`; returns the final progress record.
 
   Raises KeyboardInterrupt after saving a checkpoint if stopped by Ctrl-C or SIGTERM. A workdir
-  that cannot be written, or holds a run of another config, is refused before anything is read
-  or written.
+  that cannot be written, or holds a run of another config, and a start from pretrained weights
+  that cannot be had are refused before anything is read or written.
   """
   checks.validate(config)
+  loading.check_start(config, workdir)
+  workdirs.check_is_run(workdirs.check_path(workdir))
   files.writable_folder(workdir, 'the workdir')
   loading.check_resumable(config, workdir)
-  finished = _finished(config, workdir)
-  if finished is not None:  # said before the data loads
-    console.say(f'{workdir} has finished training (step {finished[0]} of '
-                f'{finished[1]["total_steps"]}): nothing left to train')
-    _say_summary(workdir, finished[1])
-    return finished[1]
-  with _StopRequests() as stop:  # From here on a signal is a clean stop.
-    progress = _train(config, workdir, stop)
+  # One training of a workdir at a time: process 0 holds the lock for the run's processes.
+  lock = (workdirs.training(pathlib.Path(workdir)) if jax.process_index() == 0
+          else contextlib.nullcontext())
+  with lock:
+    finished = _finished(config, workdir)
+    if finished is not None:  # said before the data loads
+      console.say(f'{workdir} has finished training (step {finished[0]} of '
+                  f'{finished[1]["total_steps"]}): nothing left to train')
+      _say_summary(workdir, finished[1])
+      return finished[1]
+    with _StopRequests() as stop:  # From here on a signal is a clean stop.
+      progress = _train(config, workdir, stop)
   _say_summary(workdir, progress)
   return progress
 
@@ -289,13 +261,14 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: _StopRequests)
   with checkpoints.Checkpointer(workdir, config.checkpoint.keep) as checkpointer:
     restored = checkpointer.restore_latest(state)
     if restored:
-      state, progress = restored[0], Progress.from_json(restored[1], config)
+      state, progress = restored[0], states.Progress.from_json(restored[1], config)
       console.say(f'resuming from step {int(state.step)} of {total_steps}')
     else:
-      state, progress = _with_pretrained(state, config), Progress(stopper=_early_stopper(config))
+      state = _with_pretrained(state, config)
+      progress = states.Progress(stopper=states.early_stopper(config))
     progress = dataclasses.replace(progress, hardware=_hardware_since(progress.hardware))
     if jax.process_index() == 0:  # For --mode report and ensembles, which need no --config.
-      files.write_text(pathlib.Path(workdir) / 'config.json', config.to_json_best_effort(indent=1))
+      files.write_text(pathlib.Path(workdir) / 'config.json', loading.to_record(config, workdir))
     state = sharding.replicate(state, mesh)
     with console.phase('counting the training step\'s FLOPs'):
       sizes = {_image_size_at(config, steps_per_epoch, k) for k in range(total_steps)}
@@ -335,8 +308,8 @@ def _logs_at(step: int, every: int, total_steps: int, since: int = 0) -> bool:
                                  and total_steps - step >= every / 2)
 
 
-def _loop(run: _Training, state: states.TrainState, progress: Progress,
-          schedule: schedules.Schedule, stop: _StopRequests) -> Progress:
+def _loop(run: _Training, state: states.TrainState, progress: states.Progress,
+          schedule: schedules.Schedule, stop: _StopRequests) -> states.Progress:
   config, step = run.config, int(state.step)
   logged = step
   batches = cifar100.source(config).train_batches(

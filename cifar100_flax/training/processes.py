@@ -4,26 +4,31 @@ One process needs nothing. Several (the hosts of a GPU cluster or a TPU pod slic
 on one machine) are told apart by `--coordinator_address=HOST:PORT --num_processes=N
 --process_id=I` (or JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID), or are found by
 JAX itself on the clusters it knows (SLURM, Open MPI, Cloud TPU) when they hold several tasks.
-Every process then runs the same program on its own slice of each global batch
-(data/tfds_pipeline.py, sharding); the collectives between them run over the accelerator's network,
-or gloo on CPUs.
+Every process must be started with the same command (checked as they join); each then runs the
+same program on its own slice of each global batch (data/tfds_pipeline.py, sharding); the
+collectives between them run over the accelerator's network, or gloo on CPUs.
 """
 
 import dataclasses
+import json
 import os
 import re
 import socket
 import time
+from typing import Any
 
 import jax
 import numpy as np
+from jax._src import distributed as jax_distributed  # its coordination service's key-value store
 from jax.experimental import multihost_utils
 
 from cifar100_flax.errors import UserError
 
-_ADDRESS = re.compile(r'^\[?[\w.:-]+\]?:\d{1,5}$')  # HOST:PORT, an IPv6 host in brackets
+_ADDRESS = re.compile(r'^\[?[\w.:-]+\]?:\d+$')  # HOST:PORT, an IPv6 host in brackets
 # A process that stops answering (killed, its host lost) makes the others stop after this.
 HEARTBEAT_TIMEOUT_SECONDS = 30
+_COMMAND_KEY = 'cifar100-flax-command'  # /<process id>: its command; /verdict: process 0's
+_SHOWN_KEYS = 3  # of those that differ, in the one line
 
 
 class DistributedError(UserError):
@@ -73,6 +78,10 @@ def cluster_from(coordinator_address: str | None, num_processes: int | None,
   if not _ADDRESS.match(address):
     raise DistributedError(f'--coordinator_address={address!r}: give HOST:PORT, e.g. '
                            f'10.0.0.1:1234 (process 0 listens there)')
+  host, port = address.rsplit(':', 1)
+  if not 1 <= int(port) <= 65535:  # JAX's coordinator aborts the process on another port
+    raise DistributedError(f'--coordinator_address={address!r}: the port must be in 1-65535, '
+                           f'e.g. {host}:1234 (a free port of process 0\'s host)')
   try:
     count, index = int(given['num_processes']), int(given['process_id'])
   except ValueError as e:
@@ -124,6 +133,51 @@ def _wait_for_listener(address: str, timeout_seconds: int, where: str) -> None:
       if time.monotonic() >= deadline:
         raise DistributedError(_hint(where, timeout_seconds, f'nothing listens there: {e}')) from e
       time.sleep(0.5)
+
+
+def check_same_command(command: dict[str, Any], timeout_seconds: int) -> None:
+  """Raises DistributedError in every process, process 0 included, unless all were started with
+  the same `command` (each flag and config key: its value, which JSON can hold). Processes with
+  different commands would compile different programs and wait for each other in the first
+  collective until the heartbeat ends them with C++ crash dumps; right after joining, each
+  publishes its command in the coordination service's key-value store, process 0 compares them
+  and publishes its verdict, which every process reads. Nothing to do for one process."""
+  client, index = jax_distributed.global_state.client, jax_distributed.global_state.process_id
+  if client is None:
+    return
+  timeout_ms = timeout_seconds * 1000
+  published = json.dumps(command)
+  client.key_value_set(f'{_COMMAND_KEY}/{index}', published)
+  if index == 0:  # compared as the others' are read back: a tuple is a list
+    verdict = _differences(client, json.loads(published),
+                           jax_distributed.global_state.num_processes, timeout_ms)
+    client.key_value_set(f'{_COMMAND_KEY}/verdict', verdict)
+  else:
+    verdict = client.blocking_key_value_get(f'{_COMMAND_KEY}/verdict', timeout_ms)
+  if verdict:
+    raise DistributedError(verdict)
+
+
+def _differences(client, command: dict[str, Any], count: int, timeout_ms: int) -> str:
+  """'' if every process's command is process 0's `command`, else what differs, in one line."""
+  differing = {}
+  for index in range(1, count):
+    other = json.loads(client.blocking_key_value_get(f'{_COMMAND_KEY}/{index}', timeout_ms))
+    keys = sorted(key for key in command.keys() | other.keys()
+                  if command.get(key) != other.get(key))
+    if keys:
+      differing[index] = (other, keys)
+  if not differing:
+    return ''
+  index, (other, keys) = next(iter(differing.items()))
+  shown = '; '.join(f'{key}={other.get(key)!r} where process 0 has {command.get(key)!r}'
+                    for key in keys[:_SHOWN_KEYS])
+  more = f' (and {len(keys) - _SHOWN_KEYS} more)' if len(keys) > _SHOWN_KEYS else ''
+  also = (f' (other processes that differ: {", ".join(map(str, list(differing)[1:]))})'
+          if len(differing) > 1 else '')
+  return (f'the processes of this run were started with different commands: process {index} '
+          f'has {shown}{more}{also}. Start every process with the same flags and config, each '
+          f'with its own --process_id.')
 
 
 def any_process(flag: bool) -> bool:

@@ -1,9 +1,11 @@
 """What training and evaluation act on: `TrainState` (with its EMA copy), `ModelState`
-(a trained model without its optimiser), and the model built for the platform."""
+(a trained model without its optimiser), the model built for the platform, and `Progress` (the
+training loop's state, saved beside the train state in every checkpoint, checked when read)."""
 
+import dataclasses
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, get_args
 
 import flax
 import flax.linen as nn
@@ -11,9 +13,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from flax.training import train_state
+from flax.training import early_stopping, train_state
 
 from cifar100_flax import models
+from cifar100_flax.config import loading
 from cifar100_flax.cpu import onednn
 from cifar100_flax.data import cifar100, preprocessing
 from cifar100_flax.models import layer_set
@@ -114,3 +117,73 @@ def with_evaluated_batch_stats(state: TrainState, batch_stats: Any) -> TrainStat
   if state.ema is not None:
     return state.replace(ema={**state.ema, 'batch_stats': batch_stats})
   return state.replace(batch_stats=batch_stats)
+
+
+@dataclasses.dataclass
+class Progress:
+  """The training loop's state beside the train state, saved with every checkpoint as JSON."""
+  stopper: early_stopping.EarlyStopping
+  train_seconds: float = 0.0  # in the training loop, over every session
+  total_steps: int = 0
+  steps_per_epoch: int = 0
+  train_flops: float | None = 0.0  # None: the backend did not count a step's FLOPs
+  best_step: int | None = None
+  best_metric: float | None = None
+  best_metric_name: str | None = None
+  # What the saved BatchNorm statistics were recalibrated on (recalibration_record), if they were.
+  recalibration: dict | None = None
+  hardware: str | None = None  # what it trained on (hardware.describe), each in turn if it moved
+
+  def to_json(self) -> dict:
+    saved = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != 'stopper'}
+    return {**saved, 'early_stopping': dataclasses.asdict(self.stopper)}
+
+  @classmethod
+  def from_json(cls, saved: dict, config: ml_collections.ConfigDict) -> 'Progress':
+    """A record read back (one progress_problem passes), its fields of a later version left out."""
+    fields = {k: v for k, v in saved.items() if k in _PROGRESS_FIELDS}
+    return cls(stopper=early_stopper(config, saved.get('early_stopping')), **fields)
+
+
+def early_stopper(config: ml_collections.ConfigDict,
+                  saved: dict | None = None) -> early_stopping.EarlyStopping:
+  """The early stopper of `config`, or of a checkpoint's record `saved` (its known fields)."""
+  # flax's EarlyStopping minimises, so metrics to maximise are negated on the way in; and it stops
+  # at the (patience + 1)-th evaluation without improvement, so it gets patience - 1.
+  patience = config.early_stopping.patience - 1 if config.early_stopping.patience else 2**31
+  stopper = early_stopping.EarlyStopping(min_delta=config.early_stopping.min_delta,
+                                         patience=patience)
+  return stopper.replace(**{k: v for k, v in (saved or {}).items() if k in _STOPPER_FIELDS})
+
+
+def _field_types(record: type) -> dict[str, Any]:
+  return {field.name: field.type for field in dataclasses.fields(record)}
+
+
+_PROGRESS_FIELDS = {name: kind for name, kind in _field_types(Progress).items()
+                    if name != 'stopper'}  # saved as 'early_stopping', flax's fields
+_STOPPER_FIELDS = _field_types(early_stopping.EarlyStopping)
+
+
+def progress_problem(saved: Any) -> str | None:
+  """What keeps `saved`, a progress record read from a checkpoint, from being used, if anything:
+  a record that is no JSON object, or a field of another type than Progress's (or than flax's
+  EarlyStopping's, in its early_stopping). A field this version does not know is passed over: a
+  later version's, which nothing here reads."""
+  return (_record_problem(saved, _PROGRESS_FIELDS, 'the progress record')
+          or _record_problem(saved.get('early_stopping', {}), _STOPPER_FIELDS,
+                             'the progress record\'s early_stopping'))
+
+
+def _record_problem(record: Any, types: dict[str, Any], what: str) -> str | None:
+  if not isinstance(record, dict):
+    return f'{what} is of type {type(record).__name__}, not an object'
+  for name, value in record.items():
+    if name not in types:
+      continue
+    kinds = get_args(types[name]) or (types[name],)  # (float, NoneType) of float | None
+    wanted = [kind for kind in kinds if kind is not type(None)]
+    if not any(loading.is_json_of(value, kind, nullable=len(wanted) < len(kinds))
+               for kind in wanted):
+      return f'{what} has {name}={value!r}, not {" or ".join(k.__name__ for k in kinds)}'
+  return None

@@ -1,5 +1,8 @@
 """What is wrong with --config and its overrides, said in one line (no subprocess)."""
 
+import pytest
+from absl import flags
+
 from cifar100_flax.cli import config_errors
 from tests.helpers import tiny_config
 
@@ -43,3 +46,23 @@ def test_a_missing_or_broken_config_file_is_named(tmp_path):
 def test_a_wrong_key_in_a_good_file_is_named():
   problem = config_errors.flag_problem(['--config=configs/smoke.py', '--config.data.batch_sise=8'])
   assert 'did you mean config.data.batch_size?' in problem
+
+
+def test_overrides_without_config_are_parsed_for_a_run_s_config_json():
+  """issue 39, 13: --config.KEY VALUE or =VALUE, a bool alone, each as --config's would be."""
+  argv = ['main.py', '--mode=predict', '--config.data.dir=/data', '--config.eval.batch_size',
+          '24', '--config.augment.flip', 'picture.png', '--workdir=runs/x']
+  assert config_errors.run_overrides(argv) == {'data.dir': '/data', 'eval.batch_size': 24,
+                                               'augment.flip': True}
+  rest, _ = config_errors._split_run_overrides(argv)
+  assert rest == ['main.py', '--mode=predict', 'picture.png', '--workdir=runs/x']
+  with_config = ['main.py', '--config=configs/cnn.py', '--config.data.dir=/data']
+  assert config_errors.run_overrides(with_config) == {}
+  assert config_errors._split_run_overrides(with_config)[0] == with_config
+
+
+def test_an_override_without_config_is_checked_as_one_with_it():
+  with pytest.raises(flags.Error, match="--config.eval.batch_size=abc: invalid literal"):
+    config_errors.run_overrides(['main.py', '--config.eval.batch_size=abc'])
+  problem = config_errors.flag_problem(['main.py', '--config.eval.batch_sise=8'])
+  assert 'did you mean config.eval.batch_size?' in problem

@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from cifar100_flax.config import checks, defaults, loading
-from cifar100_flax.errors import ConfigError
+from cifar100_flax.errors import ConfigError, UserError
 from tests.helpers import REPO, tiny_config, without_a_compiler
 
 SHIPPED = sorted(p.name for p in (REPO / 'configs').glob('*.py'))
@@ -65,6 +65,22 @@ def test_validating_builds_nothing(monkeypatch, tmp_path):
     ('image_size_schedule', ((0, 24), (8, 0)), 'must hold \\(start epoch >= 0, side in'),
     ('image_size_schedule', ((0, 24.5),), 'must hold \\(start epoch >= 0, side in'),
     ('image_size_schedule', ((8, 32), (0, 24)), 'the start epochs must increase'),
+    # issue 39, 14: a negative rate trained, a negative scale or a vanished image was a traceback.
+    ('triangular_start', -0.5, 'config.schedule.triangular_start must be in \\[0, 1\\]'),
+    ('triangular_end', 1.5, 'config.schedule.triangular_end must be in \\[0, 1\\]'),
+    ('piecewise_scale', 0.0, 'config.schedule.piecewise_scale must be in \\(0, 1\\]'),
+    ('piecewise_boundaries', (0.75, 0.5), 'piecewise_boundaries must be increasing fractions'),
+    ('piecewise_boundaries', (0.5, 1.5), 'piecewise_boundaries must be increasing fractions'),
+    ('plateau_patience', -1, 'config.schedule.plateau_patience must be >= 0'),
+    ('image_size', 1, "1-pixel images \\(config.data.image_size\\) are too small for model 'cnn'"
+                      '.* at least 2'),
+    ('eval_image_size', 1, '1-pixel images \\(config.eval.image_size\\) are too small'),
+    ('image_size_schedule', ((0, 1), (1, 32)), '\\(config.data.image_size_schedule\\) are too'),
+    ('augment.rand_augment_ops', 15, 'config.augment.rand_augment_ops must be at most 14'),
+    ('augment.crop_padding', 33, 'config.augment.crop_padding must be at most 32'),
+    ('augment.cutout_size', 40, 'config.augment.cutout_size must be at most 32'),
+    ('augment.zoom', 1.0, 'config.augment.zoom must be < 1'),
+    ('augment.shear_degrees', 90.0, 'config.augment.shear_degrees must be < 90'),
 ])
 def test_impossible_values_are_named(key, value, message):
   with pytest.raises(ConfigError, match=message):
@@ -122,3 +138,21 @@ def test_main_asks_an_ensemble_where_to_write():
 def test_what_the_optimiser_names_in_the_model_is_checked_before_training(overrides, message):
   with pytest.raises(ConfigError, match=message):
     checks.validate(tiny_config(**overrides))
+
+
+def test_the_smallest_side_a_model_takes_is_named():
+  """issue 39, 14: six 2x2 poolings leave nothing of CIFAR's 32 pixels."""
+  config = tiny_config()
+  config.model.kwargs.widths = (8,) * 6
+  with pytest.raises(ConfigError, match='32-pixel images .* at least 64'):
+    checks.validate(config)
+
+
+def test_pretrained_weights_are_asked_for_only_where_a_run_starts(tmp_path):
+  """issue 39, 12: read at step 0 only, they may be gone from a run that has checkpoints."""
+  config = tiny_config(pretrained=str(tmp_path / 'gone.msgpack'))
+  checks.validate(config)
+  with pytest.raises(UserError, match='gone.msgpack: no such weights file'):
+    loading.check_start(config, str(tmp_path / 'run'))
+  (tmp_path / 'run' / 'checkpoints' / '5').mkdir(parents=True)
+  loading.check_start(config, str(tmp_path / 'run'))

@@ -8,7 +8,7 @@ from cifar100_flax.config import checks, loading
 from cifar100_flax.data import cifar100
 from cifar100_flax.errors import UserError
 from cifar100_flax.evaluation import evaluate, findings, report
-from cifar100_flax.evaluation.results import load_run
+from cifar100_flax.evaluation.results import load_run, run_names
 from tests.helpers import mocked_cifar, run_main, tiny_config
 
 FIGURES = ('fig01_curves', 'fig02_augmented_run0', 'fig03_superclass_accuracy',
@@ -121,14 +121,18 @@ def test_ties_at_the_cut_of_the_worst_classes_are_said_as_ties(trained):
   assert worst.text.startswith(f'{cifar100.CLASS_NAMES[93]} (0.00), ')
 
 
-def test_a_report_of_more_than_three_runs_or_of_two_folders_of_one_name_is_refused(trained,
-                                                                                     tmp_path):
+def test_a_report_of_more_than_three_runs_or_of_one_run_twice_is_refused(trained):
   workdir = str(trained[0])
   with pytest.raises(UserError, match='one to three runs, not 4'):
     report.report([workdir] * 4)
-  shutil.copytree(workdir, tmp_path / 'run0')
-  with pytest.raises(UserError, match='different names'):
-    report.report([workdir, str(tmp_path / 'run0')])
+  with pytest.raises(UserError, match='given twice'):
+    report.report([workdir, f'{workdir}/.'])
+
+
+def test_runs_in_folders_of_one_name_are_told_apart_by_the_folders_above():
+  assert run_names(['x/a/run', 'x/b/run', 'y/c']) == ['a/run', 'b/run', 'y/c']
+  assert run_names(['x/a', 'x/b']) == ['a', 'b']
+  assert run_names(['p/a/run', 'q/a/run']) == ['p/a/run', 'q/a/run']
 
 
 def test_a_run_without_evaluation_or_config_is_refused_clearly(tmp_path):

@@ -43,7 +43,9 @@ class Outcome:
 
 
 def environment(**extra: str) -> dict:
-  env = {k: v for k, v in os.environ.items() if k not in ('CIFAR100_FLAX_TRACEBACK', 'XLA_FLAGS')}
+  # TFDS_DATA_DIR would win over the tiny data a run's config.json records (config/defaults.py).
+  env = {k: v for k, v in os.environ.items()
+         if k not in ('CIFAR100_FLAX_TRACEBACK', 'XLA_FLAGS', 'TFDS_DATA_DIR')}
   return {**env, 'TF_CPP_MIN_LOG_LEVEL': '3', 'TF_ENABLE_ONEDNN_OPTS': '0', 'PYTHONPATH': str(REPO),
           **extra}
 
@@ -56,9 +58,11 @@ def command(*args: str, fault: str | None = None) -> list[str]:
 
 
 def main_py(*args: str, fault: str | None = None, prefix: Sequence[str] = (),
-            timeout: int = 300) -> Outcome:
-  result = subprocess.run([*prefix, *command(*args, fault=fault)], cwd=REPO, env=environment(),
-                          capture_output=True, text=True, timeout=timeout)
+            timeout: int = 300, env: dict[str, str] | None = None) -> Outcome:
+  """`python main.py ARGS` (see `command`), with `env`'s variables added to its environment."""
+  result = subprocess.run([*prefix, *command(*args, fault=fault)], cwd=REPO,
+                          env=environment(**(env or {})), capture_output=True, text=True,
+                          timeout=timeout)
   return Outcome(result.returncode, result.stdout, result.stderr)
 
 

@@ -28,7 +28,7 @@ def test_report_of_a_never_evaluated_run(run):
 def test_eval_of_a_never_trained_workdir(tmp_path, data_dir):
   workdir = tmp_path / 'run'  # stopped before its first checkpoint: config.json only
   workdir.mkdir()
-  (workdir / 'config.json').write_text(json.dumps({'data_dir': str(data_dir)}))
+  (workdir / 'config.json').write_text(json.dumps({'data': {'dir': str(data_dir)}}))
   assert_user_error(main_py('--mode=eval', f'--workdir={workdir}'), 'no checkpoint', '--mode train')
 
 
@@ -87,7 +87,8 @@ def test_an_ensemble_of_different_models(tmp_path, run, data_dir):
 def test_an_output_path_that_is_a_file(tmp_path, run, mode):  # issue 25, 12
   output = tmp_path / 'taken'
   output.write_text('keep me')
-  args = {'eval-ensemble': ['--mode=eval', f'--workdir={run}'],
+  other = copy_run(run, tmp_path / 'other')
+  args = {'eval-ensemble': ['--mode=eval', f'--workdir={other}'],
           'report': ['--mode=report'], 'export': ['--mode=export', '--format=stablehlo'],
           'predict': ['--mode=predict', f'--images={run / "nothing.png"}']}[mode]
   output_flag = f'--output={output / "p.csv"}' if mode == 'predict' else f'--output={output}'

@@ -1,4 +1,9 @@
+import glob
+import os
 import struct
+import threading
+import time
+import warnings
 import zlib
 
 import numpy as np
@@ -105,3 +110,88 @@ def test_unreadable_files_are_failures_and_the_rest_are_read(tmp_path):
   assert failures[0].reason == 'not an image Pillow can read'
   assert 'truncated' in failures[1].reason.lower()
   assert failures[2].reason == 'no such file or directory'
+
+
+def test_linked_folders_are_walked_once_and_a_loop_of_links_ends(tmp_path):
+  # issue 39, 7: glob's ** went round a loop of links (one file 41 times; two links: forever).
+  (tmp_path / 'photos' / 'trip').mkdir(parents=True)
+  (tmp_path / 'photos' / 'a.png').write_bytes(b'')
+  (tmp_path / 'photos' / 'trip' / 'b.png').write_bytes(b'')
+  (tmp_path / 'photos' / 'trip' / 'up').symlink_to(tmp_path / 'photos')
+  (tmp_path / 'photos' / 'again').symlink_to(tmp_path / 'photos')
+  (tmp_path / 'elsewhere').mkdir()
+  (tmp_path / 'elsewhere' / 'c.png').write_bytes(b'')
+  (tmp_path / 'photos' / 'linked').symlink_to(tmp_path / 'elsewhere')
+  expected = [str(tmp_path / 'photos' / p) for p in ('a.png', 'linked/c.png', 'trip/b.png')]
+  for pattern in ('photos', 'photos/**/*.png', 'photos/**'):
+    found, failures = image_files.find([str(tmp_path / pattern)])
+    assert sorted(found) == expected and not failures, pattern
+
+
+@pytest.mark.parametrize('pattern', ['**/*.png', 'b/**/*.png', '**/d/*', '**', 'b/**', '*/*.png',
+                                     '**/.hidden/*', 'b/**/d/**/*.png'])
+def test_a_glob_matches_what_glob_matches(tmp_path, monkeypatch, pattern):
+  for name in ('a.png', 'b/c.png', 'b/d/e.png', 'b/.hidden/f.png', '.g.png', 'b/h.jpg'):
+    (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / name).write_bytes(b'')
+  monkeypatch.chdir(tmp_path)
+  for written in (pattern, str(tmp_path / pattern)):  # relative, absolute
+    from_glob = glob.glob(written, recursive=True)
+    assert image_files._glob(written) == sorted(p for p in from_glob if not p.endswith('/'))
+
+
+def test_a_path_that_is_not_a_regular_file_is_a_failure_without_being_opened(tmp_path):
+  # issue 39, 6: a named pipe blocked predict for ever.
+  os.mkfifo(tmp_path / 'pipe.png')
+  _, pictures, failures = image_files.read_all([str(tmp_path / 'pipe.png')])
+  assert len(pictures) == 0
+  assert failures[0].reason.startswith('not a regular file but a named pipe')
+
+
+def test_a_picture_of_too_many_pixels_is_refused_from_its_header_and_a_jpeg_is_reduced(
+    tmp_path, monkeypatch):
+  # issue 39, 18: a 13000x13000 PNG cost 4.1 GB.
+  monkeypatch.setattr(image_files, 'MAX_PIXELS', 1000 * 1000)
+  _solid('RGB', (2000, 1000), RED).save(tmp_path / 'large.png')
+  _solid('RGB', (2000, 1000), RED).save(tmp_path / 'large.jpg')  # decoded at 1/2: 1000x500
+  read, pictures, failures = image_files.read_all([str(tmp_path / 'large.png'),
+                                                   str(tmp_path / 'large.jpg')])
+  assert read == [str(tmp_path / 'large.jpg')] and np.abs(pictures[0].astype(int) - RED).max() <= 3
+  assert failures[0].reason == ('2000x1000 pixels (2 million), more than the 1 million a '
+                                'picture may have: make it smaller')
+
+
+def test_a_float_tiff_with_nan_pixels_is_a_failure_without_a_warning(tmp_path):
+  # issue 39, 19: classified silently, with NumPy's RuntimeWarning on stderr.
+  pixels = np.full((8, 8), 0.5, np.float32)
+  pixels[2, 3] = np.nan
+  PIL.Image.fromarray(pixels).save(tmp_path / 'nan.tif')
+  PIL.Image.fromarray(np.full((8, 8), 0.5, np.float32)).save(tmp_path / 'grey.tif')
+  with warnings.catch_warnings():
+    warnings.simplefilter('error')
+    read, pictures, failures = image_files.read_all([str(tmp_path / 'nan.tif'),
+                                                     str(tmp_path / 'grey.tif')])
+  assert read == [str(tmp_path / 'grey.tif')] and (pictures == 128).all()
+  assert failures[0].reason.startswith('holds NaN pixels')
+
+
+def test_pictures_are_decoded_at_once_within_the_memory_budget_whatever_the_cores(
+    tmp_path, monkeypatch):
+  # issue 39, 18: one picture decoded per core, on a 64-core host 64 at once.
+  monkeypatch.setattr(image_files.os, 'cpu_count', lambda: 64)
+  share = 64 * 64 * image_files._BYTES_PER_PIXEL
+  monkeypatch.setattr(image_files, '_decoding', image_files._Budget(3 * share))
+  decoding, most = set(), []
+  real_transpose = image_files.PIL.ImageOps.exif_transpose
+
+  def transpose(image, **kwargs):  # called while the picture's share is held
+    decoding.add(threading.get_ident())
+    most.append(len(decoding))
+    time.sleep(0.05)
+    decoding.discard(threading.get_ident())
+    return real_transpose(image, **kwargs)
+  monkeypatch.setattr(image_files.PIL.ImageOps, 'exif_transpose', transpose)
+  for i in range(24):
+    _solid('RGB', (64, 64), RED).save(tmp_path / f'{i}.png')
+  read, _, _ = image_files.read_all([str(tmp_path / f'{i}.png') for i in range(24)])
+  assert len(read) == 24 and max(most) == 3
