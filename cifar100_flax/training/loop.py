@@ -191,17 +191,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   Raises KeyboardInterrupt after saving a checkpoint if stopped by Ctrl-C or SIGTERM. A workdir
   that cannot be written, or holds a run of another config, and a start from pretrained weights
-  that cannot be had are refused before anything is read or written.
+  that cannot be had are refused before anything is read or written. While another process
+  trains `workdir`, this one waits for it to end, then goes on from where it stopped.
   """
-  checks.validate(config)
-  loading.check_start(config, workdir)
-  workdirs.check_is_run(workdirs.check_path(workdir))
-  files.writable_folder(workdir, 'the workdir')
-  loading.check_resumable(config, workdir)
-  # One training of a workdir at a time: process 0 holds the lock for the run's processes.
-  lock = (workdirs.training(pathlib.Path(workdir)) if jax.process_index() == 0
-          else contextlib.nullcontext())
-  with lock:
+  _check_start(config, workdir)
+  with _one_training_at_a_time(workdir) as waited:
+    if waited:  # the training waited for has changed the run since it was checked
+      _check_start(config, workdir)
     finished = _finished(config, workdir)
     if finished is not None:  # said before the data loads
       console.say(f'{workdir} has finished training (step {finished[0]} of '
@@ -212,6 +208,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       progress = _train(config, workdir, stop)
   _say_summary(workdir, progress)
   return progress
+
+
+def _check_start(config: ml_collections.ConfigDict, workdir: str) -> None:
+  checks.validate(config)
+  loading.check_start(config, workdir)
+  workdirs.check_is_run(workdirs.check_path(workdir))
+  files.writable_folder(workdir, 'the workdir')
+  loading.check_resumable(config, workdir)
+
+
+def _one_training_at_a_time(workdir: str) -> contextlib.AbstractContextManager[bool]:
+  """Process 0 holds the workdir's lock for the run's processes. One process waits for another
+  training of the workdir to end; several refuse it: their other processes, not told why, would
+  stand meanwhile in their first collective."""
+  if jax.process_index() != 0:
+    return contextlib.nullcontext(False)
+  return workdirs.training(pathlib.Path(workdir), wait=jax.process_count() == 1)
 
 
 def _finished(config: ml_collections.ConfigDict, workdir: str) -> tuple[int, dict] | None:

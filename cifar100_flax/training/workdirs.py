@@ -1,6 +1,6 @@
 """What makes a folder a workdir: a path Orbax can keep checkpoints under, a folder that is empty
 or holds a run of this project, and one training at a time (a lock the system drops with the
-process that held it)."""
+process that held it: a second training waits for it)."""
 
 import contextlib
 import fcntl
@@ -11,7 +11,7 @@ import pathlib
 import socket
 from collections.abc import Iterator
 
-from cifar100_flax import files
+from cifar100_flax import console, files
 from cifar100_flax.config import defaults, loading
 from cifar100_flax.errors import UsageError
 
@@ -65,15 +65,16 @@ def _our_config(workdir: pathlib.Path) -> bool:
 
 
 @contextlib.contextmanager
-def training(workdir: pathlib.Path) -> Iterator[None]:
-  """Holds `workdir`'s lock while the block trains, and removes it after; a second training of
-  the workdir meanwhile is refused. (A killed training leaves the file, but not the lock.)"""
+def training(workdir: pathlib.Path, wait: bool) -> Iterator[bool]:
+  """Holds `workdir`'s lock while the block trains, and removes it after; yields whether it
+  waited for another training of the workdir to end first (with `wait`; else that is refused).
+  A killed training leaves the file, but not the lock."""
   lock = workdir / LOCK
-  descriptor = _take(lock)
+  descriptor, waited = _take(lock, wait)
   try:
     _say_holder(descriptor)
     _held.add(lock.resolve())
-    yield
+    yield waited
   finally:
     _held.discard(lock.resolve())
     lock.unlink(missing_ok=True)  # before the lock drops: the next training makes a new one
@@ -91,25 +92,45 @@ def _say_holder(descriptor: int) -> None:
       raise
 
 
-def _take(lock: pathlib.Path) -> int:
-  """A descriptor of `lock`, created if missing, locked by this process; UsageError if another
-  holds it."""
+def _take(lock: pathlib.Path, wait: bool) -> tuple[int, bool]:
+  """A descriptor of `lock`, created if missing, locked by this process, and whether it waited
+  for another process to let go of it (UsageError instead, without `wait`)."""
+  waited = False
   while True:
-    try:
-      descriptor = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as e:
-      raise UsageError(f'cannot write to the workdir {lock.parent}: '
-                       f'{files.OS_ERRORS.get(e.errno, e.strerror)}') from e
+    descriptor = _open(lock)
     try:
       fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
       holder = os.pread(descriptor, 200, 0).decode(errors='replace').strip() or 'another process'
-      os.close(descriptor)
-      raise UsageError(f'{lock.parent} is being trained now by {holder}: wait until it ends (or '
-                       f'stop it), or train in another --workdir') from None
+      if not wait:
+        os.close(descriptor)
+        raise UsageError(f'{lock.parent} is being trained now by {holder}: wait until it ends (or '
+                         f'stop it), or train in another --workdir') from None
+      if not waited:
+        console.say(f'{lock.parent} is being trained now by {holder}: waiting until it ends '
+                    f'(Ctrl-C stops waiting and changes nothing; or train in another --workdir)')
+      waited = True
+      _wait_for(descriptor)
     if _same_file(descriptor, lock):
-      return descriptor
+      return descriptor, waited
     os.close(descriptor)  # removed by a training that just ended, after this one opened it
+
+
+def _open(lock: pathlib.Path) -> int:
+  try:
+    return os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+  except OSError as e:
+    raise UsageError(f'cannot write to the workdir {lock.parent}: '
+                     f'{files.OS_ERRORS.get(e.errno, e.strerror)}') from e
+
+
+def _wait_for(descriptor: int) -> None:
+  """Blocks until `descriptor`'s lock is this process's; a signal's exit closes it."""
+  try:
+    fcntl.flock(descriptor, fcntl.LOCK_EX)
+  except BaseException:
+    os.close(descriptor)
+    raise
 
 
 def _same_file(descriptor: int, path: pathlib.Path) -> bool:

@@ -131,8 +131,9 @@ def _history_steps(workdir) -> list[int]:
 
 def test_one_training_of_a_workdir_at_a_time(tmp_path, data_dir):
   """issue 39, 8: two trainings of one workdir both crashed, leaving every step twice in
-  history.jsonl; the second is refused while the first runs, a workdir being trained is read
-  whole, and the lock of a killed training does not stop the next."""
+  history.jsonl; the second waits while the first runs (Ctrl-C stops the wait, changing
+  nothing), then resumes where it stopped; a workdir being trained is read whole, and the lock
+  of a killed training does not stop the next."""
   workdir = tmp_path / 'run'
   flags = (*TINY, f'--workdir={workdir}', f'--config.data.dir={data_dir}',
            '--config.train.num_epochs=300', '--config.early_stopping.patience=1000',
@@ -142,14 +143,31 @@ def test_one_training_of_a_workdir_at_a_time(tmp_path, data_dir):
   while len(steps_saved(workdir) if (workdir / 'checkpoints').is_dir() else []) < 3:
     assert first.poll() is None and time.time() < deadline, _finished(first)
     time.sleep(0.2)
-  assert_user_error(main_py(*flags), 'is being trained now by process', 'another --workdir')
+  waiting = interrupted(*flags, when='waiting until it ends', signals=[signal.SIGINT])
+  assert waiting.code == 1 and waiting.lines == [
+      'interrupted by signal 2; run the same command again'], waiting
+  assert 'is being trained now by process' in waiting.out and 'resuming' not in waiting.out
+  assert_clean_exit(waiting)
   for _ in range(2):  # read while checkpoints come and go
     assert_success(main_py('--mode=eval', f'--workdir={workdir}'))
+  said = tmp_path / 'second.out'
+  with said.open('w') as out:
+    second = subprocess.Popen(command(*flags), cwd=REPO, env=environment(), stdout=out,
+                              stderr=subprocess.STDOUT, text=True)
+  _wait_for_line(said, 'waiting until it ends', second)
   assert first.poll() is None, 'the first training ended before the checks'
-  first.kill()
+  first.kill()  # its lock goes with it, its file stays
   first.wait()
-  resumed = interrupted(*flags, when='resuming from step', signals=[signal.SIGINT])
-  assert resumed.code == 1 and resumed.lines[-1].startswith('interrupted: '), resumed
-  assert_clean_exit(resumed)
+  _wait_for_line(said, 'resuming from step', second)
+  second.send_signal(signal.SIGINT)
+  assert second.wait(timeout=120) == 1
+  assert said.read_text().splitlines()[-1].startswith('interrupted: '), said.read_text()
   steps = _history_steps(workdir)
   assert steps == sorted(set(steps)), steps
+
+
+def _wait_for_line(path, text: str, process: subprocess.Popen, timeout: int = 120) -> None:
+  deadline = time.time() + timeout
+  while text not in path.read_text():
+    assert process.poll() is None and time.time() < deadline, path.read_text()
+    time.sleep(0.05)
