@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from cifar100_flax.errors import ConfigError, require
-from cifar100_flax.models import efficientnet, pretrained, resnet, vit
+from cifar100_flax.models import airbench, efficientnet, pretrained, resnet, vit
 from cifar100_flax.models.airbench import Airbench
 from cifar100_flax.models.cnn import CNN
 from cifar100_flax.models.layer_set import FLAX, LayerSet
@@ -35,7 +35,8 @@ _FRACTIONS = ('dropout', 'drop_path', 'batch_norm_momentum')
 
 
 # Model arguments that take one of a few words.
-CHOICES = {'stem': resnet.STEMS}
+CHOICES = {'stem': resnet.STEMS, 'activation': tuple(airbench.ACTIVATIONS),
+           'head': airbench.HEADS}
 
 
 def _argument_problem(name: str, value: Any, default: Any) -> str:
@@ -87,7 +88,10 @@ def create_model(name: str, num_classes: int, dtype: str = 'float32',
     problem = _argument_problem(key, value, fields[key])
     if problem:
       raise ConfigError(f'config.model.kwargs.{key}={value!r} {problem}')
-  return module(num_classes=num_classes, dtype=DTYPES[dtype], layers=layers, **fixed, **kwargs)
+  try:
+    return module(num_classes=num_classes, dtype=DTYPES[dtype], layers=layers, **fixed, **kwargs)
+  except ValueError as e:  # arguments that do not fit together
+    raise ConfigError(f'config.model.kwargs: {e}') from None
 
 
 def check_config(model: ml_collections.ConfigDict, num_classes: int) -> None:

@@ -1,10 +1,14 @@
 """A CIFAR speedrun network after Keller Jordan's airbench (2024): few, wide layers that learn fast.
 
 A frozen 2x2 "whitening" convolution (filters: the eigenvectors of the training images' 2x2
-patches, scaled to unit variance) feeds stages of (conv, 2x2 max-pool, BatchNorm, GELU,
-(conv, BatchNorm, GELU) x n). Convolutions start near the identity, BatchNorm has no scale (only a
-bias), and the classifier's logits are scaled down. The whitening filters are fitted when the model
-is initialised: initialise it on a batch of (preprocessed) training images.
+patches, scaled to unit variance) feeds stages of (conv, 2x2 max-pool, BatchNorm, activation,
+(conv, BatchNorm, activation) x n). Convolutions start near the identity, BatchNorm has no scale
+(only a bias), and the classifier's logits are scaled down. The whitening filters are fitted when
+the model is initialised: initialise it on a batch of (preprocessed) training images.
+
+Each convolution's kernel side, the activation and the head's pooling can be chosen, for the
+CIFAR-100 speedrun's variant of the network (1x1 convolutions in the first stage, a 2x2 one
+opening the last, SiLU, max and mean pooled features).
 """
 
 import functools
@@ -18,7 +22,8 @@ import jax.numpy as jnp
 from cifar100_flax.models.layer_set import FLAX, LayerSet
 
 _WHITENING_EPSILON = 5e-4  # added to the patch covariance's eigenvalues, as airbench does
-_gelu = functools.partial(nn.gelu, approximate=True)
+ACTIVATIONS = {'gelu': functools.partial(nn.gelu, approximate=True), 'silu': nn.silu}
+HEADS = ('max', 'max_mean')  # the last feature map's max; its max and mean side by side
 
 
 def whitening_kernel(images: jax.Array, size: int = 2) -> jax.Array:
@@ -40,11 +45,12 @@ def whitening_kernel(images: jax.Array, size: int = 2) -> jax.Array:
 
 
 def _identity_init(key, shape, dtype=jnp.float32):
-  """lecun_normal filters whose first input-many outputs also pass their input channel through."""
+  """lecun_normal filters whose first input-many outputs also pass their input channel through
+  (from the tap that 'SAME' padding centres: the top left one of an even kernel)."""
   kernel = nn.initializers.lecun_normal()(key, shape, dtype)
   kh, kw, cin, cout = shape
   n = min(cin, cout)
-  return kernel.at[kh // 2, kw // 2, jnp.arange(n), jnp.arange(n)].add(1.0)
+  return kernel.at[(kh - 1) // 2, (kw - 1) // 2, jnp.arange(n), jnp.arange(n)].add(1.0)
 
 
 class Airbench(nn.Module):
@@ -53,26 +59,43 @@ class Airbench(nn.Module):
   convs_per_stage: int = 2
   logit_scale: float = 1 / 9
   batch_norm_momentum: float = 0.6  # PyTorch's 0.4: short runs need fast running statistics
+  # Each convolution's kernel side, stage by stage (convs_per_stage a stage); (): all 3x3.
+  kernel_sizes: Sequence[int] = ()
+  activation: str = 'gelu'  # one of ACTIVATIONS
+  head: str = 'max'  # one of HEADS
   dtype: Any = jnp.float32
   layers: LayerSet = FLAX  # layer_set.FLAX or layer_set.cpu(...)
 
+  def __post_init__(self) -> None:
+    convs = len(self.widths) * self.convs_per_stage
+    if self.kernel_sizes and len(self.kernel_sizes) != convs:
+      raise ValueError(f'kernel_sizes={tuple(self.kernel_sizes)} names {len(self.kernel_sizes)} '
+                       f'kernels; the network has {convs} convolutions (widths x convs_per_stage)')
+    super().__post_init__()
+
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    activation = ACTIVATIONS[self.activation]
     kernel = self.param('whitening', lambda _: whitening_kernel(x))
     # Frozen: the filters are fitted to the data, never trained (their bias is).
     x = jax.lax.conv_general_dilated(x.astype(self.dtype),
                                      jax.lax.stop_gradient(kernel).astype(self.dtype),
                                      (1, 1), 'VALID', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
     x = self.layers.bias_activation(
-        x, self.param('whitening_bias', nn.initializers.zeros, (kernel.shape[-1],)), _gelu)
+        x, self.param('whitening_bias', nn.initializers.zeros, (kernel.shape[-1],)), activation)
+    sides = iter(self.kernel_sizes or [3] * len(self.widths) * self.convs_per_stage)
     for width in self.widths:
       for index in range(self.convs_per_stage):
-        x = self.layers.conv(width, (3, 3), padding=1, use_bias=False, dtype=self.dtype,
-                        kernel_init=_identity_init)(x)
+        side = next(sides)
+        x = self.layers.conv(width, (side, side), padding='SAME', use_bias=False,
+                             dtype=self.dtype, kernel_init=_identity_init)(x)
         if index == 0:
           x = self.layers.max_pool(x, 2)
         x = self.layers.batch_norm(use_running_average=not train, momentum=self.batch_norm_momentum,
-                             epsilon=1e-12, use_scale=False, dtype=self.dtype, activation=_gelu)(x)
-    x = jnp.max(x, axis=(1, 2))
-    logits = nn.Dense(self.num_classes, use_bias=False, dtype=self.dtype)(x)
+                                   epsilon=1e-12, use_scale=False, dtype=self.dtype,
+                                   activation=activation)(x)
+    features = jnp.max(x, axis=(1, 2))
+    if self.head == 'max_mean':
+      features = jnp.concatenate([features, jnp.mean(x, axis=(1, 2))], axis=-1)
+    logits = nn.Dense(self.num_classes, use_bias=False, dtype=self.dtype)(features)
     return logits.astype(jnp.float32) * self.logit_scale

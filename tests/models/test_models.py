@@ -72,6 +72,10 @@ def test_bfloat16_computes_in_bfloat16_and_keeps_float32_params_and_logits(name,
 @pytest.mark.parametrize('name, kwargs, message', [
     ('resnet9000', {}, "config.model.name='resnet9000' is not a known model"),
     ('cnn', {'depth': 3}, r"config.model.kwargs has \['depth'\]"),
+    ('airbench', {'kernel_sizes': (3, 3)}, r'kernel_sizes=\(3, 3\) names 2 kernels; the network '
+     r'has 6 convolutions'),
+    ('airbench', {'activation': 'tanh'}, r"activation='tanh' is not one of \['gelu', 'silu'\]"),
+    ('airbench', {'head': 'mean'}, r"head='mean' is not one of"),
 ])
 def test_bad_model_configs(name, kwargs, message):
   with pytest.raises(ConfigError, match=message):
@@ -128,6 +132,32 @@ def test_airbench_logits_and_a_whitening_fitted_at_init():
                              atol=1e-5)
   logits, _ = model.apply(variables, x, train=True, mutable=['batch_stats'])
   assert logits.shape == (4, 100) and np.isfinite(logits).all()
+
+
+def test_airbench_speedrun_variant_starts_as_the_identity_through_every_kernel_side():
+  """1x1, 2x2 and 3x3 kernels, SiLU, max and mean features: at initialisation each convolution
+  passes its input channels through from the tap that 'SAME' padding centres (the top left one
+  of a 2x2), so the first channels of every layer hold the input's plus noise of lecun_normal's
+  size, not a shifted copy."""
+  model = models.create_model('airbench', 10, widths=(8, 16, 32), convs_per_stage=2,
+                              kernel_sizes=(1, 1, 3, 3, 2, 3), activation='silu',
+                              head='max_mean')
+  x = jax.random.normal(jax.random.PRNGKey(0), (4, 32, 32, 3))
+  variables = model.init(jax.random.PRNGKey(1), x, train=False)
+  params = variables['params']
+  assert [params[f'Conv_{i}']['kernel'].shape[:2] for i in range(6)] == [
+      (1, 1), (1, 1), (3, 3), (3, 3), (2, 2), (3, 3)]
+  assert params['Dense_0']['kernel'].shape == (64, 10)  # 32 max and 32 mean features
+  for i in range(6):
+    kernel = params[f'Conv_{i}']['kernel']
+    kh, kw, cin, cout = kernel.shape
+    channels = jnp.arange(min(cin, cout))
+    taps = {(r, c): float(kernel[r, c, channels, channels].mean())
+            for r in range(kh) for c in range(kw)}
+    centre = taps.pop(((kh - 1) // 2, (kw - 1) // 2))
+    assert centre > 0.7 and all(abs(t) < 0.3 for t in taps.values()), (i, centre, taps)
+  logits, _ = model.apply(variables, x, train=True, mutable=['batch_stats'])
+  assert logits.shape == (4, 10) and np.isfinite(logits).all()
 
 
 @pytest.mark.parametrize('name, kwargs', [('resnet18', dict(width=4, stem='cifar')),
