@@ -18,6 +18,7 @@ training step computes them, on oneDNN and on XLA, in the recipe's dtype. Lines:
   PEAK dtype=<d> derived=<FLOP/s> measured_xla=<FLOP/s> measured_onednn=<..> measured_torch=<..>
   STEP side=<s> flops=<per step> seconds=<s> achieved=<FLOP/s> of_peak=<fraction of measured>
   LAYER side=<s> layer=<name> shape=<in -> out, kernel> backend=<b> achieved=<FLOP/s> of_peak=<f>
+  CONVOLUTIONS side=<s> backend=<the step's> seconds=<their sum, each timed alone> of_step=<f>
 
 Compare figures only within one run on one machine: a shared machine's speed drifts.
 """
@@ -26,6 +27,8 @@ import argparse
 import dataclasses
 import os
 import pathlib
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 
@@ -101,14 +104,35 @@ def measured_peak(dtype: str, calls: int) -> dict[str, float]:
   if onednn.available():
     matmuls['onednn'] = jax.jit(onednn.matmul)
   speeds = {name: flop / _fastest(lambda f=f: f(a, b), calls) for name, f in matmuls.items()}
-  try:
-    import torch
-  except ImportError:
-    return speeds
-  torch.set_num_threads(len(os.sched_getaffinity(0)))
-  a, b = (torch.from_numpy(np.array(x, np.float32)).to(getattr(torch, dtype)) for x in (a, b))
-  speeds['torch'] = flop / _fastest(lambda: a @ b, calls)
+  torch_seconds = _torch_matmul_seconds(dtype, calls)
+  if torch_seconds:
+    speeds['torch'] = flop / torch_seconds
   return speeds
+
+
+# In a process of its own: PyTorch's OpenMP threads spin on after their work, slowing what JAX
+# runs next in the same process by a quarter.
+_TORCH_MATMUL = """
+import sys, time, torch
+torch.set_num_threads(int(sys.argv[3]))
+a, b = (torch.randn(int(sys.argv[2]), int(sys.argv[2])).to(getattr(torch, sys.argv[1]))
+        for _ in 'ab')
+a @ b
+times = []
+for _ in range(int(sys.argv[4])):
+  start = time.perf_counter()
+  a @ b
+  times.append(time.perf_counter() - start)
+print(min(times))
+"""
+
+
+def _torch_matmul_seconds(dtype: str, calls: int) -> float | None:
+  """The fastest of PyTorch's matmuls of the same size, or None without PyTorch."""
+  done = subprocess.run([sys.executable, '-c', _TORCH_MATMUL, dtype, str(_MATMUL_SIDE),
+                         str(len(os.sched_getaffinity(0))), str(calls)],
+                        capture_output=True, text=True)
+  return float(done.stdout) if done.returncode == 0 else None
 
 
 def _batch(batch_size: int) -> dict:
@@ -187,6 +211,39 @@ def layer_speed(conv: Convolution, dtype: str, backend: str, calls: int) -> floa
   return conv.training_flops() / _fastest(lambda: gradients(x, kernel), calls)
 
 
+def print_peaks(calls: int) -> dict[str, float]:
+  """Prints the PEAK lines; returns the measured peak of each dtype."""
+  peaks = {}
+  for name in DTYPES:
+    derived, how = derived_peak(name)
+    measured = measured_peak(name, calls)
+    peaks[name] = max(measured.values())
+    print(f'PEAK dtype={name} derived={derived:.3g} ({how}) '
+          + ' '.join(f'measured_{k}={v:.3g}' for k, v in measured.items()), flush=True)
+  return peaks
+
+
+def print_side(config, side: int, peak: float, calls: int) -> None:
+  """Prints the STEP, LAYER and CONVOLUTIONS lines of `side`-pixel images: the last, the time
+  the step's own backend spends in its convolutions, timed alone, and their share of the step."""
+  step_flops, seconds = step_speed(config, side, calls)
+  print(f'STEP side={side} flops={step_flops:.3g} seconds={seconds:.3f} '
+        f'achieved={step_flops / seconds:.3g} of_peak={step_flops / seconds / peak:.3f} '
+        f'images_per_s={config.data.batch_size / seconds:.0f}', flush=True)
+  used = onednn.resolve(config.cpu.conv_backend)
+  in_convolutions = 0.0
+  for conv in convolutions(config, side):
+    n, h, w, cin = conv.input_shape
+    kh, kw, _, cout = conv.kernel_shape
+    for backend in ['onednn', 'xla'] if onednn.available() else ['xla']:
+      speed = layer_speed(conv, config.model.dtype, backend, calls)
+      in_convolutions += conv.training_flops() / speed if backend == used else 0.0
+      print(f'LAYER side={side} layer={conv.name} shape={h}x{w}x{cin}->{cout},{kh}x{kw} '
+            f'backend={backend} achieved={speed:.3g} of_peak={speed / peak:.3f}', flush=True)
+  print(f'CONVOLUTIONS side={side} backend={used} seconds={in_convolutions:.3f} '
+        f'of_step={in_convolutions / seconds:.2f}', flush=True)
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--config', default='configs/cnn_fast.py', help='the recipe to time')
@@ -197,31 +254,12 @@ def main() -> None:
   config = loading.config_from_file(args.config)
   if args.batch_size:
     config.data.batch_size = args.batch_size
-  dtype, calls = config.model.dtype, args.steps
   print(f'jax {jax.__version__}, {len(os.sched_getaffinity(0))} cores, {args.config} '
-        f'({config.model.name}, {dtype}), batch {config.data.batch_size}, '
+        f'({config.model.name}, {config.model.dtype}), batch {config.data.batch_size}, '
         f'convolutions on {onednn.resolve(config.cpu.conv_backend)}', flush=True)
-  peaks = {}
-  for name in DTYPES:
-    derived, how = derived_peak(name)
-    measured = measured_peak(name, calls)
-    peaks[name] = max(measured.values())
-    print(f'PEAK dtype={name} derived={derived:.3g} ({how}) '
-          + ' '.join(f'measured_{k}={v:.3g}' for k, v in measured.items()), flush=True)
-  backends = ['onednn', 'xla'] if onednn.available() else ['xla']
+  peaks = print_peaks(args.steps)
   for side in training_sides(config):
-    step_flops, seconds = step_speed(config, side, calls)
-    print(f'STEP side={side} flops={step_flops:.3g} seconds={seconds:.3f} '
-          f'achieved={step_flops / seconds:.3g} of_peak={step_flops / seconds / peaks[dtype]:.3f}'
-          f' images_per_s={config.data.batch_size / seconds:.0f}', flush=True)
-    for conv in convolutions(config, side):
-      for backend in backends:
-        speed = layer_speed(conv, dtype, backend, calls)
-        n, h, w, cin = conv.input_shape
-        kh, kw, _, cout = conv.kernel_shape
-        print(f'LAYER side={side} layer={conv.name} shape={h}x{w}x{cin}->{cout},{kh}x{kw} '
-              f'backend={backend} achieved={speed:.3g} of_peak={speed / peaks[dtype]:.3f}',
-              flush=True)
+    print_side(config, side, peaks[config.model.dtype], args.steps)
 
 
 if __name__ == '__main__':

@@ -63,6 +63,7 @@ class Airbench(nn.Module):
   kernel_sizes: Sequence[int] = ()
   activation: str = 'gelu'  # one of ACTIVATIONS
   head: str = 'max'  # one of HEADS
+  identity_init: bool = True  # else lecun_normal alone, for comparison
   dtype: Any = jnp.float32
   layers: LayerSet = FLAX  # layer_set.FLAX or layer_set.cpu(...)
 
@@ -83,12 +84,13 @@ class Airbench(nn.Module):
                                      (1, 1), 'VALID', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
     x = self.layers.bias_activation(
         x, self.param('whitening_bias', nn.initializers.zeros, (kernel.shape[-1],)), activation)
+    kernel_init = _identity_init if self.identity_init else nn.initializers.lecun_normal()
     sides = iter(self.kernel_sizes or [3] * len(self.widths) * self.convs_per_stage)
     for width in self.widths:
       for index in range(self.convs_per_stage):
         side = next(sides)
         x = self.layers.conv(width, (side, side), padding='SAME', use_bias=False,
-                             dtype=self.dtype, kernel_init=_identity_init)(x)
+                             dtype=self.dtype, kernel_init=kernel_init)(x)
         if index == 0:
           x = self.layers.max_pool(x, 2)
         x = self.layers.batch_norm(use_running_average=not train, momentum=self.batch_norm_momentum,

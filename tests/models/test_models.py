@@ -160,6 +160,13 @@ def test_airbench_speedrun_variant_starts_as_the_identity_through_every_kernel_s
   assert logits.shape == (4, 10) and np.isfinite(logits).all()
 
 
+def test_airbench_without_identity_init_starts_from_noise_alone():
+  model = models.create_model('airbench', 10, widths=(16, 16, 16), identity_init=False)
+  variables = model.init(jax.random.PRNGKey(1), jnp.ones((2, 32, 32, 3)), train=False)
+  kernels = [variables['params'][f'Conv_{i}']['kernel'] for i in range(1, 6)]
+  assert all(abs(float(k[1, 1].diagonal().mean())) < 0.3 for k in kernels)
+
+
 @pytest.mark.parametrize('name, kwargs', [('resnet18', dict(width=4, stem='cifar')),
                                           ('efficientnet_lite0', dict(dropout=0.0, drop_path=0.0))])
 def test_frozen_batch_norm_keeps_its_statistics_in_training(name, kwargs):
