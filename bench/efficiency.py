@@ -110,8 +110,8 @@ def measured_peak(dtype: str, calls: int) -> dict[str, float]:
   return speeds
 
 
-# In a process of its own: PyTorch's OpenMP threads spin on after their work, slowing what JAX
-# runs next in the same process by a quarter.
+# In a process of its own: PyTorch's OpenMP threads may spin on after their work, and must not
+# share the cores with what JAX times next.
 _TORCH_MATMUL = """
 import sys, time, torch
 torch.set_num_threads(int(sys.argv[3]))
