@@ -38,6 +38,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import synthetic
 
 from cifar100_flax.config import loading
 from cifar100_flax.cpu import convolution, onednn, tuning
@@ -60,14 +61,14 @@ def _fastest(run: Callable[[], object], calls: int) -> float:
 
 def cpu_flags() -> tuple[str, set[str]]:
   """(vendor, flags) of the first core in /proc/cpuinfo."""
-  vendor, found = '', set()
+  vendor = ''
   for line in pathlib.Path('/proc/cpuinfo').read_text().splitlines():
     key, _, value = line.partition(':')
     if key.strip() == 'vendor_id' and not vendor:
       vendor = value.strip()
     if key.strip() == 'flags':
       return vendor, set(value.split())
-  return vendor, found
+  return vendor, set()
 
 
 def flops_per_cycle(dtype: str, vendor: str, cpu: set[str]) -> int:
@@ -135,13 +136,6 @@ def _torch_matmul_seconds(dtype: str, calls: int) -> float | None:
   return float(done.stdout) if done.returncode == 0 else None
 
 
-def _batch(batch_size: int) -> dict:
-  rng = np.random.default_rng(0)
-  return {'image': rng.integers(0, 256, (batch_size, *cifar100.IMAGE_SHAPE), np.uint8),
-          'label': rng.integers(0, cifar100.NUM_CLASSES, batch_size).astype(np.int32),
-          'flip': rng.random(batch_size) < 0.5}
-
-
 def training_sides(config) -> list[int]:
   """Every image side the recipe trains on, in order."""
   return sorted({preprocessing.train_image_size(config, epoch)
@@ -151,7 +145,7 @@ def training_sides(config) -> list[int]:
 def step_speed(config, side: int, calls: int) -> tuple[float, float]:
   """(XLA's FLOPs of one training step at `side`, counted as the training loop counts them, on
   XLA's own convolutions; the fastest step's seconds)."""
-  batch = jax.device_put(_batch(config.data.batch_size))
+  batch = jax.device_put(synthetic.batch(config.data.batch_size))
   state, _ = states.create_train_state(config, steps_per_epoch=100, sample_images=batch['image'])
   step_flops = flops.flops_per_step(config, state, config.data.batch_size, image_size=side)
   compiled = steps.jit_train_step(config, image_size=side).lower(state, batch).compile()

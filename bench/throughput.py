@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import synthetic
 import torch
 import torch_peers
 from absl import app, flags
@@ -115,13 +116,6 @@ PEERS = {'cnn': torch_peers.CNN, 'airbench': torch_peers.Airbench,
          **{f'efficientnet_lite{v}': functools.partial(torch_peers.efficientnet_lite, v)
             for v in range(3)}}
 PRECISIONS = {'fp32': 'float32', 'bf16': 'bfloat16'}
-
-
-def _synthetic_batch(batch_size: int, seed: int = 0) -> dict:
-  rng = np.random.default_rng(seed)
-  return {'image': rng.integers(0, 256, (batch_size, *cifar100.IMAGE_SHAPE), np.uint8),
-          'label': rng.integers(0, cifar100.NUM_CLASSES, batch_size).astype(np.int32),
-          'flip': rng.random(batch_size) < 0.5}
 
 
 def _seconds(run: Callable[[], None], steps: int) -> float:
@@ -223,7 +217,7 @@ def _synchronize() -> None:
 def time_model(name: str, batch_size: int, steps: int, rounds: int) -> dict:
   """{(framework, precision): {'train': img/s, 'infer': img/s, 'compile': s, 'params': n,
   'mfu': fraction or None}}."""
-  batch = _synthetic_batch(batch_size)
+  batch = synthetic.batch(batch_size)
   runners = {}
   for precision, dtype in PRECISIONS.items():
     config = CONFIGS[name]()
@@ -275,7 +269,7 @@ def time_input(batch_size: int, num_batches: int = 40) -> dict:
 
 def _augmentation_speed(batch_size: int) -> float:
   config = _config('cnn')
-  images = jax.device_put(_synthetic_batch(batch_size)['image'])
+  images = jax.device_put(synthetic.batch(batch_size)['image'])
   augment = jax.jit(functools.partial(preprocessing.preprocess, config=config))
   key = jax.random.key(0)
   jax.block_until_ready(augment(images, key=key))

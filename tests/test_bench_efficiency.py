@@ -2,12 +2,14 @@
 convolutions it finds in a model, and the FLOPs it credits each with."""
 
 import importlib.util
+import sys
 
 import pytest
 
 from tests.helpers import REPO
 from tests.tiny_config import get_config
 
+sys.path.insert(0, str(REPO / 'bench'))  # as `python bench/efficiency.py` finds its neighbours
 _spec = importlib.util.spec_from_file_location('efficiency', REPO / 'bench' / 'efficiency.py')
 efficiency = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(efficiency)
