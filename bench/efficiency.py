@@ -26,7 +26,6 @@ Compare figures only within one run on one machine: a shared machine's speed dri
 import argparse
 import dataclasses
 import os
-import pathlib
 import subprocess
 import sys
 import time
@@ -40,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 import synthetic
 
+from cifar100_flax import hardware
 from cifar100_flax.config import loading
 from cifar100_flax.cpu import convolution, onednn, tuning
 from cifar100_flax.data import cifar100, preprocessing
@@ -59,18 +59,6 @@ def _fastest(run: Callable[[], object], calls: int) -> float:
   return min(times)
 
 
-def cpu_flags() -> tuple[str, set[str]]:
-  """(vendor, flags) of the first core in /proc/cpuinfo."""
-  vendor = ''
-  for line in pathlib.Path('/proc/cpuinfo').read_text().splitlines():
-    key, _, value = line.partition(':')
-    if key.strip() == 'vendor_id' and not vendor:
-      vendor = value.strip()
-    if key.strip() == 'flags':
-      return vendor, set(value.split())
-  return vendor, set()
-
-
 def flops_per_cycle(dtype: str, vendor: str, cpu: set[str]) -> int:
   """Dense FLOPs one core can do a cycle in `dtype` (multiply and add counted apart)."""
   if 'avx512f' in cpu:
@@ -87,11 +75,10 @@ def flops_per_cycle(dtype: str, vendor: str, cpu: set[str]) -> int:
 
 def derived_peak(dtype: str) -> tuple[float, str]:
   """The peak FLOP/s and how it was derived."""
-  vendor, cpu = cpu_flags()
+  cpu = hardware.cpu_info()
   cores = len(os.sched_getaffinity(0))
-  mhz = next(float(line.split(':')[1]) for line in
-             pathlib.Path('/proc/cpuinfo').read_text().splitlines() if line.startswith('cpu MHz'))
-  per_cycle = flops_per_cycle(dtype, vendor, cpu)
+  mhz = float(cpu['cpu MHz'])
+  per_cycle = flops_per_cycle(dtype, cpu['vendor_id'], set(cpu['flags'].split()))
   return cores * mhz * 1e6 * per_cycle, f'{cores} cores x {mhz:.0f} MHz x {per_cycle}'
 
 

@@ -9,10 +9,11 @@ early stopping off, so that every training image is trained on), then `--mode ev
 included, evaluation and process start excluded; an interrupted run resumes and its sessions add
 up. FLOPs are XLA's count of the training steps. The last line printed is
 
-  TIME_TO_ACCURACY config=cnn_fast seed=0 cpu="<lscpu model name>" train_minutes=<m>
+  TIME_TO_ACCURACY config=cnn_fast seed=0 cpu="<CPU model>, <cores> cores" train_minutes=<m>
       train_flops=<f> test_top1=<a>
 
-Compare times only between runs on one machine kind (the CPU is named for that).
+Compare times only between runs on one machine kind (the CPU is named for that: the one the
+training recorded).
 """
 
 import argparse
@@ -22,13 +23,6 @@ import subprocess
 import sys
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]
-
-
-def cpu_name() -> str:
-  for line in pathlib.Path('/proc/cpuinfo').read_text().splitlines():
-    if line.startswith('model name'):
-      return line.split(':', 1)[1].strip()
-  return 'unknown'
 
 
 def main() -> None:
@@ -45,7 +39,7 @@ def main() -> None:
                  cwd=_REPO, check=True)
   report = json.loads((_REPO / args.workdir / 'eval_test.json').read_text())
   print(f'TIME_TO_ACCURACY config={pathlib.Path(args.config).stem} seed={args.seed} '
-        f'cpu="{cpu_name()}" train_minutes={report["train_seconds"] / 60:.1f} '
+        f'cpu="{report["hardware"]}" train_minutes={report["train_seconds"] / 60:.1f} '
         f'train_flops={report["train_flops"] or float("nan"):.3g} '  # nan: not counted
         f'test_top1={report["top1_accuracy"]:.4f}')
 

@@ -104,14 +104,20 @@ def peak_flops_per_device(dtype: str) -> float | None:
   return None
 
 
-def _cpu_model() -> str:
+def cpu_info(path: str = '/proc/cpuinfo') -> dict[str, str]:
+  """The first core's fields in  ('model name', 'vendor_id', 'flags', 'cpu MHz', ...);
+  empty where there is no such file (not Linux)."""
+  info = {}
   try:
-    for line in pathlib.Path('/proc/cpuinfo').read_text().splitlines():
-      if line.startswith('model name'):
-        return line.split(':', 1)[1].strip()
+    lines = pathlib.Path(path).read_text().splitlines()
   except OSError:
-    pass
-  return 'CPU'
+    return info
+  for line in lines:
+    if not line.strip():
+      break  # the first core's block ends
+    key, _, value = line.partition(':')
+    info[key.strip()] = value.strip()
+  return info
 
 
 def describe() -> str:
@@ -119,5 +125,5 @@ def describe() -> str:
   its model and the cores this process may use."""
   if jax.default_backend() == 'cpu':
     cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
-    return f'{_cpu_model()}, {cores} cores'
+    return f"{cpu_info().get('model name', 'CPU')}, {cores} cores"
   return f'{jax.device_count()} × {jax.devices()[0].device_kind}'

@@ -85,3 +85,14 @@ def test_jax_platforms_this_machine_cannot_start_is_said_with_what_it_has():
   assert "this machine's JAX has the CPU only (no accelerator plugin is installed)" in said
   assert 'Unset JAX_PLATFORMS' in said and 'jax[cuda12]' in said
   assert "Backend 'nonsense' is not in the list of known backends" in _started('nonsense')
+
+
+def test_cpu_info_reads_the_first_cores_fields(tmp_path):
+  cpuinfo = tmp_path / 'cpuinfo'
+  cpuinfo.write_text('processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9R14\n'
+                     'cpu MHz\t\t: 3700.000\nflags\t\t: fpu avx512f avx512_bf16\n\n'
+                     'processor\t: 1\nmodel name\t: another\n')
+  info = hardware.cpu_info(str(cpuinfo))
+  assert info['model name'] == 'AMD EPYC 9R14' and info['vendor_id'] == 'AuthenticAMD'
+  assert float(info['cpu MHz']) == 3700.0 and 'avx512_bf16' in info['flags'].split()
+  assert hardware.cpu_info(str(tmp_path / 'none')) == {}
