@@ -105,7 +105,7 @@ def peak_flops_per_device(dtype: str) -> float | None:
 
 
 def cpu_info(path: str = '/proc/cpuinfo') -> dict[str, str]:
-  """The first core's fields in  ('model name', 'vendor_id', 'flags', 'cpu MHz', ...);
+  """The first core's fields in `path` ('model name', 'vendor_id', 'flags', 'cpu MHz', ...);
   empty where there is no such file (not Linux)."""
   info = {}
   try:
