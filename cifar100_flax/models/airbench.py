@@ -2,13 +2,16 @@
 
 A frozen 2x2 "whitening" convolution (filters: the eigenvectors of the training images' 2x2
 patches, scaled to unit variance) feeds stages of (conv, 2x2 max-pool, BatchNorm, activation,
-(conv, BatchNorm, activation) x n). Convolutions start near the identity, BatchNorm has no scale
+(conv, BatchNorm, activation) x n), or, with `residual_mids`, of (conv, pool, BatchNorm,
+activation) and a residual pair x + act(BN(conv(act(BN(conv(x)))))) through fewer channels.
+Convolutions start near the identity, BatchNorm has no scale
 (only a bias), and the classifier's logits are scaled down. The whitening filters are fitted when
 the model is initialised: initialise it on a batch of (preprocessed) training images.
 
 Each convolution's kernel side, the activation and the head's pooling can be chosen, for the
-CIFAR-100 speedrun's variant of the network (1x1 convolutions in the first stage, a 2x2 one
-opening the last, SiLU, max and mean pooled features).
+CIFAR-100 speedrun's network (Navier-Stoked, 2025: residual pairs through 64, 192 and 512
+channels, 1x1 convolutions in the first stage, a 2x2 one opening the last, SiLU, max and mean
+pooled features).
 """
 
 import functools
@@ -61,6 +64,9 @@ class Airbench(nn.Module):
   batch_norm_momentum: float = 0.6  # PyTorch's 0.4: short runs need fast running statistics
   # Each convolution's kernel side, stage by stage (convs_per_stage a stage); (): all 3x3.
   kernel_sizes: Sequence[int] = ()
+  # The channels inside each stage's residual pair (convs_per_stage must then be 3: the first
+  # convolution and the pair); (): plain stages, as airbench.
+  residual_mids: Sequence[int] = ()
   activation: str = 'gelu'  # one of ACTIVATIONS
   head: str = 'max'  # one of HEADS
   identity_init: bool = True  # else lecun_normal alone, for comparison
@@ -69,6 +75,11 @@ class Airbench(nn.Module):
 
   def __post_init__(self) -> None:
     convs = len(self.widths) * self.convs_per_stage
+    if self.residual_mids and (len(self.residual_mids) != len(self.widths)
+                               or self.convs_per_stage != 3):
+      raise ValueError(f'residual_mids={tuple(self.residual_mids)} needs one width a stage '
+                       f'({len(self.widths)} stages) and convs_per_stage=3 (the first '
+                       f'convolution and the residual pair), got {self.convs_per_stage}')
     if self.kernel_sizes and len(self.kernel_sizes) != convs:
       raise ValueError(f'kernel_sizes={tuple(self.kernel_sizes)} names {len(self.kernel_sizes)} '
                        f'kernels; the network has {convs} convolutions (widths x convs_per_stage)')
@@ -86,16 +97,23 @@ class Airbench(nn.Module):
         x, self.param('whitening_bias', nn.initializers.zeros, (kernel.shape[-1],)), activation)
     kernel_init = _identity_init if self.identity_init else nn.initializers.lecun_normal()
     sides = iter(self.kernel_sizes or [3] * len(self.widths) * self.convs_per_stage)
-    for width in self.widths:
-      for index in range(self.convs_per_stage):
-        side = next(sides)
-        x = self.layers.conv(width, (side, side), padding='SAME', use_bias=False,
-                             dtype=self.dtype, kernel_init=kernel_init)(x)
-        if index == 0:
-          x = self.layers.max_pool(x, 2)
-        x = self.layers.batch_norm(use_running_average=not train, momentum=self.batch_norm_momentum,
-                                   epsilon=1e-12, use_scale=False, dtype=self.dtype,
-                                   activation=activation)(x)
+
+    def conv_bn(x, width, pool=False):
+      x = self.layers.conv(width, (next(sides),) * 2, padding='SAME', use_bias=False,
+                           dtype=self.dtype, kernel_init=kernel_init)(x)
+      if pool:
+        x = self.layers.max_pool(x, 2)
+      return self.layers.batch_norm(use_running_average=not train,
+                                    momentum=self.batch_norm_momentum, epsilon=1e-12,
+                                    use_scale=False, dtype=self.dtype, activation=activation)(x)
+
+    for stage, width in enumerate(self.widths):
+      x = conv_bn(x, width, pool=True)
+      if self.residual_mids:
+        x = x + conv_bn(conv_bn(x, self.residual_mids[stage]), width)
+      else:
+        for _ in range(self.convs_per_stage - 1):
+          x = conv_bn(x, width)
     features = jnp.max(x, axis=(1, 2))
     if self.head == 'max_mean':
       features = jnp.concatenate([features, jnp.mean(x, axis=(1, 2))], axis=-1)

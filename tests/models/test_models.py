@@ -135,20 +135,22 @@ def test_airbench_logits_and_a_whitening_fitted_at_init():
 
 
 def test_airbench_speedrun_variant_starts_as_the_identity_through_every_kernel_side():
-  """1x1, 2x2 and 3x3 kernels, SiLU, max and mean features: at initialisation each convolution
-  passes its input channels through from the tap that 'SAME' padding centres (the top left one
-  of a 2x2), so the first channels of every layer hold the input's plus noise of lecun_normal's
-  size, not a shifted copy."""
-  model = models.create_model('airbench', 10, widths=(8, 16, 32), convs_per_stage=2,
-                              kernel_sizes=(1, 1, 3, 3, 2, 3), activation='silu',
-                              head='max_mean')
+  """The CIFAR-100 speedrun's network: residual pairs through fewer channels; 1x1, 2x2 and 3x3
+  kernels, SiLU, max and mean features. At initialisation each convolution passes its input
+  channels through from the tap that 'SAME' padding centres (the top left one of a 2x2), so the
+  first channels of every layer hold the input's plus noise of lecun_normal's size, not a
+  shifted copy; each stage ends in its first convolution's output plus its pair's."""
+  model = models.create_model('airbench', 10, widths=(8, 16, 32), convs_per_stage=3,
+                              residual_mids=(8, 12, 24), kernel_sizes=(3, 1, 1, 3, 3, 1, 2, 3, 3),
+                              activation='silu', head='max_mean')
   x = jax.random.normal(jax.random.PRNGKey(0), (4, 32, 32, 3))
   variables = model.init(jax.random.PRNGKey(1), x, train=False)
   params = variables['params']
-  assert [params[f'Conv_{i}']['kernel'].shape[:2] for i in range(6)] == [
-      (1, 1), (1, 1), (3, 3), (3, 3), (2, 2), (3, 3)]
+  assert [params[f'Conv_{i}']['kernel'].shape for i in range(9)] == [
+      (3, 3, 24, 8), (1, 1, 8, 8), (1, 1, 8, 8), (3, 3, 8, 16), (3, 3, 16, 12), (1, 1, 12, 16),
+      (2, 2, 16, 32), (3, 3, 32, 24), (3, 3, 24, 32)]
   assert params['Dense_0']['kernel'].shape == (64, 10)  # 32 max and 32 mean features
-  for i in range(6):
+  for i in range(9):
     kernel = params[f'Conv_{i}']['kernel']
     kh, kw, cin, cout = kernel.shape
     channels = jnp.arange(min(cin, cout))
@@ -156,8 +158,22 @@ def test_airbench_speedrun_variant_starts_as_the_identity_through_every_kernel_s
             for r in range(kh) for c in range(kw)}
     centre = taps.pop(((kh - 1) // 2, (kw - 1) // 2))
     assert centre > 0.7 and all(abs(t) < 0.3 for t in taps.values()), (i, centre, taps)
-  logits, _ = model.apply(variables, x, train=True, mutable=['batch_stats'])
+  logits, state = model.apply(variables, x, train=True, mutable=['batch_stats', 'intermediates'],
+                              capture_intermediates=True)
   assert logits.shape == (4, 10) and np.isfinite(logits).all()
+  # Each BatchNorm's outputs: nn.BatchNorm's, then with the activation.
+  found = state['intermediates']
+  last = found['BatchNorm_6']['__call__'][-1] + found['BatchNorm_8']['__call__'][-1]
+  features = jnp.concatenate([last.max(axis=(1, 2)), last.mean(axis=(1, 2))], axis=-1)
+  np.testing.assert_allclose(logits, features @ params['Dense_0']['kernel'] / 9, rtol=1e-5,
+                             atol=1e-6)
+
+
+@pytest.mark.parametrize('kwargs', [dict(residual_mids=(8, 8, 8)),
+                                    dict(residual_mids=(8, 8), convs_per_stage=3)])
+def test_airbench_residual_stages_need_a_width_each_and_three_convolutions(kwargs):
+  with pytest.raises(ConfigError, match=r'residual_mids=\(8, 8.*\) needs one width a stage'):
+    models.create_model('airbench', 10, **kwargs)
 
 
 def test_airbench_without_identity_init_starts_from_noise_alone():
