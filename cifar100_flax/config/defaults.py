@@ -139,9 +139,12 @@ def _optim() -> ConfigDict:
       backbone_frozen_epochs=0.0,
       backbone_learning_rate_multiplier=1.0,
       # name='muon': the kernels' peak rate (the schedule's shape is shared), their Nesterov
-      # momentum, and whether they are kept at a fixed norm (airbench94_muon; then no weight
-      # decay reaches them).
-      muon=ConfigDict(dict(learning_rate=0.24, momentum=0.6, normalise=True)),
+      # momentum, whether they are kept at a fixed norm (airbench94_muon; then no weight decay
+      # reaches them), and the dtype of the Newton-Schulz iteration that orthogonalises each
+      # update: 'float32' or 'bfloat16' (airbench's; on the CPU path it then runs on oneDNN,
+      # several times faster: docs/speed.md).
+      muon=ConfigDict(dict(learning_rate=0.24, momentum=0.6, normalise=True,
+                           newton_schulz_dtype='float32')),
       # Lookahead (airbench's): every this many steps the weights move to a slow average of
       # themselves, whose decay grows with training progress cubed up to `decay` (0: off).
       lookahead=ConfigDict(dict(every=0, decay=0.95**5)),

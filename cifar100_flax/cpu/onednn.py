@@ -106,7 +106,7 @@ def _register() -> ctypes.CDLL:
 
 
 @functools.cache
-def _takes_bfloat16() -> bool:
+def takes_bfloat16() -> bool:
   """Whether oneDNN has bfloat16 kernels for this CPU (not without AVX-512; logs it once)."""
   if _register().OnednnTakesBfloat16():
     return True
@@ -155,7 +155,7 @@ def supports(lhs: jax.Array, rhs: jax.Array) -> bool:
   to check)."""
   if lhs.ndim != 4 or lhs.dtype != rhs.dtype:
     return False
-  return lhs.dtype == jnp.float32 or (lhs.dtype == jnp.bfloat16 and _takes_bfloat16())
+  return lhs.dtype == jnp.float32 or (lhs.dtype == jnp.bfloat16 and takes_bfloat16())
 
 
 def _call(name: str, result: jax.ShapeDtypeStruct, strides, padding, groups,

@@ -14,6 +14,9 @@ from cifar100_flax.errors import ConfigError, require, require_non_negative, req
 from cifar100_flax.optim import schedules
 
 OPTIMIZERS = ('sgd', 'adam', 'adamw', 'muon')
+NEWTON_SCHULZ_DTYPES = ('float32', 'bfloat16')
+# The quintic Newton-Schulz iteration's coefficients (Jordan, 2024; optax's and airbench's).
+_NEWTON_SCHULZ = (3.4445, -4.7750, 2.0315)
 
 
 def _decay_mask(params):
@@ -116,21 +119,55 @@ def _normalised() -> optax.GradientTransformation:
   return optax.GradientTransformation(optax.init_empty_state, update)
 
 
-def _muon(config: ml_collections.ConfigDict,
-          schedule: schedules.Schedule) -> optax.GradientTransformation:
+def orthogonalised(update: jax.Array, matmul: Callable = jnp.matmul,
+                   dtype: Any = jnp.float32, steps: int = 3) -> jax.Array:
+  """A convolution kernel's `update` [height, width, inputs, outputs] with the singular values of
+  its (height x width x inputs, outputs) matrix brought near 1: `steps` quintic Newton-Schulz
+  iterations in `dtype`, multiplied by `matmul`.
+
+  optax's own iteration runs in the update's dtype on XLA's dot, with no say in either: on a CPU
+  that is float32 at a fifth of oneDNN's bfloat16 matmul, a fifth of cnn_fast's step
+  (docs/speed.md)."""
+  x = update.reshape(-1, update.shape[-1])
+  wide = x.shape[0] <= x.shape[1]  # iterate on the wide side: X X^T is then the smaller square
+  x = (x if wide else x.T) / (jnp.linalg.norm(x) + 1e-8)
+  x = x.astype(dtype)
+  a, b, c = _NEWTON_SCHULZ
+  for _ in range(steps):
+    gram = matmul(x, x.T)
+    x = a * x + matmul(b * gram + c * matmul(gram, gram), x)
+  return (x if wide else x.T).reshape(update.shape).astype(update.dtype)
+
+
+def _muon_direction(config: ml_collections.ConfigDict,
+                    matmul: Callable) -> optax.GradientTransformation:
+  """Nesterov momentum (optax's Muon, whose state checkpoints keep), orthogonalised here.
+
+  optax's Newton-Schulz is asked for zero steps (it then only divides each update by its norm):
+  three run in `orthogonalised`, in config.optim.muon.newton_schulz_dtype on `matmul`, as
+  airbench94_muon (three, not five: they even out the smallest singular values less, which
+  trains as well)."""
+  dimensions = optax.contrib.MuonDimensionNumbers(reduction_axis=(0, 1, 2), output_axis=3)
+  momentum = optax.contrib.scale_by_muon(
+      beta=config.optim.muon.momentum, nesterov=True, ns_steps=0,
+      weight_dimension_numbers=lambda tree: jax.tree.map(lambda _: dimensions, tree))
+  dtype = jnp.dtype(config.optim.muon.newton_schulz_dtype)
+
+  def update(updates, state, params=None):
+    updates, state = momentum.update(updates, state, params)
+    return jax.tree.map(lambda u: orthogonalised(u, matmul, dtype), updates), state
+  return optax.GradientTransformation(momentum.init, update)
+
+
+def _muon(config: ml_collections.ConfigDict, schedule: schedules.Schedule,
+          matmul: Callable) -> optax.GradientTransformation:
   """Muon (Jordan, 2024) for the convolution kernels, as airbench94_muon: Nesterov momentum,
   orthogonalised by Newton-Schulz over (height x width x inputs, outputs), on weights kept at a
   fixed norm (else decayed as optax.contrib.muon does); at muon_learning_rate x the schedule's
   shape. Everything else: SGD as 'sgd'."""
   scale = config.optim.muon.learning_rate / config.optim.learning_rate
   muon_schedule = lambda step: schedule(step) * scale
-  dimensions = optax.contrib.MuonDimensionNumbers(reduction_axis=(0, 1, 2), output_axis=3)
-  # Three Newton-Schulz steps, not optax's five, as airbench94_muon: they even out the smallest
-  # singular values less, which trains as well, and on a CPU the fourth and fifth cost several
-  # percent of a step.
-  kernels = [optax.contrib.scale_by_muon(
-      beta=config.optim.muon.momentum, nesterov=True, ns_steps=3,
-      weight_dimension_numbers=lambda tree: jax.tree.map(lambda _: dimensions, tree))]
+  kernels = [_muon_direction(config, matmul)]
   if config.optim.weight_decay and not config.optim.muon.normalise:
     kernels.append(optax.add_decayed_weights(config.optim.weight_decay))
   kernels.append(optax.scale_by_learning_rate(muon_schedule))
@@ -154,9 +191,12 @@ def _sgd(config: ml_collections.ConfigDict,
 
 
 def create_optimizer(
-    config: ml_collections.ConfigDict, total_steps: int,
-    steps_per_epoch: int) -> tuple[optax.GradientTransformationExtraArgs, schedules.Schedule]:
-  """The optimiser (its update takes `value=loss` for reduce_on_plateau) and its base schedule."""
+    config: ml_collections.ConfigDict, total_steps: int, steps_per_epoch: int,
+    matmul: Callable = jnp.matmul) -> tuple[optax.GradientTransformationExtraArgs,
+                                           schedules.Schedule]:
+  """The optimiser (its update takes `value=loss` for reduce_on_plateau) and its base schedule.
+
+  `matmul`: what Muon's Newton-Schulz multiplies with (the CPU path passes oneDNN's)."""
   schedule = schedules.SCHEDULES[config.schedule.name](config, total_steps, steps_per_epoch)
   parts = []
   if config.optim.grad_clip_norm:
@@ -166,7 +206,7 @@ def create_optimizer(
   elif config.optim.name == 'sgd':
     parts.append(_sgd(config, schedule))
   elif config.optim.name == 'muon':
-    parts.append(_muon(config, schedule))
+    parts.append(_muon(config, schedule, matmul))
   else:
     if config.optim.weight_decay:
       parts.append(optax.add_decayed_weights(config.optim.weight_decay, mask=_decay_mask))
@@ -210,6 +250,9 @@ def check_config(optim: ml_collections.ConfigDict) -> None:
   require_non_negative(optim.muon, 'config.optim.muon', ('learning_rate',))
   require(0 <= optim.muon.momentum < 1,
           f'config.optim.muon.momentum must be in [0, 1), got {optim.muon.momentum}')
+  require(optim.muon.newton_schulz_dtype in NEWTON_SCHULZ_DTYPES,
+          f'config.optim.muon.newton_schulz_dtype={optim.muon.newton_schulz_dtype!r} is not one '
+          f'of {list(NEWTON_SCHULZ_DTYPES)}')
   require_non_negative(optim.lookahead, 'config.optim.lookahead', ('every',))
   require(0 <= optim.lookahead.decay <= 1,
           f'config.optim.lookahead.decay must be in [0, 1], got {optim.lookahead.decay}')

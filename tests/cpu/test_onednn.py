@@ -257,3 +257,13 @@ def test_concurrent_calls_do_not_corrupt_each_other(dtype):
   for _ in range(3):
     for got, expected in zip(together(xs, kernels), alone):
       np.testing.assert_array_equal(got, expected)
+
+
+@needs_bfloat16
+def test_muon_runs_newton_schulz_on_onednn_only_in_bfloat16_on_the_cpu_path():
+  config = tiny_config(optimizer='muon', conv_backend='onednn')
+  assert states.newton_schulz_matmul(config) is jnp.matmul  # float32: XLA's dot
+  config.optim.muon.newton_schulz_dtype = 'bfloat16'
+  assert states.newton_schulz_matmul(config) is onednn.matmul
+  config.cpu.conv_backend = 'xla'
+  assert states.newton_schulz_matmul(config) is jnp.matmul

@@ -3,6 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from optax.contrib import _muon  # its Newton-Schulz, which optax does not export
 
 from cifar100_flax.errors import ConfigError
 from cifar100_flax.optim import optimizers
@@ -163,6 +164,32 @@ def test_muon_orthogonalises_convolution_kernels_and_leaves_the_rest_to_sgd():
   np.testing.assert_allclose(updates['Dense_0']['kernel'], -0.1 * grads['Dense_0']['kernel'],
                              rtol=1e-6)
   np.testing.assert_allclose(updates['Dense_0']['bias'], -0.1, rtol=1e-6)
+
+
+@pytest.mark.parametrize('shape', [(3, 3, 4, 8), (1, 1, 16, 4)])  # a tall and a wide matrix
+def test_newton_schulz_is_optaxs_in_float32_and_close_in_bfloat16(shape):
+  update = jax.random.normal(jax.random.PRNGKey(0), shape)
+  dimensions = optax.contrib.MuonDimensionNumbers(reduction_axis=(0, 1, 2), output_axis=3)
+  optaxs = _muon.orthogonalize_via_newton_schulz(
+      update, jnp.array([3.4445, -4.7750, 2.0315]), ns_steps=3, dimension_numbers=dimensions)
+  np.testing.assert_allclose(optimizers.orthogonalised(update), optaxs, rtol=1e-5, atol=1e-6)
+  # bfloat16 (8 bits of mantissa) through three iterations: near (3-4% here), not equal.
+  halved = optimizers.orthogonalised(update, dtype=jnp.bfloat16)
+  assert halved.dtype == jnp.float32 and not np.array_equal(halved, optaxs)
+  assert float(jnp.linalg.norm(halved - optaxs)) < 0.05 * float(jnp.linalg.norm(optaxs))
+
+
+def test_muon_orthogonalises_on_the_matmul_it_is_given():
+  calls = []
+
+  def matmul(a, b):
+    calls.append(a.dtype)
+    return a @ b
+  config = tiny_config(optimizer='muon', **{'optim.muon.newton_schulz_dtype': 'bfloat16'})
+  tx, _ = optimizers.create_optimizer(config, total_steps=10, steps_per_epoch=1, matmul=matmul)
+  params = {'Conv_0': {'kernel': jnp.ones((3, 3, 4, 8))}}
+  tx.update(params, tx.init(params), params, value=jnp.array(0.0))
+  assert calls == [jnp.bfloat16] * 9  # three iterations of three products
 
 
 def test_muon_keeps_each_kernel_at_the_norm_of_its_outputs():
