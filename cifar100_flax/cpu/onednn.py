@@ -226,6 +226,14 @@ def _matmul_backward(residuals, output_gradient):
 matmul.defvjp(_matmul_forward, _matmul_backward)
 
 
+def product(a: jax.Array, b: jax.Array, transpose_a: bool = False,
+            transpose_b: bool = False) -> jax.Array:
+  """`a @ b`, either read transposed where it lies (twice as fast for Muon's Gram matrices as a
+  transposed copy): two matrices of one dtype, accumulated in float32, without a gradient."""
+  _register()
+  return _matmul_call(a, b, a.dtype, transpose_a=transpose_a, transpose_b=transpose_b)
+
+
 def check_config(cpu: ml_collections.ConfigDict) -> None:
   """Raises ConfigError for a `config.cpu` whose choices cannot go together."""
   require(cpu.conv_backend in BACKENDS,

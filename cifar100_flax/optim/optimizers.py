@@ -119,32 +119,42 @@ def _normalised() -> optax.GradientTransformation:
   return optax.GradientTransformation(optax.init_empty_state, update)
 
 
-def orthogonalised(update: jax.Array, matmul: Callable = jnp.matmul,
+def xla_product(a: jax.Array, b: jax.Array, transpose_a: bool = False,
+                transpose_b: bool = False) -> jax.Array:
+  """`a @ b`, either transposed first, on XLA's dot."""
+  return (a.T if transpose_a else a) @ (b.T if transpose_b else b)
+
+
+def orthogonalised(update: jax.Array, product: Callable = xla_product,
                    dtype: Any = jnp.float32, steps: int = 3) -> jax.Array:
   """A convolution kernel's `update` [height, width, inputs, outputs] with the singular values of
   its (height x width x inputs, outputs) matrix brought near 1: `steps` quintic Newton-Schulz
-  iterations in `dtype`, multiplied by `matmul`.
+  iterations in `dtype`, multiplied by `product` (xla_product's signature).
 
   optax's own iteration runs in the update's dtype on XLA's dot, with no say in either: on a CPU
-  that is float32 at a fifth of oneDNN's bfloat16 matmul, a fifth of cnn_fast's step
-  (docs/speed.md)."""
+  that is float32 at a fifth of oneDNN's bfloat16 matmul (docs/speed.md). It also transposes a
+  tall matrix (most kernels: 3 x 3 x inputs > outputs) to iterate on X X^T; here a tall X
+  iterates on X^T X from the right, the same function (f(X^T)^T) without the copies."""
   x = update.reshape(-1, update.shape[-1])
-  wide = x.shape[0] <= x.shape[1]  # iterate on the wide side: X X^T is then the smaller square
-  x = (x if wide else x.T) / (jnp.linalg.norm(x) + 1e-8)
-  x = x.astype(dtype)
+  x = (x / (jnp.linalg.norm(x) + 1e-8)).astype(dtype)
   a, b, c = _NEWTON_SCHULZ
+  tall = x.shape[0] > x.shape[1]
   for _ in range(steps):
-    gram = matmul(x, x.T)
-    x = a * x + matmul(b * gram + c * matmul(gram, gram), x)
-  return (x if wide else x.T).reshape(update.shape).astype(update.dtype)
+    if tall:  # X (b A + c A^2), A = X^T X: the smaller square
+      gram = product(x, x, transpose_a=True)
+      x = a * x + product(x, b * gram + c * product(gram, gram))
+    else:
+      gram = product(x, x, transpose_b=True)
+      x = a * x + product(b * gram + c * product(gram, gram), x)
+  return x.reshape(update.shape).astype(update.dtype)
 
 
 def _muon_direction(config: ml_collections.ConfigDict,
-                    matmul: Callable) -> optax.GradientTransformation:
+                    product: Callable) -> optax.GradientTransformation:
   """Nesterov momentum (optax's Muon, whose state checkpoints keep), orthogonalised here.
 
   optax's Newton-Schulz is asked for zero steps (it then only divides each update by its norm):
-  three run in `orthogonalised`, in config.optim.muon.newton_schulz_dtype on `matmul`, as
+  three run in `orthogonalised`, in config.optim.muon.newton_schulz_dtype on `product`, as
   airbench94_muon (three, not five: they even out the smallest singular values less, which
   trains as well)."""
   dimensions = optax.contrib.MuonDimensionNumbers(reduction_axis=(0, 1, 2), output_axis=3)
@@ -155,19 +165,19 @@ def _muon_direction(config: ml_collections.ConfigDict,
 
   def update(updates, state, params=None):
     updates, state = momentum.update(updates, state, params)
-    return jax.tree.map(lambda u: orthogonalised(u, matmul, dtype), updates), state
+    return jax.tree.map(lambda u: orthogonalised(u, product, dtype), updates), state
   return optax.GradientTransformation(momentum.init, update)
 
 
 def _muon(config: ml_collections.ConfigDict, schedule: schedules.Schedule,
-          matmul: Callable) -> optax.GradientTransformation:
+          product: Callable) -> optax.GradientTransformation:
   """Muon (Jordan, 2024) for the convolution kernels, as airbench94_muon: Nesterov momentum,
   orthogonalised by Newton-Schulz over (height x width x inputs, outputs), on weights kept at a
   fixed norm (else decayed as optax.contrib.muon does); at muon_learning_rate x the schedule's
   shape. Everything else: SGD as 'sgd'."""
   scale = config.optim.muon.learning_rate / config.optim.learning_rate
   muon_schedule = lambda step: schedule(step) * scale
-  kernels = [_muon_direction(config, matmul)]
+  kernels = [_muon_direction(config, product)]
   if config.optim.weight_decay and not config.optim.muon.normalise:
     kernels.append(optax.add_decayed_weights(config.optim.weight_decay))
   kernels.append(optax.scale_by_learning_rate(muon_schedule))
@@ -192,11 +202,12 @@ def _sgd(config: ml_collections.ConfigDict,
 
 def create_optimizer(
     config: ml_collections.ConfigDict, total_steps: int, steps_per_epoch: int,
-    matmul: Callable = jnp.matmul) -> tuple[optax.GradientTransformationExtraArgs,
-                                           schedules.Schedule]:
+    product: Callable = xla_product) -> tuple[optax.GradientTransformationExtraArgs,
+                                              schedules.Schedule]:
   """The optimiser (its update takes `value=loss` for reduce_on_plateau) and its base schedule.
 
-  `matmul`: what Muon's Newton-Schulz multiplies with (the CPU path passes oneDNN's)."""
+  `product`: what Muon's Newton-Schulz multiplies with (xla_product's signature; the CPU path
+  passes oneDNN's)."""
   schedule = schedules.SCHEDULES[config.schedule.name](config, total_steps, steps_per_epoch)
   parts = []
   if config.optim.grad_clip_norm:
@@ -206,7 +217,7 @@ def create_optimizer(
   elif config.optim.name == 'sgd':
     parts.append(_sgd(config, schedule))
   elif config.optim.name == 'muon':
-    parts.append(_muon(config, schedule, matmul))
+    parts.append(_muon(config, schedule, product))
   else:
     if config.optim.weight_decay:
       parts.append(optax.add_decayed_weights(config.optim.weight_decay, mask=_decay_mask))

@@ -68,15 +68,15 @@ def create_model(config: ml_collections.ConfigDict,
                              layers=layers, **config.model.kwargs)
 
 
-def newton_schulz_matmul(config: ml_collections.ConfigDict) -> Callable:
+def newton_schulz_product(config: ml_collections.ConfigDict) -> Callable:
   """What Muon's Newton-Schulz multiplies with: oneDNN's matmul where it runs in bfloat16 on a
   CPU path with oneDNN's bfloat16 kernels (XLA's dot computes bfloat16 at float32's speed on a
   CPU); XLA's otherwise."""
   if (config.optim.name == 'muon' and config.optim.muon.newton_schulz_dtype == 'bfloat16'
       and uses_cpu_speed_path(config) and onednn.resolve(config.cpu.conv_backend) == 'onednn'
       and onednn.takes_bfloat16()):
-    return onednn.matmul
-  return jnp.matmul
+    return onednn.product
+  return optimizers.xla_product
 
 
 def _init_variables(model: nn.Module, config: ml_collections.ConfigDict, rng: jax.Array,
@@ -102,7 +102,7 @@ def create_train_state(config: ml_collections.ConfigDict, steps_per_epoch: int,
   `model`: default `create_model(config)`.
   """
   tx, schedule = optimizers.create_optimizer(config, config.train.num_epochs * steps_per_epoch,
-                                             steps_per_epoch, newton_schulz_matmul(config))
+                                             steps_per_epoch, newton_schulz_product(config))
   model = model or create_model(config)
   init_rng, run_rng = jax.random.split(jax.random.PRNGKey(config.train.seed))
   if sample_images is None:

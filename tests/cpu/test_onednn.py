@@ -11,6 +11,7 @@ import pytest
 from cifar100_flax.cpu import convolution, onednn
 from cifar100_flax.data import preprocessing
 from cifar100_flax.errors import ConfigError
+from cifar100_flax.optim import optimizers
 from cifar100_flax.training import states, steps
 from tests.helpers import tiny_config, without_a_compiler
 
@@ -120,7 +121,7 @@ def test_a_bfloat16_depthwise_convolution_runs_in_float32_on_onednn():
 
 def test_bfloat16_goes_to_xla_where_onednn_has_no_bfloat16_kernels(monkeypatch):
   """Without AVX-512, oneDNN cannot create a bfloat16 primitive: XLA convolves instead."""
-  monkeypatch.setattr(onednn, '_takes_bfloat16', lambda: False)
+  monkeypatch.setattr(onednn, 'takes_bfloat16', lambda: False)
   x = jnp.zeros((2, 8, 8, 4), jnp.bfloat16)
   for kernel_shape, groups in (((3, 3, 4, 8), 1), ((3, 3, 1, 4), 4)):
     hlo = jax.jit(functools.partial(
@@ -262,8 +263,24 @@ def test_concurrent_calls_do_not_corrupt_each_other(dtype):
 @needs_bfloat16
 def test_muon_runs_newton_schulz_on_onednn_only_in_bfloat16_on_the_cpu_path():
   config = tiny_config(optimizer='muon', conv_backend='onednn')
-  assert states.newton_schulz_matmul(config) is jnp.matmul  # float32: XLA's dot
+  assert states.newton_schulz_product(config) is optimizers.xla_product  # float32: XLA's dot
   config.optim.muon.newton_schulz_dtype = 'bfloat16'
-  assert states.newton_schulz_matmul(config) is onednn.matmul
+  assert states.newton_schulz_product(config) is onednn.product
   config.cpu.conv_backend = 'xla'
-  assert states.newton_schulz_matmul(config) is jnp.matmul
+  assert states.newton_schulz_product(config) is optimizers.xla_product
+
+
+@needs_bfloat16
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
+def test_product_reads_a_matrix_transposed_in_place(dtype):
+  a, b = (jax.random.normal(jax.random.PRNGKey(i), (24, 40)).astype(dtype) for i in (0, 1))
+  c = jax.random.normal(jax.random.PRNGKey(2), (40, 16)).astype(dtype)
+  tolerance = dict(rtol=1e-5, atol=1e-5) if dtype == jnp.float32 else dict(rtol=2e-2, atol=5e-2)
+  f32 = lambda x: x.astype(jnp.float32)
+  for got, want in [(jax.jit(lambda a, b: onednn.product(a, b, transpose_b=True))(a, b),
+                     f32(a) @ f32(b).T),
+                    (jax.jit(lambda a, b: onednn.product(a, b, transpose_a=True))(a, b),
+                     f32(a).T @ f32(b)),
+                    (jax.jit(onednn.product)(a, c), f32(a) @ f32(c))]:
+    assert got.dtype == dtype
+    np.testing.assert_allclose(got.astype(jnp.float32), want, **tolerance)

@@ -179,17 +179,19 @@ def test_newton_schulz_is_optaxs_in_float32_and_close_in_bfloat16(shape):
   assert float(jnp.linalg.norm(halved - optaxs)) < 0.05 * float(jnp.linalg.norm(optaxs))
 
 
-def test_muon_orthogonalises_on_the_matmul_it_is_given():
+def test_muon_orthogonalises_with_the_product_it_is_given():
   calls = []
 
-  def matmul(a, b):
-    calls.append(a.dtype)
-    return a @ b
+  def product(a, b, transpose_a=False, transpose_b=False):
+    calls.append((a.dtype, transpose_a, transpose_b))
+    return optimizers.xla_product(a, b, transpose_a, transpose_b)
   config = tiny_config(optimizer='muon', **{'optim.muon.newton_schulz_dtype': 'bfloat16'})
-  tx, _ = optimizers.create_optimizer(config, total_steps=10, steps_per_epoch=1, matmul=matmul)
+  tx, _ = optimizers.create_optimizer(config, total_steps=10, steps_per_epoch=1, product=product)
   params = {'Conv_0': {'kernel': jnp.ones((3, 3, 4, 8))}}
   tx.update(params, tx.init(params), params, value=jnp.array(0.0))
-  assert calls == [jnp.bfloat16] * 9  # three iterations of three products
+  # Three iterations of three products, the first the Gram matrix of the tall (36, 8) X: X^T X.
+  assert calls == [(jnp.bfloat16, True, False), (jnp.bfloat16, False, False),
+                   (jnp.bfloat16, False, False)] * 3
 
 
 def test_muon_keeps_each_kernel_at_the_norm_of_its_outputs():
