@@ -13,9 +13,11 @@ The peak, two ways, for float32 and bfloat16:
             dtype; the best of them is the peak the figures below are fractions of.
 Then the recipe's step at each image side it trains on (XLA's FLOP count of the compiled step
 over its fastest time), and each of its convolutions alone, forward and both gradients as a
-training step computes them, on oneDNN and on XLA, in the recipe's dtype. Lines:
+training step computes them, on oneDNN and on XLA, in the recipe's dtype; and the optimiser's
+update alone (Muon's Newton-Schulz iterations are most of it). Lines:
 
   PEAK dtype=<d> derived=<FLOP/s> measured_xla=<FLOP/s> measured_onednn=<..> measured_torch=<..>
+  UPDATE optimiser=<name> seconds=<the fastest update alone>
   STEP side=<s> flops=<per step> seconds=<s> achieved=<FLOP/s> of_peak=<fraction of measured>
   LAYER side=<s> layer=<name> shape=<in -> out, kernel> backend=<b> achieved=<FLOP/s> of_peak=<f>
   CONVOLUTIONS side=<s> backend=<the step's> seconds=<their sum, each timed alone> of_step=<f>
@@ -37,6 +39,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import synthetic
 
 from cifar100_flax import hardware
@@ -129,11 +132,25 @@ def training_sides(config) -> list[int]:
                  for epoch in range(config.train.num_epochs)})
 
 
+def _state_and_batch(config) -> tuple[states.TrainState, dict]:
+  batch = jax.device_put(synthetic.batch(config.data.batch_size))
+  state, _ = states.create_train_state(config, steps_per_epoch=100, sample_images=batch['image'])
+  return state, batch
+
+
+def update_seconds(config, calls: int) -> float:
+  """The fastest optimiser update alone (optax's update and its application to the weights, as
+  the step does them), for the recipe's parameters and gradients of their shapes."""
+  state, _ = _state_and_batch(config)
+  gradients = jax.tree.map(lambda p: 1e-3 * jnp.ones_like(p), state.params)
+  update = jax.jit(lambda g, o, p: optax.apply_updates(p, state.tx.update(g, o, p, value=0.0)[0]))
+  return _fastest(lambda: update(gradients, state.opt_state, state.params), calls)
+
+
 def step_speed(config, side: int, calls: int) -> tuple[float, float]:
   """(XLA's FLOPs of one training step at `side`, counted as the training loop counts them, on
   XLA's own convolutions; the fastest step's seconds)."""
-  batch = jax.device_put(synthetic.batch(config.data.batch_size))
-  state, _ = states.create_train_state(config, steps_per_epoch=100, sample_images=batch['image'])
+  state, batch = _state_and_batch(config)
   step_flops = flops.flops_per_step(config, state, config.data.batch_size, image_size=side)
   compiled = steps.jit_train_step(config, image_size=side).lower(state, batch).compile()
   holder = {'state': state}
@@ -239,6 +256,8 @@ def main() -> None:
         f'({config.model.name}, {config.model.dtype}), batch {config.data.batch_size}, '
         f'convolutions on {onednn.resolve(config.cpu.conv_backend)}', flush=True)
   peaks = print_peaks(args.steps)
+  print(f'UPDATE optimiser={config.optim.name} seconds={update_seconds(config, args.steps):.3f} '
+        f'(the optimiser alone: in every step, whatever its image side)', flush=True)
   for side in training_sides(config):
     print_side(config, side, peaks[config.model.dtype], args.steps)
 

@@ -37,3 +37,10 @@ def test_the_convolutions_of_a_model_as_its_forward_pass_meets_them():
       ((11, 11, 8), (3, 3, 8, 16)), ((5, 5, 16), (3, 3, 16, 16)),
       ((5, 5, 16), (2, 2, 16, 32)), ((2, 2, 32), (3, 3, 32, 32))]
   assert found[2].training_flops() == 3 * 2 * 4 * 11 * 11 * 9 * 8 * 16
+
+
+def test_the_optimiser_update_is_timed_alone():
+  config = get_config(model='airbench', optimizer='muon')
+  config.model.kwargs = dict(widths=(8, 16, 32), convs_per_stage=2)
+  config.data.batch_size = 4
+  assert 0 < efficiency.update_seconds(config, calls=2) < 10
