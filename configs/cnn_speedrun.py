@@ -11,7 +11,9 @@ convolution (3x3, 3x3, 2x2), a 2x2 max-pool and a residual pair through 64, 192 
 pooled features. cnn_fast's Muon (its Newton-Schulz in bfloat16, on oneDNN on a CPU) and SGD;
 20 -> 24 -> 32 px, 2-pixel translations and alternating flips, label smoothing 0.25, flip and
 translation TTA. Chosen on the validation split (docs/results.md, "cnn_speedrun").
-RESULTS
+On all 50,000 images (bench/time_to_accuracy.py), alone on a 2-core Intel Xeon (Sapphire
+Rapids, AMX): test top-1 0.7529, 0.7528 and 0.7530 for seeds 0, 1 and 2 (mean 0.7529), in 7.6,
+7.5 and 7.5 minutes of training with 2.17e14 FLOPs each. Not yet run on the AMD EPYC.
 """
 
 import pathlib
