@@ -204,11 +204,19 @@ def _matmul_call(a: jax.Array, b: jax.Array, dtype, transpose_a: bool = False,
       a, b, transpose_a=transpose_a, transpose_b=transpose_b)
 
 
+def product(a: jax.Array, b: jax.Array, transpose_a: bool = False,
+            transpose_b: bool = False) -> jax.Array:
+  """`a @ b`, either read transposed where it lies (twice as fast for Muon's Gram matrices as a
+  transposed copy): two matrices of one dtype, accumulated in float32, without a gradient."""
+  _register()
+  return _matmul_call(a, b, a.dtype, transpose_a=transpose_a, transpose_b=transpose_b)
+
+
 @jax.custom_vjp
 def matmul(a: jax.Array, b: jax.Array) -> jax.Array:
-  """`a @ b` of two matrices of one dtype (float32 or bfloat16), accumulated in float32."""
-  _register()
-  return _matmul_call(a, b, a.dtype)
+  """`a @ b` of two matrices of one dtype (float32 or bfloat16), accumulated in float32: `product`
+  with its gradient (both on oneDNN)."""
+  return product(a, b)
 
 
 def _matmul_forward(a, b):
@@ -224,14 +232,6 @@ def _matmul_backward(residuals, output_gradient):
 
 
 matmul.defvjp(_matmul_forward, _matmul_backward)
-
-
-def product(a: jax.Array, b: jax.Array, transpose_a: bool = False,
-            transpose_b: bool = False) -> jax.Array:
-  """`a @ b`, either read transposed where it lies (twice as fast for Muon's Gram matrices as a
-  transposed copy): two matrices of one dtype, accumulated in float32, without a gradient."""
-  _register()
-  return _matmul_call(a, b, a.dtype, transpose_a=transpose_a, transpose_b=transpose_b)
 
 
 def check_config(cpu: ml_collections.ConfigDict) -> None:

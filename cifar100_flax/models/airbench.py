@@ -4,9 +4,9 @@ A frozen 2x2 "whitening" convolution (filters: the eigenvectors of the training 
 patches, scaled to unit variance) feeds stages of (conv, 2x2 max-pool, BatchNorm, activation,
 (conv, BatchNorm, activation) x n), or, with `residual_mids`, of (conv, pool, BatchNorm,
 activation) and a residual pair x + act(BN(conv(act(BN(conv(x)))))) through fewer channels.
-Convolutions start near the identity, BatchNorm has no scale
-(only a bias), and the classifier's logits are scaled down. The whitening filters are fitted when
-the model is initialised: initialise it on a batch of (preprocessed) training images.
+Convolutions start near the identity, BatchNorm has no scale (only a bias), and the classifier's
+logits are scaled down. The whitening filters are fitted when the model is initialised: initialise
+it on a batch of (preprocessed) training images.
 
 Each convolution's kernel side, the activation and the head's pooling can be chosen, for the
 CIFAR-100 speedrun's network (Navier-Stoked, 2025: residual pairs through 64, 192 and 512
@@ -110,6 +110,8 @@ class Airbench(nn.Module):
     for stage, width in enumerate(self.widths):
       x = conv_bn(x, width, pool=True)
       if self.residual_mids:
+        # Added after the pair's activation, as the speedrun's network does (BatchNorm's own
+        # `residual` argument adds before it, as ResNets do).
         x = x + conv_bn(conv_bn(x, self.residual_mids[stage]), width)
       else:
         for _ in range(self.convs_per_stage - 1):
