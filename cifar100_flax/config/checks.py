@@ -2,8 +2,8 @@
 
 `validate` hands each subtree to the package that reads it (models, cpu, data, augment, optim,
 schedule) and checks here what the training loop reads (train, eval, checkpoint,
-early_stopping) and what holds between subtrees, such as the image sides the model can take.
-It builds no model's layers beyond their shapes and reads no data; it asks JAX for the device
+early_stopping, distill) and what holds between subtrees, such as the image sides the model can
+take. It builds no model's layers beyond their shapes and reads no data; it asks JAX for the device
 count (batch sizes must divide by it). Whether pretrained weights can be had is asked only of a
 run about to start (loading.check_start): they are read at its step 0, never again.
 """
@@ -39,6 +39,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   optimizers.check_params(config.optim, _abstract_params(config))
   schedules.check_config(config.schedule)
   _check_training(config, devices)
+  _check_distillation(config)
 
 
 def _abstract_params(config: ml_collections.ConfigDict) -> dict:
@@ -134,3 +135,15 @@ def _check_training(config: ml_collections.ConfigDict, devices: int) -> None:
   require(config.data.validation_size or not stopping.patience,
           'config.data.validation_size=0 leaves nothing to stop early on: set '
           'config.early_stopping.patience=0')
+
+
+def _check_distillation(config: ml_collections.ConfigDict) -> None:
+  """config.distill_from's form and config.distill (training/distillation.py checks the teachers
+  themselves when a run starts)."""
+  require(not config.distill_from or all(w.strip() for w in config.distill_from.split(',')),
+          f'config.distill_from must name workdirs separated by commas, got '
+          f'{config.distill_from!r}')
+  require(config.distill.temperature > 0,
+          f'config.distill.temperature must be > 0, got {config.distill.temperature}')
+  require(0 <= config.distill.weight <= 1,
+          f'config.distill.weight must be in [0, 1], got {config.distill.weight}')

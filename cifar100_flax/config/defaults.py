@@ -30,6 +30,11 @@ def get_config() -> ml_collections.ConfigDict:
       eval=_evaluation(),
       checkpoint=_checkpoint(),
       early_stopping=_early_stopping(),
+      # Knowledge distillation: trained workdirs, comma-separated, whose predictions of the
+      # training images (each with its own evaluation, averaged) the run learns from as well as
+      # the labels ('': none). Read by training/distillation.py, with `distill`.
+      distill_from='',
+      distill=_distill(),
   ))
 
 
@@ -206,6 +211,13 @@ def _early_stopping() -> ConfigDict:
       patience=10,  # stop after this many evaluations without improvement (0: off)
       min_delta=0.0,
   ))
+
+def _distill() -> ConfigDict:
+  """The loss with teachers: (1 - weight) x the cross-entropy to the labels + weight x
+  temperature^2 x the cross-entropy between the teachers' and the model's distributions, both
+  softened by `temperature` (Hinton et al., 2015; T^2 keeps the gradients' scale)."""
+  return ConfigDict(dict(temperature=4.0, weight=0.9))
+
 
 def get_transfer_config() -> ml_collections.ConfigDict:
   """The fine-tuning recipe shared by the pretrained-backbone configs.

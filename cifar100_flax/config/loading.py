@@ -216,7 +216,7 @@ def _shown_value(value: Any) -> Any:
   return tuple(_shown_value(v) for v in value) if isinstance(value, list) else value
 
 
-def _has_checkpoints(folder: pathlib.Path) -> bool:
+def has_checkpoints(folder: pathlib.Path) -> bool:
   """Whether `folder` holds a step's checkpoint (checkpoints/<step>, or checkpoints/latest/<step>
   as runs wrote them before one manager kept both the newest and the best)."""
   return any(p.name.isdigit() for where in (folder, folder / 'latest') if where.is_dir()
@@ -231,14 +231,14 @@ def check_start(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Raises a UserError if a run is about to start in `workdir` (nothing trained yet) from
   pretrained weights that cannot be had: they are read at its step 0 only, so a resume, and
   every other mode, needs none."""
-  if config.model.pretrained and not _has_checkpoints(pathlib.Path(workdir) / 'checkpoints'):
+  if config.model.pretrained and not has_checkpoints(pathlib.Path(workdir) / 'checkpoints'):
     pretrained.check_source(config.model.pretrained)
 
 
 def check_resumable(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Raises ConfigError if `workdir` holds checkpoints trained with a config that differs from
   `config` in a key that changes what is trained (any key but FREE_ON_RESUME), naming each."""
-  if not _has_checkpoints(pathlib.Path(workdir) / 'checkpoints'):
+  if not has_checkpoints(pathlib.Path(workdir) / 'checkpoints'):
     return  # Nothing trained yet: any config starts it.
   if not (pathlib.Path(workdir) / 'config.json').exists():
     return  # Trained before config.json existed: the checkpoint's shapes are all there is.
@@ -259,7 +259,7 @@ def to_record(config: ml_collections.ConfigDict, workdir: str) -> str:
   the pretrained weights it started from: read at step 0 only, they may be named elsewhere since,
   or not at all."""
   record = json.loads(config.to_json_best_effort())
-  if (_has_checkpoints(pathlib.Path(workdir) / 'checkpoints')
+  if (has_checkpoints(pathlib.Path(workdir) / 'checkpoints')
       and (pathlib.Path(workdir) / 'config.json').exists()):
     record['model']['pretrained'] = _saved(workdir)['model']['pretrained']
   return json.dumps(record, indent=1)

@@ -72,12 +72,16 @@ class Split:
   labels: np.ndarray  # int32 [N], fine labels 0..99
   coarse_labels: np.ndarray  # int32 [N], superclasses 0..19
   ids: np.ndarray  # str [N], tfds example ids such as 'test_00042'
+  # float32 [N, classes]: the teachers' soft targets of each image, where the run distils
+  # (training/distillation.py); its training batches then carry them as 'teacher'.
+  teacher: np.ndarray | None = None
 
   def __len__(self) -> int:
     return len(self.labels)
 
   def take(self, index: np.ndarray) -> 'Split':
-    return Split(self.images[index], self.labels[index], self.coarse_labels[index], self.ids[index])
+    return Split(self.images[index], self.labels[index], self.coarse_labels[index], self.ids[index],
+                 None if self.teacher is None else self.teacher[index])
 
 
 def source(config: ml_collections.ConfigDict) -> ModuleType:

@@ -44,7 +44,7 @@ def load_splits(config: ml_collections.ConfigDict, with_train: bool = True) -> d
 def train_batches(split: Split, batch_size: int, seed: int, start_step: int = 0,
                   process_index: int = 0, process_count: int = 1) -> Iterator[dict]:
   """tfds_pipeline.train_batches' batches (a pure function of seed and step, this process's
-  slice of each, alternating flips), gathered with numpy."""
+  slice of each, alternating flips, the teachers' targets), gathered with numpy."""
   n, local = len(split), batch_size // process_count
   epoch, skip = divmod(start_step, cifar100.steps_per_epoch(n, batch_size))
   first_flip = np.random.default_rng([seed, 2**32 - 1]).random(n) < 0.5
@@ -52,6 +52,7 @@ def train_batches(split: Split, batch_size: int, seed: int, start_step: int = 0,
     order = np.random.default_rng([seed, epoch]).permutation(n)
     for start in range(skip * batch_size, n - batch_size + 1, batch_size):
       index = order[start:start + batch_size][process_index * local:(process_index + 1) * local]
-      yield {'image': split.images[index], 'label': split.labels[index],
-             'flip': first_flip[index] ^ (epoch % 2 == 1)}
+      batch = {'image': split.images[index], 'label': split.labels[index],
+               'flip': first_flip[index] ^ (epoch % 2 == 1)}
+      yield batch if split.teacher is None else {**batch, 'teacher': split.teacher[index]}
     epoch, skip = epoch + 1, 0

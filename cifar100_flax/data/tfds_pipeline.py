@@ -133,13 +133,15 @@ def train_batches(split: Split, batch_size: int, seed: int, start_step: int = 0,
 
   Each process gets its own slice of the global batch. The last partial batch of an epoch is
   dropped; which images that drops changes from epoch to epoch. 'flip' is airbench's alternating
-  flip: each image is mirrored in every other epoch, starting at random.
+  flip: each image is mirrored in every other epoch, starting at random; 'teacher' holds the
+  split's soft targets where it has them.
   """
   n = len(split)
   per_epoch = steps_per_epoch(n, batch_size)
   start_epoch, skip = divmod(start_step, per_epoch)
   local = batch_size // process_count
   images, labels = tf.constant(split.images), tf.constant(split.labels)
+  teacher = None if split.teacher is None else tf.constant(split.teacher)
   first_flip = tf.random.stateless_uniform([n], seed=[seed, -1]) < 0.5
 
   def epoch_batches(epoch):
@@ -150,8 +152,9 @@ def train_batches(split: Split, batch_size: int, seed: int, start_step: int = 0,
 
   def gather(index, odd_epoch):
     index = index[process_index * local:(process_index + 1) * local]
-    return {'image': tf.gather(images, index), 'label': tf.gather(labels, index),
-            'flip': tf.math.logical_xor(tf.gather(first_flip, index), odd_epoch)}
+    batch = {'image': tf.gather(images, index), 'label': tf.gather(labels, index),
+             'flip': tf.math.logical_xor(tf.gather(first_flip, index), odd_epoch)}
+    return batch if teacher is None else {**batch, 'teacher': tf.gather(teacher, index)}
 
   ds = tf.data.Dataset.range(start_epoch, sys.maxsize).flat_map(epoch_batches).skip(skip)
   ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

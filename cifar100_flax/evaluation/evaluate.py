@@ -15,8 +15,7 @@ from cifar100_flax import console, files
 from cifar100_flax.data import cifar100
 from cifar100_flax.errors import ConfigError
 from cifar100_flax.evaluation import classification, findings, results
-from cifar100_flax.inference import restore
-from cifar100_flax.training import sharding, steps
+from cifar100_flax.training import restore, sharding, steps
 
 
 def _print_summary(report: dict) -> None:

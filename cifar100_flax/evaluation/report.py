@@ -23,8 +23,7 @@ from cifar100_flax.data import cifar100, preprocessing
 from cifar100_flax.errors import UserError
 from cifar100_flax.evaluation import document, findings, gradcam, plots
 from cifar100_flax.evaluation.results import RunResults, load_run, run_names
-from cifar100_flax.inference import restore
-from cifar100_flax.training import states
+from cifar100_flax.training import restore, states
 
 SHOWN_IMAGES = 8  # per run, in the augmented samples and the confident mistakes
 GRADCAM_IMAGES = 7

@@ -31,8 +31,7 @@ from jax._src import core as jax_core
 from cifar100_flax import console, files
 from cifar100_flax.data import cifar100
 from cifar100_flax.errors import UsageError
-from cifar100_flax.inference import restore
-from cifar100_flax.training import states, steps
+from cifar100_flax.training import restore, states, steps
 
 FORMATS = ('onnx', 'stablehlo', 'savedmodel')
 FILE_NAMES = {'onnx': 'model.onnx', 'stablehlo': 'model.jax_export', 'savedmodel': 'saved_model'}

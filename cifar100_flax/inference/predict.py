@@ -19,8 +19,8 @@ import numpy as np
 from cifar100_flax import console, files
 from cifar100_flax.data import cifar100
 from cifar100_flax.errors import UsageError
-from cifar100_flax.inference import image_files, restore
-from cifar100_flax.training import sharding, steps
+from cifar100_flax.inference import image_files
+from cifar100_flax.training import restore, sharding, steps
 
 _TABLE_ROWS = 50  # a large folder's table shows this many; the file has them all
 

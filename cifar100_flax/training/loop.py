@@ -22,6 +22,7 @@ from cifar100_flax.models import pretrained
 from cifar100_flax.optim import optimizers, schedules
 from cifar100_flax.training import (
   checkpoints,
+  distillation,
   flops,
   processes,
   recalibration,
@@ -216,6 +217,7 @@ def _check_start(config: ml_collections.ConfigDict, workdir: str) -> None:
   workdirs.check_is_run(workdirs.check_path(workdir))
   files.writable_folder(workdir, 'the workdir')
   loading.check_resumable(config, workdir)
+  distillation.check_teachers(config, workdir)
 
 
 def _one_training_at_a_time(workdir: str) -> contextlib.AbstractContextManager[bool]:
@@ -267,6 +269,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: _StopRequests)
   mesh = sharding.create_mesh()
   with console.phase(f'loading {config.data.name}'):
     splits = cifar100.source(config).load_splits(config)
+  splits['train'] = distillation.with_teacher_targets(splits['train'], config, workdir)
   steps_per_epoch = cifar100.steps_per_epoch(len(splits['train']), config.data.batch_size)
   total_steps = config.train.num_epochs * steps_per_epoch
   state, schedule = states.create_train_state(

@@ -55,6 +55,8 @@ def train_step(state: states.TrainState, batch: dict, config: ml_collections.Con
                                     image_size)
   targets = optax.smooth_labels(jax.nn.one_hot(batch['label'], cifar100.NUM_CLASSES),
                                 config.train.label_smoothing)
+  if 'teacher' in batch:  # mixed alike: the teachers' targets follow the labels'
+    targets = jnp.concatenate([targets, batch['teacher']], axis=-1)
   if _mixes(config):
     images, targets = mixing.mix_batch(images, targets, mix_key, config.augment)
 
@@ -62,7 +64,13 @@ def train_step(state: states.TrainState, batch: dict, config: ml_collections.Con
     logits, updates = state.apply_fn(
         {'params': params, 'batch_stats': state.batch_stats}, images, train=True,
         rngs={'dropout': dropout_key}, mutable=['batch_stats'])
-    return optax.softmax_cross_entropy(logits, targets).mean(), (logits, updates['batch_stats'])
+    if 'teacher' in batch:
+      label_targets, teacher_targets = jnp.split(targets, 2, axis=-1)
+      loss = distillation_loss(logits, label_targets, teacher_targets, config.distill.temperature,
+                               config.distill.weight)
+    else:
+      loss = optax.softmax_cross_entropy(logits, targets).mean()
+    return loss, (logits, updates['batch_stats'])
 
   (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = state.tx.update(grads, state.opt_state, state.params, value=loss)
@@ -76,6 +84,18 @@ def train_step(state: states.TrainState, batch: dict, config: ml_collections.Con
                         batch_stats=batch_stats, ema=ema)
   return state, metrics.TrainMetrics.single_from_model_output(
       loss=loss, logits=logits, labels=batch['label'])
+
+
+def distillation_loss(logits: jax.Array, label_targets: jax.Array, teacher_targets: jax.Array,
+                      temperature: float, weight: float) -> jax.Array:
+  """(1 - weight) CE(labels, logits) + weight T^2 CE(teachers, logits / T), batch mean.
+
+  `teacher_targets` are the teachers' distributions already softened by T (distillation.py does
+  that once on the host); T^2 keeps the soft term's gradients at the scale of the hard one's
+  (Hinton et al., 2015)."""
+  hard = optax.softmax_cross_entropy(logits, label_targets)
+  soft = optax.softmax_cross_entropy(logits / temperature, teacher_targets) * temperature**2
+  return ((1 - weight) * hard + weight * soft).mean()
 
 
 def test_time_augmented(predict: Callable, images: jax.Array,

@@ -10,8 +10,7 @@ from cifar100_flax.config import loading
 from cifar100_flax.data import preprocessing, tfds_pipeline
 from cifar100_flax.errors import CheckpointError, ConfigError
 from cifar100_flax.evaluation import evaluate
-from cifar100_flax.inference import restore
-from cifar100_flax.training import checkpoints, states, writers
+from cifar100_flax.training import checkpoints, restore, states, writers
 from tests.helpers import MOCK_EXAMPLES, REPO, best_step, run_main, tiny_config
 
 # A workdir (config.json, checkpoints/best, predictions_test.npz), packed.

@@ -5,9 +5,8 @@ import pytest
 
 from cifar100_flax.errors import CheckpointError, TrainingDivergedError
 from cifar100_flax.evaluation import evaluate
-from cifar100_flax.inference import restore
 from cifar100_flax.models import pretrained
-from cifar100_flax.training import checkpoints, flops, loop, states, writers
+from cifar100_flax.training import checkpoints, flops, loop, restore, states, writers
 from tests.helpers import REPO, best_step, mocked_cifar, saved_steps, stop_after, tiny_config
 
 # Dropout and every augmentation on, so that resuming must restore the RNG exactly; the EMA and
