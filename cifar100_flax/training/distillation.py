@@ -97,7 +97,5 @@ def _predictions(teacher: str, split: Split) -> np.ndarray:
 def softened(probs: np.ndarray, temperature: float) -> np.ndarray:
   """softmax(log(probs) / temperature): for probs = softmax(z), softmax(z / temperature), the
   teachers' distribution at that temperature (1: probs themselves)."""
-  logits = np.log(np.maximum(probs.astype(np.float64), np.finfo(np.float32).tiny)) / temperature
-  logits -= logits.max(axis=-1, keepdims=True)
-  exp = np.exp(logits)
-  return (exp / exp.sum(axis=-1, keepdims=True)).astype(np.float32)
+  logits = np.log(np.maximum(probs, np.finfo(np.float32).tiny)) / temperature
+  return np.asarray(jax.nn.softmax(logits.astype(np.float32)))
