@@ -137,10 +137,15 @@ def _check_training(config: ml_collections.ConfigDict, devices: int) -> None:
           'config.early_stopping.patience=0')
 
 
+def teachers(config: ml_collections.ConfigDict) -> list[str]:
+  """The teachers' workdirs config.distill_from names (none: an empty list)."""
+  return [teacher.strip() for teacher in config.distill_from.split(',') if config.distill_from]
+
+
 def _check_distillation(config: ml_collections.ConfigDict) -> None:
   """config.distill_from's form and config.distill (training/distillation.py checks the teachers
   themselves when a run starts)."""
-  require(not config.distill_from or all(w.strip() for w in config.distill_from.split(',')),
+  require(all(teachers(config)),
           f'config.distill_from must name workdirs separated by commas, got '
           f'{config.distill_from!r}')
   require(config.distill.temperature > 0,

@@ -9,8 +9,9 @@ They are predictions of the unaugmented images, not of each augmented view: flip
 few pixels and MixUp/CutMix (which mix them like the labels) keep what an image shows, while a
 teacher run in every step would cost several student steps (Lite0 at 128 px predicts about 550
 images a second on a 2-core CPU, where cnn_fast trains on 1,000). The predictions are kept in
-the workdir (PREDICTIONS) from the first start on: a resumed run reads the very numbers it
-started with, and needs the teachers no more.
+the workdir (workdirs.TEACHER_PREDICTIONS) from the first start on: a resumed run reads the very
+numbers it started with, and needs the teachers no more; a new run given a copy of them (the
+same teachers; its images, or more) starts without asking the teachers again.
 """
 
 import dataclasses
@@ -22,25 +23,19 @@ import ml_collections
 import numpy as np
 
 from cifar100_flax import console, files
-from cifar100_flax.config import loading
+from cifar100_flax.config import checks, loading
 from cifar100_flax.data.cifar100 import Split
 from cifar100_flax.errors import require
-from cifar100_flax.training import restore, sharding, steps
-
-PREDICTIONS = 'teacher_predictions.npz'
-
-
-def teachers(config: ml_collections.ConfigDict) -> list[str]:
-  """The teachers' workdirs config.distill_from names (none: an empty list)."""
-  return [teacher.strip() for teacher in config.distill_from.split(',') if config.distill_from]
+from cifar100_flax.training import restore, sharding, steps, workdirs
 
 
 def check_teachers(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Raises ConfigError, before anything is read, for a teacher that is not a trained run (or is
   `workdir` itself), unless `workdir` already keeps their predictions."""
-  if not teachers(config) or (pathlib.Path(workdir) / PREDICTIONS).exists():
+  kept = pathlib.Path(workdir) / workdirs.TEACHER_PREDICTIONS
+  if not checks.teachers(config) or kept.exists():
     return
-  for teacher in teachers(config):
+  for teacher in checks.teachers(config):
     folder = pathlib.Path(teacher)
     require(folder.resolve() != pathlib.Path(workdir).resolve(),
             f'config.distill_from names the workdir being trained ({teacher}): a run cannot teach '
@@ -54,30 +49,33 @@ def check_teachers(config: ml_collections.ConfigDict, workdir: str) -> None:
 def with_teacher_targets(split: Split, config: ml_collections.ConfigDict, workdir: str) -> Split:
   """`split` with the teachers' soft targets of its images (none without config.distill_from):
   the ones `workdir` keeps, else the teachers' predictions, kept there for resuming."""
-  if not teachers(config):
+  if not checks.teachers(config):
     return split
-  path = pathlib.Path(workdir) / PREDICTIONS
+  path = pathlib.Path(workdir) / workdirs.TEACHER_PREDICTIONS
   probs = _kept(path, config, split)
   if probs is None:
-    probs = np.mean([_predictions(teacher, split) for teacher in teachers(config)], axis=0)
+    probs = np.mean([_predictions(teacher, split) for teacher in checks.teachers(config)], axis=0)
     if jax.process_index() == 0:
       buffer = io.BytesIO()
-      np.savez(buffer, probs=probs, ids=split.ids, teachers=np.array(teachers(config)))
+      np.savez(buffer, probs=probs, ids=split.ids, teachers=np.array(checks.teachers(config)))
       files.write_bytes(path, buffer.getvalue())
   return dataclasses.replace(split, teacher=softened(probs, config.distill.temperature))
 
 
 def _kept(path: pathlib.Path, config: ml_collections.ConfigDict, split: Split) -> np.ndarray | None:
-  """The probabilities `path` keeps, if any; ConfigError if they are of other images or teachers
-  (the run's config.json and checkpoints then do not belong with them)."""
+  """The probabilities `path` keeps of `split`'s images, in its order, if any; ConfigError if it
+  lacks some of them or is of other teachers (the run's config.json and checkpoints then do not
+  belong with it). It may hold more images: those of all 50,000 serve a run on 45,000 too."""
   if not path.exists():
     return None
   with np.load(path) as kept:
     probs, ids, named = kept['probs'], kept['ids'], list(kept['teachers'])
-  require(named == teachers(config) and np.array_equal(ids, split.ids),
+  row_of = {image_id: row for row, image_id in enumerate(ids)}
+  rows = [row_of.get(image_id) for image_id in split.ids]
+  require(named == checks.teachers(config) and None not in rows,
           f'{path} holds the predictions of other teachers or images ({", ".join(named)}) than '
           f'this run\'s: delete it to have config.distill_from\'s predict again')
-  return probs
+  return probs[rows]
 
 
 def _predictions(teacher: str, split: Split) -> np.ndarray:

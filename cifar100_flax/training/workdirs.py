@@ -16,6 +16,9 @@ from cifar100_flax.config import defaults, loading
 from cifar100_flax.errors import UsageError
 
 LOCK = 'training.lock'  # held (flock) by the training process; holds its pid and host
+# A distilled run's teachers' predictions (training/distillation.py), which a new run may be
+# given before its first start, copied from a run with the same teachers (of its images or more).
+TEACHER_PREDICTIONS = 'teacher_predictions.npz'
 _held: set[pathlib.Path] = set()  # the locks this process holds
 
 
@@ -42,10 +45,10 @@ def _plain(path: str) -> str:
 def check_is_run(workdir: pathlib.Path) -> None:
   """Refuses a folder that holds files but no run of this project (no checkpoints/, no
   config.json of this project's keys): training there would replace another program's
-  config.json and history.jsonl."""
+  config.json and history.jsonl. Kept teacher predictions alone are the start of a run."""
   if not workdir.is_dir() or (workdir / 'checkpoints').is_dir() or _our_config(workdir):
     return
-  others = sorted(p.name for p in workdir.iterdir() if p.name != LOCK)
+  others = sorted(p.name for p in workdir.iterdir() if p.name not in (LOCK, TEACHER_PREDICTIONS))
   if others:
     shown = ', '.join(others[:3]) + (f' and {len(others) - 3} more' if len(others) > 3 else '')
     raise UsageError(f'{workdir} is not a run of this project (it holds {shown}, and no '

@@ -1,5 +1,6 @@
 """Distillation (config.distill_from): the loss, the teachers' targets and a distilled run."""
 
+import dataclasses
 import shutil
 
 import jax
@@ -8,7 +9,7 @@ import pytest
 
 from cifar100_flax.data import cifar100, preprocessing
 from cifar100_flax.errors import ConfigError
-from cifar100_flax.training import checkpoints, distillation, loop, states, steps
+from cifar100_flax.training import checkpoints, distillation, loop, states, steps, workdirs
 from tests.helpers import mocked_cifar, saved_steps, stop_after, tiny_config
 
 
@@ -89,7 +90,7 @@ def test_a_teacher_that_is_not_a_trained_run_is_refused_before_anything_is_read(
   name = {'itself': str(student)}.get(teacher, str(tmp_path / teacher))
   with pytest.raises(ConfigError, match='distill_from'):
     loop.train_and_evaluate(tiny_config(distill_from=name), str(student))
-  assert not (student / distillation.PREDICTIONS).exists()
+  assert not (student / workdirs.TEACHER_PREDICTIONS).exists()
 
 
 @pytest.fixture(scope='module')
@@ -110,8 +111,8 @@ def _student_config(teachers=()):
   return config
 
 
-def test_the_kept_targets_are_the_mean_of_the_teachers_predictions(mock_cifar, teachers,
-                                                                   tmp_path):
+def test_the_kept_targets_are_the_mean_of_the_teachers_predictions_and_serve_a_subset(
+    mock_cifar, teachers, tmp_path):
   config = _student_config(teachers)
   split = cifar100.source(config).load_splits(config)['train']
   taught = distillation.with_teacher_targets(split, config, str(tmp_path))
@@ -119,16 +120,26 @@ def test_the_kept_targets_are_the_mean_of_the_teachers_predictions(mock_cifar, t
   assert not np.allclose(each[0], each[1], atol=1e-3)
   np.testing.assert_allclose(taught.teacher, distillation.softened(np.mean(each, axis=0), 2.0),
                              rtol=1e-5, atol=1e-7)
-  assert (tmp_path / distillation.PREDICTIONS).exists()
-  # Other teachers than the kept ones' are refused rather than silently mixed.
+  assert (tmp_path / workdirs.TEACHER_PREDICTIONS).exists()
+  # A copy in a run of some of the images, in another order, serves it with their own rows.
+  some = split.take(np.arange(len(split))[::-3])
+  (tmp_path / 'some').mkdir()
+  shutil.copy(tmp_path / workdirs.TEACHER_PREDICTIONS, tmp_path / 'some')
+  np.testing.assert_array_equal(
+      distillation.with_teacher_targets(some, config, str(tmp_path / 'some')).teacher,
+      taught.teacher[::-3])
+  # An image it lacks, or other teachers than the kept ones', are refused rather than guessed.
+  stranger = dataclasses.replace(some, ids=np.concatenate([some.ids[:-1], ['train_99999']]))
+  with pytest.raises(ConfigError, match='other teachers or images'):
+    distillation.with_teacher_targets(stranger, config, str(tmp_path / 'some'))
   config.distill_from = teachers[0]
   with pytest.raises(ConfigError, match='other teachers or images'):
     distillation.with_teacher_targets(split, config, str(tmp_path))
 
 
 @pytest.mark.slow
-def test_a_distilled_run_resumes_exactly_without_its_teachers(mock_cifar, teachers, tmp_path,
-                                                             monkeypatch):
+def test_a_distilled_run_resumes_or_starts_anew_exactly_without_its_teachers(
+    mock_cifar, teachers, tmp_path, monkeypatch):
   config = _student_config(teachers)
   loop.train_and_evaluate(config, str(tmp_path / 'whole'))
   with monkeypatch.context() as patch:
@@ -136,18 +147,23 @@ def test_a_distilled_run_resumes_exactly_without_its_teachers(mock_cifar, teache
     with pytest.raises(RuntimeError):
       loop.train_and_evaluate(config, str(tmp_path / 'cut'))
   assert saved_steps(tmp_path / 'cut')[-1] == 10
+  # A new run given a copy of the kept predictions needs the teachers no more either.
+  (tmp_path / 'copied').mkdir()
+  shutil.copy(tmp_path / 'whole' / workdirs.TEACHER_PREDICTIONS, tmp_path / 'copied')
   moved = [shutil.move(teacher, tmp_path / f'moved{i}') for i, teacher in enumerate(teachers)]
   try:  # the teachers gone, the kept predictions carry on
     loop.train_and_evaluate(config, str(tmp_path / 'cut'))
+    loop.train_and_evaluate(config, str(tmp_path / 'copied'))
   finally:
     for teacher, where in zip(teachers, moved):
       shutil.move(where, teacher)
   template, _ = states.create_train_state(config, steps_per_epoch=1)
   whole = checkpoints.Checkpointer(str(tmp_path / 'whole')).restore_latest(template)[0]
-  cut = checkpoints.Checkpointer(str(tmp_path / 'cut')).restore_latest(template)[0]
-  assert int(whole.step) == int(cut.step) == 20
-  for a, b in zip(jax.tree.leaves(whole.params), jax.tree.leaves(cut.params)):
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  for other in ('cut', 'copied'):
+    state = checkpoints.Checkpointer(str(tmp_path / other)).restore_latest(template)[0]
+    assert int(whole.step) == int(state.step) == 20
+    for a, b in zip(jax.tree.leaves(whole.params), jax.tree.leaves(state.params)):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
   # And the teachers changed the training: a run without them ends elsewhere.
   loop.train_and_evaluate(_student_config(), str(tmp_path / 'alone'))
   lone = checkpoints.Checkpointer(str(tmp_path / 'alone')).restore_latest(template)[0]
