@@ -87,12 +87,13 @@ def derived_peak(dtype: str) -> tuple[float, str]:
 
 def measured_peak(dtype: str, calls: int) -> dict[str, float]:
   """FLOP/s of the fastest square matmul on XLA's dot, where built the project's oneDNN one, and
-  where installed PyTorch's (its own oneDNN, a newer one)."""
+  where installed PyTorch's (its own oneDNN, a newer one); oneDNN's only where it has kernels of
+  that dtype for this CPU."""
   rng = np.random.default_rng(0)
   a, b = (jnp.asarray(rng.standard_normal((_MATMUL_SIDE,) * 2), DTYPES[dtype]) for _ in 'ab')
   flop = 2 * _MATMUL_SIDE ** 3
   matmuls = {'xla': jax.jit(lambda a, b: jnp.matmul(a, b, preferred_element_type=a.dtype))}
-  if onednn.available():
+  if onednn.available() and (dtype == 'float32' or onednn.takes_bfloat16()):
     matmuls['onednn'] = jax.jit(onednn.matmul)
   speeds = {name: flop / _fastest(lambda f=f: f(a, b), calls) for name, f in matmuls.items()}
   torch_seconds = _torch_matmul_seconds(dtype, calls)

@@ -42,6 +42,17 @@ std::mutex& ExecutionMutex() {
   return mutex;
 }
 
+// Every primitive takes its scratchpad from the caller. oneDNN's own ("library") scratchpad is
+// thread-local and sized when a primitive is created: XLA creates a primitive on one of its
+// threads and runs it on any, where that scratchpad may be smaller or absent (on AVX2 CPUs the
+// depthwise kernel gradient of maps smaller than the kernel, oneDNN's gemm implementation,
+// wrote past it and crashed the process).
+dnnl::primitive_attr UserScratchpad() {
+  dnnl::primitive_attr attributes;
+  attributes.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  return attributes;
+}
+
 memory::data_type DataType(ffi::DataType type) {
   switch (type) {
     case ffi::DataType::F32: return memory::data_type::f32;
@@ -70,6 +81,7 @@ memory::desc KernelDesc(ffi::AnyBuffer::Dimensions d, int64_t groups, memory::da
 struct Conv {
   dnnl::primitive primitive;
   memory::desc kernel;  // the layout the primitive wants its kernel (or kernel gradient) in
+  memory::desc scratchpad;
 };
 
 struct Geometry {
@@ -99,14 +111,14 @@ struct Geometry {
     return dnnl::convolution_forward::primitive_desc(
         Engine(), dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
         ImageDesc(image, image_type), KernelDesc(kernel, groups, image_type, /*any=*/true),
-        ImageDesc(output, output_type), strides, padding_low, padding_high);
+        ImageDesc(output, output_type), strides, padding_low, padding_high, UserScratchpad());
 #else
     dnnl::convolution_forward::desc desc(
         dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
         ImageDesc(image, image_type),
         KernelDesc(kernel, groups, image_type, /*any=*/true),
         ImageDesc(output, output_type), strides, padding_low, padding_high);
-    return dnnl::convolution_forward::primitive_desc(desc, Engine());
+    return dnnl::convolution_forward::primitive_desc(desc, UserScratchpad(), Engine());
 #endif
   }
 
@@ -117,22 +129,24 @@ struct Geometry {
     typename Backward::primitive_desc pd(
         Engine(), dnnl::algorithm::convolution_direct, ImageDesc(image, image_type),
         KernelDesc(kernel, groups, kernel_type, /*any=*/true), ImageDesc(output, output_type),
-        strides, padding_low, padding_high, Forward());
+        strides, padding_low, padding_high, Forward(), UserScratchpad());
 #else
     typename Backward::desc desc(
         dnnl::algorithm::convolution_direct, ImageDesc(image, image_type),
         KernelDesc(kernel, groups, kernel_type, /*any=*/true), ImageDesc(output, output_type),
         strides, padding_low, padding_high);
-    typename Backward::primitive_desc pd(desc, Engine(), Forward());
+    typename Backward::primitive_desc pd(desc, UserScratchpad(), Engine(), Forward());
 #endif
-    return {Backward(pd), pd.query_md(dnnl::query::exec_arg_md, kernel_arg)};
+    return {Backward(pd), pd.query_md(dnnl::query::exec_arg_md, kernel_arg),
+            pd.scratchpad_desc()};
   }
 
   Conv Create(Pass pass) const {
     switch (pass) {
       case Pass::kForward: {
         auto forward = Forward();
-        return {dnnl::convolution_forward(forward), forward.weights_desc()};
+        return {dnnl::convolution_forward(forward), forward.weights_desc(),
+                forward.scratchpad_desc()};
       }
       case Pass::kInputGradient:
         return CreateBackward<dnnl::convolution_backward_data>(DNNL_ARG_WEIGHTS);
@@ -179,13 +193,15 @@ ffi::Error Run(Pass pass, ffi::AnyBuffer image, ffi::AnyBuffer kernel, ffi::AnyB
                          output.untyped_data());
     memory user_kernel(KernelDesc(geometry.kernel, groups, geometry.kernel_type), engine,
                        kernel.untyped_data());
+    memory scratchpad(conv.scratchpad, engine);
     // The kernel is small: reorder it to (or its gradient from) the primitive's layout each call.
     memory kernel_memory = user_kernel;
     if (conv.kernel != user_kernel.get_desc()) kernel_memory = memory(conv.kernel, engine);
     if (pass == Pass::kKernelGradient) {
       conv.primitive.execute(stream, {{DNNL_ARG_SRC, image_memory},
                                       {DNNL_ARG_DIFF_DST, output_memory},
-                                      {DNNL_ARG_DIFF_WEIGHTS, kernel_memory}});
+                                      {DNNL_ARG_DIFF_WEIGHTS, kernel_memory},
+                                      {DNNL_ARG_SCRATCHPAD, scratchpad}});
       if (kernel_memory != user_kernel) {
         dnnl::reorder(kernel_memory, user_kernel).execute(stream, kernel_memory, user_kernel);
       }
@@ -196,11 +212,13 @@ ffi::Error Run(Pass pass, ffi::AnyBuffer image, ffi::AnyBuffer kernel, ffi::AnyB
       if (pass == Pass::kForward) {
         conv.primitive.execute(stream, {{DNNL_ARG_SRC, image_memory},
                                         {DNNL_ARG_WEIGHTS, kernel_memory},
-                                        {DNNL_ARG_DST, output_memory}});
+                                        {DNNL_ARG_DST, output_memory},
+                                        {DNNL_ARG_SCRATCHPAD, scratchpad}});
       } else {
         conv.primitive.execute(stream, {{DNNL_ARG_DIFF_SRC, image_memory},
                                         {DNNL_ARG_WEIGHTS, kernel_memory},
-                                        {DNNL_ARG_DIFF_DST, output_memory}});
+                                        {DNNL_ARG_DIFF_DST, output_memory},
+                                        {DNNL_ARG_SCRATCHPAD, scratchpad}});
       }
     }
     stream.wait();
@@ -240,16 +258,22 @@ memory::desc MatrixDesc(ffi::AnyBuffer::Dimensions d, memory::data_type type, bo
   return memory::desc({d[0], d[1]}, type, memory::dims{d[1], 1});
 }
 
-dnnl::matmul CreateMatmul(const memory::desc& a, const memory::desc& b, const memory::desc& out) {
+struct Matmul {
+  dnnl::matmul primitive;
+  memory::desc scratchpad;
+};
+
+Matmul CreateMatmul(const memory::desc& a, const memory::desc& b, const memory::desc& out) {
 #if DNNL_VERSION_MAJOR >= 3
-  return dnnl::matmul(dnnl::matmul::primitive_desc(Engine(), a, b, out));
+  dnnl::matmul::primitive_desc pd(Engine(), a, b, out, UserScratchpad());
 #else
-  return dnnl::matmul(dnnl::matmul::primitive_desc(dnnl::matmul::desc(a, b, out), Engine()));
+  dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, b, out), UserScratchpad(), Engine());
 #endif
+  return {dnnl::matmul(pd), pd.scratchpad_desc()};
 }
 
 // out = op(a) @ op(b), op transposing where asked; out may be float32 for bfloat16 operands.
-ffi::Error Matmul(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer> out,
+ffi::Error MatrixProduct(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer> out,
                   bool transpose_a, bool transpose_b) {
   auto a_type = DataType(a.element_type()), b_type = DataType(b.element_type());
   auto out_type = DataType(out->element_type());
@@ -270,15 +294,17 @@ ffi::Error Matmul(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer
     for (int64_t d : dims) key << ',' << d;
   }
   try {
-    const dnnl::matmul& matmul = Cached<dnnl::matmul>(
+    const Matmul& matmul = Cached<Matmul>(
         key.str(), [&] { return CreateMatmul(a_desc, b_desc, out_desc); });
     dnnl::engine& engine = Engine();
     std::lock_guard<std::mutex> serialised(ExecutionMutex());
     dnnl::stream stream(engine);
     memory a_memory(a_desc, engine, a.untyped_data()), b_memory(b_desc, engine, b.untyped_data());
     memory out_memory(out_desc, engine, out->untyped_data());
-    matmul.execute(stream, {{DNNL_ARG_SRC, a_memory}, {DNNL_ARG_WEIGHTS, b_memory},
-                            {DNNL_ARG_DST, out_memory}});
+    memory scratchpad(matmul.scratchpad, engine);
+    matmul.primitive.execute(stream, {{DNNL_ARG_SRC, a_memory}, {DNNL_ARG_WEIGHTS, b_memory},
+                                      {DNNL_ARG_DST, out_memory},
+                                      {DNNL_ARG_SCRATCHPAD, scratchpad}});
     stream.wait();
   } catch (const dnnl::error& e) {
     return ffi::Error::Internal(std::string("onednn_matmul: ") + e.what());
@@ -330,7 +356,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnConvKernelGradient, KernelGradient,
                                   .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>() CONV_ATTRS);
-XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnMatmul, Matmul,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnMatmul, MatrixProduct,
                               ffi::Ffi::Bind()
                                   .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::AnyBuffer>()
