@@ -11,8 +11,9 @@ Lite0's 0.7502 and Lite2's 0.7434 (Lite2 sees its objects at half its native 260
 quarter at 160 px took Lite1 to 0.7680 (+1.34) at 1.25x the time; an EMA of the weights gave
 nothing at the end of the cosine schedule. Lite1's second stage has three blocks (1-3): freezing
 blocks 0-3 keeps the stem and the first two stages frozen, as blocks 0-2 do in Lite0. 10 epochs
-(7.5 at 128 px, about 9.2 minutes each on the Intel Xeon; 2.5 at 160, about 14) fit two hours;
-the run on all 50,000 images is not yet made.
+(7.5 at 128 px, about 9.2 minutes each on the Intel Xeon; 2.5 at 160, about 14) fit two hours
+there; a CPU with AVX2 only (a Zen 3 EPYC: 35 img/s against 90) needs about 4.5. The run on all
+50,000 images is not yet made.
 """
 
 import pathlib
