@@ -34,9 +34,9 @@ dnnl::engine& Engine() {
   return engine;
 }
 
-// XLA runs independent custom calls at once (a backward pass's two gradients, test-time views),
-// and oneDNN's primitives share one scratchpad (libdnnl is built without concurrent execution):
-// unserialised, concurrent calls overwrote each other's intermediates. Each call uses all cores.
+// XLA runs independent custom calls at once (a backward pass's two gradients, test-time views).
+// Each call uses all cores, so they run one at a time; while they took oneDNN's own scratchpad
+// (below), concurrent calls also overwrote each other's intermediates.
 std::mutex& ExecutionMutex() {
   static std::mutex mutex;
   return mutex;
@@ -274,7 +274,7 @@ Matmul CreateMatmul(const memory::desc& a, const memory::desc& b, const memory::
 
 // out = op(a) @ op(b), op transposing where asked; out may be float32 for bfloat16 operands.
 ffi::Error MatrixProduct(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer> out,
-                  bool transpose_a, bool transpose_b) {
+                         bool transpose_a, bool transpose_b) {
   auto a_type = DataType(a.element_type()), b_type = DataType(b.element_type());
   auto out_type = DataType(out->element_type());
   if (a_type == memory::data_type::undef || b_type == memory::data_type::undef ||
