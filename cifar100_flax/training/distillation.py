@@ -32,10 +32,10 @@ from cifar100_flax.training import restore, sharding, steps, workdirs
 def check_teachers(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Raises ConfigError, before anything is read, for a teacher that is not a trained run (or is
   `workdir` itself), unless `workdir` already keeps their predictions."""
-  kept = pathlib.Path(workdir) / workdirs.TEACHER_PREDICTIONS
-  if not checks.teachers(config) or kept.exists():
+  named = checks.teachers(config)
+  if not named or (pathlib.Path(workdir) / workdirs.TEACHER_PREDICTIONS).exists():
     return
-  for teacher in checks.teachers(config):
+  for teacher in named:
     folder = pathlib.Path(teacher)
     require(folder.resolve() != pathlib.Path(workdir).resolve(),
             f'config.distill_from names the workdir being trained ({teacher}): a run cannot teach '
@@ -49,22 +49,23 @@ def check_teachers(config: ml_collections.ConfigDict, workdir: str) -> None:
 def with_teacher_targets(split: Split, config: ml_collections.ConfigDict, workdir: str) -> Split:
   """`split` with the teachers' soft targets of its images (none without config.distill_from):
   the ones `workdir` keeps, else the teachers' predictions, kept there for resuming."""
-  if not checks.teachers(config):
+  named = checks.teachers(config)
+  if not named:
     return split
   path = pathlib.Path(workdir) / workdirs.TEACHER_PREDICTIONS
-  probs = _kept(path, config, split)
+  probs = _kept(path, named, split)
   if probs is None:
-    probs = np.mean([_predictions(teacher, split) for teacher in checks.teachers(config)], axis=0)
+    probs = np.mean([_predictions(teacher, split) for teacher in named], axis=0)
     if jax.process_index() == 0:
       buffer = io.BytesIO()
-      np.savez(buffer, probs=probs, ids=split.ids, teachers=np.array(checks.teachers(config)))
+      np.savez(buffer, probs=probs, ids=split.ids, teachers=np.array(named))
       files.write_bytes(path, buffer.getvalue())
   return dataclasses.replace(split, teacher=softened(probs, config.distill.temperature))
 
 
-def _kept(path: pathlib.Path, config: ml_collections.ConfigDict, split: Split) -> np.ndarray | None:
+def _kept(path: pathlib.Path, teachers: list[str], split: Split) -> np.ndarray | None:
   """The probabilities `path` keeps of `split`'s images, in its order, if any; ConfigError if it
-  lacks some of them or is of other teachers (the run's config.json and checkpoints then do not
+  lacks some of them or is of other `teachers` (the run's config.json and checkpoints then do not
   belong with it). It may hold more images: those of all 50,000 serve a run on 45,000 too."""
   if not path.exists():
     return None
@@ -72,7 +73,7 @@ def _kept(path: pathlib.Path, config: ml_collections.ConfigDict, split: Split) -
     probs, ids, named = kept['probs'], kept['ids'], list(kept['teachers'])
   row_of = {image_id: row for row, image_id in enumerate(ids)}
   rows = [row_of.get(image_id) for image_id in split.ids]
-  require(named == checks.teachers(config) and None not in rows,
+  require(named == teachers and None not in rows,
           f'{path} holds the predictions of other teachers or images ({", ".join(named)}) than '
           f'this run\'s: delete it to have config.distill_from\'s predict again')
   return probs[rows]

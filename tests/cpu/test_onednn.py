@@ -1,6 +1,7 @@
 """oneDNN convolutions: values and gradients against XLA's, routing, the fallback when
 unavailable."""
 
+import concurrent.futures
 import functools
 import subprocess
 import sys
@@ -262,23 +263,19 @@ def test_concurrent_calls_do_not_corrupt_each_other(dtype):
       np.testing.assert_array_equal(got, expected)
 
 
-# Kernel gradients of 5x5 depthwise convolutions of 4x4 maps (EfficientNet's last stages at 128
-# px): on AVX2 CPUs oneDNN computes them by im2col into a scratchpad.
-_ON_OTHER_THREADS = """
-import concurrent.futures
-import jax, jax.numpy as jnp, numpy as np
-from cifar100_flax.cpu import onednn
-x, dy = (jax.random.normal(jax.random.key(i), (32, 4, 4, 512)) for i in (0, 1))
-def kernel_gradient(conv):
-  f = lambda kernel: jnp.vdot(conv(x, kernel, (1, 1), ((2, 2), (2, 2)), 512), dy)
-  return jax.jit(jax.grad(f))(jnp.zeros((5, 5, 1, 512)))
-xla = lambda x, k, s, p, g: jax.lax.conv_general_dilated(
-    x, k, s, p, dimension_numbers=('NHWC', 'HWIO', 'NHWC'), feature_group_count=g)
-expected = kernel_gradient(xla)
-with concurrent.futures.ThreadPoolExecutor(4) as pool:
-  for got in pool.map(lambda _: kernel_gradient(onednn.conv), range(16)):
-    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-3)
-"""
+def kernel_gradients_on_other_threads():
+  """Kernel gradients of 5x5 depthwise convolutions of 4x4 maps (EfficientNet's last stages at
+  128 px; on AVX2 CPUs oneDNN computes them by im2col into a scratchpad), on four threads, against
+  XLA's. Run in a child process by the test below."""
+  x, output_gradient = (jax.random.normal(jax.random.key(i), (32, 4, 4, 512)) for i in (0, 1))
+
+  def kernel_gradient(conv):
+    loss = lambda kernel: jnp.vdot(conv(x, kernel, (1, 1), ((2, 2), (2, 2)), 512), output_gradient)
+    return jax.jit(jax.grad(loss))(jnp.zeros((5, 5, 1, 512)))
+  expected = kernel_gradient(_xla_conv)
+  with concurrent.futures.ThreadPoolExecutor(4) as pool:
+    for got in pool.map(lambda _: kernel_gradient(onednn.conv), range(16)):
+      np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-3)
 
 
 @needs_onednn
@@ -286,8 +283,10 @@ def test_a_primitive_runs_on_threads_other_than_the_one_that_made_it():
   """XLA makes a primitive on one of its threads and runs it on any: with oneDNN's own
   thread-local scratchpad, sized where the primitive was made, an AVX2 CPU crashed (SIGSEGV in
   a separate process here, so that the suite survives it)."""
-  done = subprocess.run([sys.executable, '-c', _ON_OTHER_THREADS], capture_output=True,
-                        text=True, timeout=300, check=False)
+  child = ('from tests.cpu.test_onednn import kernel_gradients_on_other_threads; '
+           'kernel_gradients_on_other_threads()')
+  done = subprocess.run([sys.executable, '-c', child], capture_output=True, text=True,
+                        timeout=300, check=False)
   assert done.returncode == 0, done.stderr[-2000:]
 
 
