@@ -260,11 +260,11 @@ def _data_text(config: ml_collections.ConfigDict) -> str:
 
 
 def _trained_text(run: RunResults) -> str:
-  validation = [r for r in run.history if 'val_accuracy' in r]
+  ends = [r for r in run.history if 'epoch' in r]  # validated or not
   planned = console.plural(run.config.train.num_epochs, 'epoch')
-  if not validation:
+  if not ends:
     return f'{planned} planned'
-  trained = validation[-1]['epoch']
+  trained = ends[-1]['epoch']
   if trained < run.config.train.num_epochs - 1e-6:
     return f'{console.plural(round(trained, 2), "epoch")} of {planned} (stopped early)'
   return planned

@@ -23,19 +23,23 @@ def _subplots(rows: int = 1, columns: int = 1, *, figsize: tuple[float, float],
 
 def training_curves(histories: dict[str, Sequence[dict]]) -> Figure:
   """Top-1 accuracy and loss (training: running mean over each logging period, dashed;
-  validation: solid) and the learning rate against the epoch, a colour per run."""
+  validation, where the run held a split out: solid) and the learning rate against the epoch, a
+  colour per run."""
   fig, axes = _subplots(1, 3, figsize=(10, 2.8))
   for colour, (name, history) in zip(_COLOURS, histories.items()):
-    validation = [r for r in history if 'val_accuracy' in r]
-    train = [r for r in history if 'train_loss' in r]
-    if not validation:
+    # Every epoch's end is recorded with its step, validated or not (runs on all 50,000 images).
+    ends = [r for r in history if 'epoch' in r]
+    if not ends:
       continue
-    epochs_per_step = validation[-1]['epoch'] / validation[-1]['step']
+    epochs_per_step = ends[-1]['epoch'] / ends[-1]['step']
+    train = [r for r in history if 'train_loss' in r]
     train_epochs = [r['step'] * epochs_per_step for r in train]
+    validation = [r for r in history if 'val_accuracy' in r]
     for ax, key in zip(axes[:2], ('accuracy', 'loss')):
-      ax.plot(train_epochs, [r[f'train_{key}'] for r in train], '--', color=colour, alpha=0.7)
+      ax.plot(train_epochs, [r[f'train_{key}'] for r in train], '--', color=colour, alpha=0.7,
+              label=None if validation else name)
       ax.plot([r['epoch'] for r in validation], [r[f'val_{key}'] for r in validation], '.-',
-              color=colour, label=name)
+              color=colour, label=name if validation else None)
     axes[2].plot(train_epochs, [r['learning_rate'] for r in train], color=colour, label=name)
   for ax, title in zip(axes, ('top-1 accuracy', 'loss', 'learning rate')):
     ax.set(xlabel='epoch', title=title)

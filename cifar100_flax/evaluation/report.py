@@ -125,7 +125,8 @@ def _add_training_figures(figures: _Figures, trained: Sequence[RunResults],
                           train_images: np.ndarray) -> None:
   figures.add('curves', 'Training curves',
               'Top-1 accuracy and loss against the epoch: on the validation split (solid, '
-              'dots at each validation) and on the training batches (dashed, the running mean '
+              'dots at each validation; none for a run trained on every training image) and on '
+              'the training batches (dashed, the running mean '
               'of each logging period, under augmentation, so below what the model scores on '
               'clean training images); right, the learning rate. A widening gap between the '
               'two is overfitting; a validation curve still rising at the end says more epochs '

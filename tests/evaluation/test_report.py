@@ -1,13 +1,15 @@
+import dataclasses
 import json
 import shutil
 
 import numpy as np
 import pytest
 
+from cifar100_flax import console
 from cifar100_flax.config import checks, loading
 from cifar100_flax.data import cifar100
 from cifar100_flax.errors import UserError
-from cifar100_flax.evaluation import evaluate, findings, report
+from cifar100_flax.evaluation import evaluate, findings, plots, report
 from cifar100_flax.evaluation.results import load_run, run_names
 from tests.helpers import mocked_cifar, run_main, tiny_config
 
@@ -214,3 +216,30 @@ def test_main_names_an_unknown_gradcam_layer_in_one_line_before_drawing(trained,
   assert 'Traceback' not in result.stderr
   assert not (tmp_path / 'report' / 'report.pdf').exists()
   assert 'Traceback' in run_main(*args, '--traceback').stderr  # when asked for
+
+
+def test_training_curves_of_a_run_on_all_training_images_are_drawn_without_validation():
+  # A recorded run (validation_size=0) logs its epochs' ends but no validation: its training
+  # curves are still drawn, at their epochs, and named in the legend.
+  history = [{'step': 50, 'train_loss': 4.0, 'train_accuracy': 0.1, 'learning_rate': 0.05},
+             {'step': 100, 'train_loss': 3.0, 'train_accuracy': 0.3, 'learning_rate': 0.02},
+             {'step': 100, 'epoch': 2.0}]
+  accuracy, loss, learning_rate = plots.training_curves({'all50k': history}).axes
+  drawn = [line for line in accuracy.lines if len(line.get_xdata())]
+  assert len(drawn) == 1 and list(drawn[0].get_xdata()) == [1.0, 2.0]
+  assert list(drawn[0].get_ydata()) == [0.1, 0.3]
+  assert [len(line.get_xdata()) for line in loss.lines + learning_rate.lines] == [2, 0, 2]
+  assert [text.get_text() for text in accuracy.get_legend().get_texts()] == ['all50k']
+
+
+def test_the_epochs_trained_are_told_for_a_run_without_validation(trained):
+  run = load_run(str(trained[0]))
+  num_epochs = run.config.train.num_epochs
+  steps = [r for r in run.history if 'epoch' in r]
+  untested = [{'step': r['step'], 'epoch': r['epoch']} for r in steps]  # as validation_size=0 logs
+  cells = {row.label: row.cells for row in findings.setup_table(
+      [dataclasses.replace(run, history=untested), dataclasses.replace(run, history=untested[:1])])}
+  assert untested[-1]['epoch'] == num_epochs
+  assert cells['Epochs'][0] == console.plural(num_epochs, 'epoch')
+  assert cells['Epochs'][1] == (f"{console.plural(untested[0]['epoch'], 'epoch')} of "
+                                f"{console.plural(num_epochs, 'epoch')} (stopped early)")
