@@ -13,7 +13,9 @@ nothing at the end of the cosine schedule. Lite1's second stage has three blocks
 blocks 0-3 keeps the stem and the first two stages frozen, as blocks 0-2 do in Lite0. 10 epochs
 (7.5 at 128 px, about 9.2 minutes each on the Intel Xeon; 2.5 at 160, about 14) fit two hours
 there; a CPU with AVX2 only (a Zen 3 EPYC: 35 img/s against 90) needs about 4.5. The run on all
-50,000 images is not yet made.
+50,000 images is not yet made. Cut to 4 epochs, the last 0.75 at 160 px
+(`--config.train.num_epochs=4 "--config.data.image_size_schedule=((0,128),(3.25,160))"`), it
+trained in 93 minutes on that Zen 3 EPYC to test top-1 0.8027 (2.0e14 training FLOPs).
 """
 
 import pathlib
