@@ -13,7 +13,10 @@ pooled features. cnn_fast's Muon (its Newton-Schulz in bfloat16, on oneDNN on a 
 translation TTA. Chosen on the validation split (docs/results.md, "cnn_speedrun").
 On all 50,000 images (bench/time_to_accuracy.py), alone on a 2-core Intel Xeon (Sapphire
 Rapids, AMX): test top-1 0.7529, 0.7528 and 0.7530 for seeds 0, 1 and 2 (mean 0.7529), in 7.6,
-7.5 and 7.5 minutes of training with 2.17e14 FLOPs each. Not yet run on the AMD EPYC.
+7.5 and 7.5 minutes of training with 2.17e14 FLOPs each. On an AVX2 AMD EPYC (Zen 3): seed 0
+0.7546 in 45.3 minutes; taught by a 2-hour Lite1 run as well as the labels (distilled, not from
+scratch: --config.distill_from=runs/lite1_2h --config.distill.temperature=1
+--config.distill.weight=0.5), 0.7582 in 46.6. Not yet run on the AVX-512 AMD EPYC (Zen 4).
 """
 
 import pathlib
